@@ -1,0 +1,41 @@
+# One idempotent set-up, then the two jobs of the README's quick start.
+#   make demo   set up if needed, then the main job
+#   make test   set up if needed, then every test
+# A second `make setup` does nothing slow: each step leaves a stamp and is skipped when it is there.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.flowprof-installed
+
+.PHONY: setup demo test lint bench clean-venv graphviz
+
+setup: $(STAMP) graphviz
+
+# pip takes torch==2.14.1 and torchvision==0.29.1 from this machine's disk (see DESIGN.md).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Graphviz's `dot` comes from Debian's graphviz package; install it when it is missing and we can.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's graphviz (for the dot program)"; \
+	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "warning: could not install graphviz; diagrams are written as DOT only"; \
+	  else echo "warning: Graphviz's dot is missing (apt-get install graphviz); diagrams are written as DOT only"; fi; }
+
+demo: setup
+	$(PY) cli.py trace transformer --emb 512 --out out/transformer-emb512
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,199 @@
+"""Model names -> factories, and the example inputs each model is traced with.
+
+Names are a contract (DESIGN.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
+``lenet5-modern-dws``, ``transformer``, ``torchvision:NAME`` and ``package.module:factory``.
+Each model file registers itself with :func:`register`; this module never lists models by hand.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ModelError(ValueError):
+    """A model name, option or input shape that cannot be built (bad input, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One example input: its name, shape and dtype; ``high`` bounds integer inputs (token ids)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    high: int | None = None
+
+    def tensor(self, device: str | torch.device = "meta", generator=None) -> torch.Tensor:
+        """A tensor of this spec: empty on ``meta`` (allocates nothing), random elsewhere."""
+        if torch.device(device).type == "meta":
+            return torch.empty(self.shape, dtype=self.dtype, device="meta")
+        if self.dtype.is_floating_point:
+            return torch.randn(self.shape, generator=generator).to(dtype=self.dtype, device=device)
+        return torch.randint(0, self.high or 2, self.shape, generator=generator, device=device).to(
+            self.dtype
+        )
+
+
+@dataclass
+class BuiltModel:
+    """A constructed model with the inputs it is traced with and the config it was built from."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[InputSpec, ...]
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def example_inputs(self, device: str | torch.device = "meta", generator=None):
+        return tuple(spec.tensor(device, generator) for spec in self.inputs)
+
+
+# A factory takes the model options (and ``input_shapes``, a list of shapes or None) and returns a
+# BuiltModel. It is called inside ``torch.device(device)``, so ``meta`` allocates no weights.
+Factory = Callable[..., BuiltModel]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Factory
+    summary: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+# Model files register on import; the registry imports them lazily on first use.
+_MODEL_MODULES = ("models.lenet5", "models.lenet5_modern", "models.transformer")
+
+
+def register(name: str, summary: str) -> Callable[[Factory], Factory]:
+    """Register ``factory`` under ``name``; a second registration of a name is a bug."""
+
+    def decorate(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(name, factory, summary)
+        return factory
+
+    return decorate
+
+
+def _load_builtin_models() -> None:
+    for module_name in _MODEL_MODULES:
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a model file not written yet
+            if exc.name != module_name:
+                raise
+
+
+def names() -> list[str]:
+    """The built-in model names, sorted."""
+    _load_builtin_models()
+    return sorted(_REGISTRY)
+
+
+def entries() -> list[ModelEntry]:
+    _load_builtin_models()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """``"1x3x224x224,1x10"`` -> ``[(1, 3, 224, 224), (1, 10)]``; sizes must be positive."""
+    shapes = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            dims = tuple(int(d) for d in part.split("x"))
+        except ValueError:
+            raise ModelError(
+                f"malformed shape {part!r}: expected sizes joined by 'x', e.g. 1x3x32x32"
+            ) from None
+        if not dims or any(d <= 0 for d in dims):
+            raise ModelError(f"malformed shape {part!r}: every size must be a positive integer")
+        shapes.append(dims)
+    return shapes
+
+
+def build(
+    name: str,
+    *,
+    device: str | torch.device = "meta",
+    input_shapes: Sequence[Sequence[int]] | None = None,
+    **options: Any,
+) -> BuiltModel:
+    """Build model ``name`` on ``device`` (``meta`` by default: no weights are allocated)."""
+    if name.startswith("torchvision:"):
+        factory = _torchvision_factory(name.split(":", 1)[1])
+    elif ":" in name:
+        factory = _user_factory(name)
+    else:
+        _load_builtin_models()
+        if name not in _REGISTRY:
+            close = difflib.get_close_matches(name, _REGISTRY, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            known = ", ".join(sorted(_REGISTRY)) + ", torchvision:NAME, package.module:factory"
+            raise ModelError(f"unknown model {name!r}{hint} (known: {known})")
+        factory = _REGISTRY[name].factory
+    shapes = [tuple(int(d) for d in s) for s in input_shapes] if input_shapes else None
+    with torch.device(device):
+        built = factory(input_shapes=shapes, **options)
+    built.module.eval()
+    return built
+
+
+def _single_input(shapes, default: tuple[int, ...]) -> tuple[InputSpec, ...]:
+    if shapes and len(shapes) != 1:
+        raise ModelError(f"this model takes one input, got {len(shapes)} shapes")
+    return (InputSpec("x", tuple(shapes[0]) if shapes else default),)
+
+
+def _torchvision_factory(arch: str) -> Factory:
+    def factory(input_shapes=None, **options) -> BuiltModel:
+        if options:
+            raise ModelError(f"torchvision models take no model options, got {sorted(options)}")
+        import torchvision  # heavy: imported only when a torchvision model is asked for
+
+        available = torchvision.models.list_models(module=torchvision.models)
+        if arch not in available:
+            close = difflib.get_close_matches(arch, available, n=3)
+            suggestions = ", ".join(f"torchvision:{c}" for c in close)
+            hint = f"; did you mean {suggestions}?" if close else ""
+            raise ModelError(f"unknown torchvision classification model {arch!r}{hint}")
+        module = torchvision.models.get_model(arch, weights=None)
+        inputs = _single_input(input_shapes, (1, 3, 224, 224))
+        return BuiltModel(f"torchvision:{arch}", module, inputs, {"arch": arch, "weights": None})
+
+    return factory
+
+
+def _user_factory(spec: str) -> Factory:
+    module_name, _, attr = spec.partition(":")
+
+    def factory(input_shapes=None, **options) -> BuiltModel:
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ModelError(f"cannot load model factory {spec!r}: {exc}") from None
+        made = fn(**options)
+        if isinstance(made, BuiltModel):
+            return made
+        if not isinstance(made, nn.Module):
+            raise ModelError(f"{spec} returned {type(made).__name__}, not a torch.nn.Module")
+        if not input_shapes:
+            raise ModelError(
+                f"{spec} is a user model: give its input shape with --input, e.g. 1x3x224x224"
+            )
+        dtype = next((p.dtype for p in made.parameters() if p.is_floating_point()), torch.float32)
+        inputs = tuple(
+            InputSpec(f"x{i}" if len(input_shapes) > 1 else "x", tuple(s), dtype)
+            for i, s in enumerate(input_shapes)
+        )
+        return BuiltModel(spec, made, inputs, {"factory": spec})
+
+    return factory
