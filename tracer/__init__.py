@@ -1,0 +1,103 @@
+"""flowprof's tracer: a model in, a BlockGraph out (exact counts on nodes, tensors on edges).
+
+Imports torch, torch.fx and networkx only; drawing and printing live in ``reports``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tracer.counts import CONVENTION, CONVENTION_VERSION, OpCount
+from tracer.errors import BadSpecError, FlowprofError, UnsupportedModelError
+from tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
+
+__all__ = [
+    "CONVENTION",
+    "BadSpecError",
+    "Block",
+    "BlockGraph",
+    "Edge",
+    "FlowprofError",
+    "OpCount",
+    "Precision",
+    "TensorMeta",
+    "UnsupportedModelError",
+    "trace",
+]
+
+TOOL_VERSION = "0.1.0"
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for p in list(model.parameters()) + list(model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
+    """Tensors stay (only their shape and dtype are used); shapes become meta tensors."""
+    if isinstance(inputs, torch.Tensor):
+        return [inputs]
+    if isinstance(inputs, Sequence) and inputs and all(isinstance(d, int) for d in inputs):
+        inputs = [tuple(inputs)]
+    if not isinstance(inputs, Sequence) or not inputs:
+        raise BadSpecError("give the model's example inputs as tensors or shapes")
+    dtype = _model_dtype(model)
+    out = []
+    for x in inputs:
+        if isinstance(x, torch.Tensor):
+            out.append(x)
+        elif isinstance(x, Sequence) and all(isinstance(d, int) and d > 0 for d in x):
+            out.append(torch.empty(tuple(x), dtype=dtype, device="meta"))
+        else:
+            raise BadSpecError(f"not a tensor or a shape of positive sizes: {x!r}")
+    return out
+
+
+def trace(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    dtype: str | Precision | None = None,
+    depth: int | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> BlockGraph:
+    """Trace ``model`` on ``inputs`` (tensors, or shapes) into a BlockGraph.
+
+    Nothing is allocated: the graph is run on fake tensors. ``dtype`` is the precision that
+    floating-point bits are accounted at (default: the model's own dtype); ``depth`` groups the
+    leaf units by module hierarchy (None: leaf modules and computing functions). The model is left
+    as it was (its train/eval flags included).
+    """
+    from tracer import fx_trace
+    from tracer.blocks import group
+
+    tensors = _as_inputs(model, inputs)
+    if dtype is None:
+        float_inputs = [t.dtype for t in tensors if t.is_floating_point()]
+        own = str(_model_dtype(model) if not float_inputs else float_inputs[0])
+        precision = Precision.of_torch(own.removeprefix("torch.")) or Precision.FP32
+    else:
+        precision = dtype if isinstance(dtype, Precision) else Precision.parse(dtype)
+    # Traced and run in eval mode (counts are of an inference pass); flags restored afterwards.
+    with fx_trace.eval_mode(model):
+        structure = fx_trace.trace_structure(model)
+        records = fx_trace.run_counts(structure, model, tensors)
+        units, crossings, info = fx_trace.build_units(structure, model, records)
+    info_meta = {
+        "model_class": type(model).__name__,
+        "inputs": [
+            {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in tensors
+        ],
+        "precision": precision.value,
+        "convention": CONVENTION,
+        "convention_version": CONVENTION_VERSION,
+        "tool_version": TOOL_VERSION,
+        "untraceable_leaves": info["leaves_added"],
+    } | dict(meta or {})
+    return group(units, crossings, precision, depth, info_meta)

@@ -1,0 +1,90 @@
+"""The operation-count record and the counting convention, stated once.
+
+Convention (also in the README):
+
+* A dot product of length K is K multiplications and K-1 additions; a bias adds one addition per
+  output element. Subtraction counts as an addition; division is its own kind.
+* ``macs`` are the multiply-accumulates of convolution, linear, matmul and attention products
+  only: the number peers report, kept apart so it can be compared. Their multiplications are
+  also in ``multiplications``; 1 MAC = 2 FLOPs when a FLOP figure is wanted.
+* Everything else is counted by kind: divisions, comparisons (max, ReLU, max-pool), exponentials,
+  logarithms, square roots, nonlinearities (tanh, erf, ...), selects (where, masked_fill).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+CONVENTION_VERSION = "1"
+
+CONVENTION = (
+    "dot product of length K = K multiplications + K-1 additions; bias = +1 addition per output; "
+    "subtraction counts as addition; macs = multiply-accumulates of conv/linear/matmul/attention "
+    "only (1 MAC = 2 FLOPs); other ops counted by kind"
+)
+
+# Kinds that are neither multiplications nor additions, in report order.
+OTHER_KINDS = (
+    "divisions",
+    "comparisons",
+    "exponentials",
+    "logarithms",
+    "square_roots",
+    "nonlinearities",
+    "selects",
+)
+
+
+@dataclass(frozen=True)
+class OpCount:
+    """Operations of one op, block or model, by kind."""
+
+    macs: int = 0
+    multiplications: int = 0
+    additions: int = 0
+    divisions: int = 0
+    comparisons: int = 0
+    exponentials: int = 0
+    logarithms: int = 0
+    square_roots: int = 0
+    nonlinearities: int = 0
+    selects: int = 0
+
+    def __add__(self, other: OpCount) -> OpCount:
+        return OpCount(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def scale(self, k: int) -> OpCount:
+        return OpCount(*(getattr(self, f.name) * k for f in fields(self)))
+
+    @property
+    def other(self) -> int:
+        """Every operation that is not a multiplication or an addition."""
+        return sum(getattr(self, k) for k in OTHER_KINDS)
+
+    @property
+    def total(self) -> int:
+        """All elementary operations (macs are not added again: they are in multiplications)."""
+        return self.multiplications + self.additions + self.other
+
+    def is_zero(self) -> bool:
+        return not any(getattr(self, f.name) for f in fields(self))
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def sum(cls, counts) -> OpCount:
+        total = cls()
+        for c in counts:
+            total = total + c
+        return total
+
+
+ZERO = OpCount()
+
+
+def dot_products(n: int, k: int, bias: bool = False) -> OpCount:
+    """``n`` dot products of length ``k`` (plus a bias each): n*k mults, n*(k-1) (+n) adds."""
+    if k <= 0 or n <= 0:
+        return ZERO
+    return OpCount(macs=n * k, multiplications=n * k, additions=n * (k - 1) + (n if bias else 0))

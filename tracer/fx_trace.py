@@ -1,0 +1,467 @@
+"""The only file that touches torch.fx: structure from a symbolic trace, counts from running it.
+
+1. A custom fx Tracer records the graph. A submodule that fx cannot trace (data-dependent control
+   flow, e.g. torch.nn.Transformer's fast-path checks) is made a leaf and the trace is retried, so
+   the user never sees a TraceError; if the top-level forward itself cannot be traced, the whole
+   model becomes one leaf.
+2. An fx Interpreter runs the graph on fake tensors (no weight or activation is allocated). Three
+   interceptors attribute every operation to the fx node that is running:
+   - module formulas, via forward hooks on modules counted as a whole (nn.MultiheadAttention),
+   - function formulas, via a TorchFunctionMode (F.scaled_dot_product_attention, before PyTorch
+     picks a fused kernel or decomposes it),
+   - ATen formulas, via a TorchDispatchMode, for everything else.
+   Inside a module or function formula the ops underneath are not counted again.
+3. The fx nodes become leaf units (one per leaf-module call or computing function call) and the
+   tensors that cross between units; free ops (views, getitem) fold into the unit that produced
+   their input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from tracer import formulas
+from tracer.counts import OpCount
+from tracer.errors import UnsupportedModelError
+from tracer.graph import Crossing, TensorMeta, Unit
+
+# --- 1. structure ----------------------------------------------------------------------------
+
+
+class _Tracer(fx.Tracer):
+    """torch.nn modules are leaves (fx's default) plus ``extra_leaves``; remembers which module
+    a trace failed in."""
+
+    def __init__(self, extra_leaves: set[str]):
+        super().__init__()
+        self.extra_leaves = extra_leaves
+        self.failed_in: str | None = None
+        self.failure: BaseException | None = None
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.extra_leaves or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:
+            qualname = self.path_of_module(m)
+            if self.failed_in is None and not self.is_leaf_module(m, qualname):
+                self.failed_in, self.failure = qualname, exc
+            raise
+
+
+class _Whole(nn.Module):
+    """Wraps a model whose own forward cannot be traced, so that it becomes one leaf."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return self.model(*args)
+
+
+@dataclass
+class Structure:
+    graph_module: fx.GraphModule
+    leaves_added: dict[str, str]  # qualified name -> why fx could not trace it
+    root_prefix: str = ""  # "model." when the whole model had to become a leaf
+
+
+def trace_structure(model: nn.Module, max_retries: int = 64) -> Structure:
+    """Symbolically trace ``model``; untraceable submodules become leaves (see module doc)."""
+    extra: set[str] = set()
+    why: dict[str, str] = {}
+    for _ in range(max_retries):
+        tracer = _Tracer(extra)
+        try:
+            graph = tracer.trace(model)
+        except Exception as exc:
+            failed = tracer.failed_in
+            if failed is None:  # the top-level forward itself
+                wrapper = _Whole(model)
+                graph = _Tracer({"model"}).trace(wrapper)
+                why["model"] = _one_line(exc)
+                return Structure(fx.GraphModule(wrapper, graph), why, root_prefix="model.")
+            extra.add(failed)
+            why[failed] = _one_line(tracer.failure or exc)
+            continue
+        return Structure(fx.GraphModule(tracer.root, graph, model.__class__.__name__), why)
+    raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+# --- 2. counting -----------------------------------------------------------------------------
+
+
+@dataclass
+class NodeRecord:
+    """What running one fx node did."""
+
+    count: OpCount = field(default_factory=OpCount)
+    ops: Counter = field(default_factory=Counter)  # formula name -> calls
+    uncounted: Counter = field(default_factory=Counter)  # op name -> calls
+    out: Any = None  # nested TensorMeta / None
+
+
+class _Recorder:
+    """Where the interceptors put counts: the record of the fx node that is running."""
+
+    def __init__(self) -> None:
+        self.current: NodeRecord | None = None
+        self.inside_formula = 0
+
+    def add(self, f: formulas.Formula, call: formulas.Call) -> None:
+        if self.current is None:
+            return
+        self.current.count = self.current.count + f.fn(call)
+        self.current.ops[f.name] += 1
+
+    def miss(self, name: str) -> None:
+        if self.current is not None:
+            self.current.uncounted[name] += 1
+
+
+class _AtenCounter(TorchDispatchMode):
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.rec.inside_formula or formulas.is_free(func):
+            return out
+        f = formulas.lookup(func)
+        if f is None:
+            self.rec.miss(formulas.op_name(func))
+        else:
+            self.rec.add(f, formulas.Call(tuple(args), dict(kwargs), out))
+        return out
+
+
+class _FunctionCounter(TorchFunctionMode):
+    def __init__(self, rec: _Recorder, table: dict[Any, formulas.Formula]):
+        super().__init__()
+        self.rec = rec
+        self.table = table
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        f = self.table.get(func)
+        if f is None or self.rec.inside_formula:
+            return func(*args, **kwargs)
+        self.rec.inside_formula += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.rec.inside_formula -= 1
+        self.rec.add(f, formulas.Call(tuple(args), dict(kwargs), out))
+        return out
+
+
+@contextlib.contextmanager
+def _module_formula_hooks(model: nn.Module, rec: _Recorder):
+    """Forward hooks on every module counted as a whole; removed on exit."""
+    handles = []
+
+    def pre(module, args, kwargs):
+        rec.inside_formula += 1
+
+    def post(module, args, kwargs, out):
+        rec.inside_formula -= 1
+        if rec.inside_formula == 0:
+            rec.add(formulas.formula_for_module(module), formulas.Call(args, kwargs, out, module))
+
+    for m in model.modules():
+        if formulas.formula_for_module(m) is not None:
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(post, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _meta_of(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return TensorMeta(
+            tuple(int(d) for d in value.shape), str(value.dtype).removeprefix("torch.")
+        )
+    if isinstance(value, (tuple, list)):
+        return tuple(_meta_of(v) for v in value)
+    return None
+
+
+class _Interpreter(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, rec: _Recorder, records: dict[str, NodeRecord]):
+        super().__init__(gm, garbage_collect_values=True)
+        self.rec = rec
+        self.records = records
+
+    def run_node(self, n: fx.Node) -> Any:
+        record = self.records.setdefault(n.name, NodeRecord())
+        self.rec.current = record
+        try:
+            out = super().run_node(n)
+        finally:
+            self.rec.current = None
+        record.out = _meta_of(out)
+        return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Counts are of an inference forward pass: eval mode, restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def run_counts(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any]
+) -> dict[str, NodeRecord]:
+    """Run the traced graph on fake tensors with the counters on; one record per fx node."""
+    gm = structure.graph_module
+    device = model_device(model)
+    records: dict[str, NodeRecord] = {}
+    rec = _Recorder()
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        fake_inputs = [
+            torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
+            if isinstance(x, torch.Tensor)
+            else x
+            for x in inputs
+        ]
+    try:
+        with (
+            eval_mode(model),
+            torch.no_grad(),
+            torch.device(device),
+            _module_formula_hooks(model, rec),
+            fake_mode,
+            _AtenCounter(rec),
+            _FunctionCounter(rec, formulas.function_formulas()),
+        ):
+            _Interpreter(gm, rec, records).run(*fake_inputs)
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"shape propagation failed for {type(model).__name__}: {_one_line(exc)}"
+        ) from exc
+    return records
+
+
+# --- 3. units and crossings ------------------------------------------------------------------
+
+
+def _tensors(meta: Any) -> tuple[TensorMeta, ...]:
+    if isinstance(meta, TensorMeta):
+        return (meta,)
+    if isinstance(meta, tuple):
+        return tuple(t for m in meta for t in _tensors(m))
+    return ()
+
+
+def _elements(meta: Any) -> int:
+    return sum(t.elements for t in _tensors(meta))
+
+
+def _op_base_name(n: fx.Node) -> str:
+    if n.op == "call_method":
+        return str(n.target)
+    name = getattr(n.target, "__name__", str(n.target))
+    return name.removesuffix("_") if n.target is not operator.getitem else name
+
+
+def _stack(n: fx.Node, prefix: str) -> tuple[tuple[str, str, str], ...]:
+    stack = n.meta.get("nn_module_stack") or {}
+    out = []
+    for key, (qualname, cls) in stack.items():
+        qualname = qualname if isinstance(qualname, str) else str(qualname)
+        key, qualname = key.removeprefix(prefix), qualname.removeprefix(prefix)
+        if not qualname and prefix:  # the wrapper of a model traced as a whole
+            continue
+        name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+        out.append((key, qualname, name.rsplit(".", 1)[-1]))
+    return tuple(out)
+
+
+_INPUT, _OUTPUT, _PARAM = "input:", "output", object()
+
+
+def build_units(
+    structure: Structure, model: nn.Module, records: dict[str, NodeRecord]
+) -> tuple[tuple[Unit, ...], tuple[Crossing, ...], dict[str, Any]]:
+    """Leaf units and crossings from the traced graph and its run (see module doc)."""
+    gm, prefix = structure.graph_module, structure.root_prefix
+    nodes = list(gm.graph.nodes)
+    out_of = {n.name: records.get(n.name, NodeRecord()).out for n in nodes}
+
+    def tensor_inputs(n: fx.Node) -> list[fx.Node]:
+        return [u for u in n.all_input_nodes if _tensors(out_of[u.name]) or u.op == "get_attr"]
+
+    # Which fx nodes are units, and their names.
+    unit_of: dict[str, Any] = {}  # fx node name -> unit name, _PARAM, or None (constant)
+    source_of: dict[str, str] = {}  # free node -> the value it reads
+    names_used: Counter[str] = Counter()
+    unit_nodes: list[tuple[fx.Node, str]] = []
+
+    def fresh(name: str) -> str:
+        k = names_used[name]
+        names_used[name] += 1
+        return name if k == 0 else f"{name}@{k}"
+
+    for n in nodes:
+        rec = records.get(n.name, NodeRecord())
+        if n.op == "placeholder":
+            unit_of[n.name] = _INPUT + n.name
+            unit_nodes.append((n, unit_of[n.name]))
+        elif n.op == "output":
+            unit_of[n.name] = _OUTPUT
+            unit_nodes.append((n, _OUTPUT))
+        elif n.op == "get_attr":
+            unit_of[n.name] = _PARAM
+        elif not _tensors(rec.out):
+            unit_of[n.name] = None  # sizes, flags: not data
+        elif n.op == "call_module":
+            unit_of[n.name] = _stack(n, prefix)[-1][0]
+            unit_nodes.append((n, unit_of[n.name]))
+        else:
+            inputs = tensor_inputs(n)
+            free = rec.count.is_zero() and not rec.uncounted and not rec.ops and len(inputs) <= 1
+            if free and not inputs:
+                unit_of[n.name] = None  # a constant made in forward: no producer, no edge
+            elif free:
+                source_of[n.name] = inputs[0].name
+                unit_of[n.name] = unit_of[inputs[0].name]
+            else:
+                enclosing = _stack(n, prefix)
+                base = _op_base_name(n)
+                name = fresh(f"{enclosing[-1][0]}.{base}" if enclosing else base)
+                unit_of[n.name] = name
+                unit_nodes.append((n, name))
+
+    def root_value(name: str) -> str:
+        """Walk back through free ops that keep all the data (views, expand, copies)."""
+        while name in source_of and _elements(out_of[name]) >= _elements(out_of[source_of[name]]):
+            name = source_of[name]
+        return name
+
+    def param_root(name: str) -> str:
+        """The value a free op ultimately reads (a parameter, or a whole unit output)."""
+        while name in source_of:
+            name = source_of[name]
+        return name
+
+    # Parameters and buffers, each counted once (tied weights are shared).
+    seen: set[int] = set()
+
+    def own_tensors(tensors) -> int:
+        total = 0
+        for t in tensors:
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel()
+        return total
+
+    by_name = {n.name: n for n in nodes}
+    units: list[Unit] = []
+    crossings: list[Crossing] = []
+    for n, uname in unit_nodes:
+        rec = records.get(n.name, NodeRecord())
+        params = buffers = 0
+        if n.op == "call_module":
+            sub = gm.get_submodule(str(n.target))
+            params = own_tensors(sub.parameters())
+            buffers = own_tensors(sub.buffers())
+        inputs_meta: list[tuple[int, ...]] = []
+        seen_values: set[str] = set()
+        for u in n.all_input_nodes:
+            owner = unit_of.get(u.name)
+            if owner is _PARAM:
+                attr = by_name[param_root(u.name)]
+                t = _fetch(gm, str(attr.target))
+                if isinstance(t, nn.Parameter):
+                    params += own_tensors([t])
+                elif isinstance(t, torch.Tensor):
+                    buffers += own_tensors([t])
+                continue
+            if owner is None:
+                continue
+            inputs_meta.extend(t.shape for t in _tensors(out_of[u.name]))
+            if owner == uname:
+                continue
+            value = root_value(u.name)
+            if value in seen_values:
+                continue
+            seen_values.add(value)
+            root = param_root(value)
+            crossings.append(Crossing(value, root, owner, uname, _tensors(out_of[value])))
+        if n.op == "placeholder":
+            role, kind, stack = "input", "input", ()
+            inputs_meta = []
+        elif n.op == "output":
+            role, kind, stack = "output", "output", ()
+        else:
+            role = "block"
+            stack = _stack(n, prefix)
+            kind = stack[-1][2] if n.op == "call_module" else _op_base_name(n)
+        units.append(
+            Unit(
+                name=uname,
+                kind=kind,
+                stack=stack,
+                count=rec.count,
+                params=params,
+                buffers=buffers,
+                input_shapes=tuple(dict.fromkeys(inputs_meta)),
+                output_shapes=tuple(dict.fromkeys(t.shape for t in _tensors(out_of[n.name])))
+                if n.op != "output"
+                else (),
+                ops=tuple(sorted(rec.ops.items())),
+                uncounted=tuple(sorted(rec.uncounted.items())),
+                role=role,
+            )
+        )
+    # Ops run in nodes that were folded away (free by definition) carry no counts, but an
+    # uncounted op inside a folded node would be lost: folded nodes have none by construction.
+    info = {"leaves_added": structure.leaves_added}
+    return tuple(units), tuple(crossings), info
+
+
+def _fetch(gm: fx.GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
