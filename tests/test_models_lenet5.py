@@ -180,7 +180,9 @@ def test_rbf_codes_are_deterministic_and_well_separated():
     codes = rbf_codes()
     assert codes == rbf_codes()
     torch.testing.assert_close(build("lenet5").output.codes, torch.tensor(codes))
-    distances = [sum(a != b for a, b in zip(p, q)) for p, q in itertools.combinations(codes, 2)]
+    distances = [
+        sum(a != b for a, b in zip(p, q, strict=True)) for p, q in itertools.combinations(codes, 2)
+    ]
     assert min(distances) >= 8  # every pair of codes differs in at least 8 of 84 pixels
 
 
@@ -262,7 +264,9 @@ def test_lenet5_modern_dws_parameters_are_the_closed_form():
     assert n_params(build("lenet5-modern-dws")) == expected == 13_753
 
 
-@pytest.mark.parametrize(("option", "kind"), [(None, nn.Tanh), ("tanh", nn.Tanh), ("relu", nn.ReLU)])
+@pytest.mark.parametrize(
+    ("option", "kind"), [(None, nn.Tanh), ("tanh", nn.Tanh), ("relu", nn.ReLU)]
+)
 def test_lenet5_modern_activation_option(option, kind):
     model = build("lenet5-modern", activation=option)
     assert isinstance(model, LeNet5Modern)
