@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,23 +104,6 @@ def entries() -> list[ModelEntry]:
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
 
 
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """``"1x3x224x224,1x10"`` -> ``[(1, 3, 224, 224), (1, 10)]``; sizes must be positive."""
-    shapes = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        try:
-            dims = tuple(int(d) for d in part.split("x"))
-        except ValueError:
-            raise ModelError(
-                f"malformed shape {part!r}: expected sizes joined by 'x', e.g. 1x3x32x32"
-            ) from None
-        if not dims or any(d <= 0 for d in dims):
-            raise ModelError(f"malformed shape {part!r}: every size must be a positive integer")
-        shapes.append(dims)
-    return shapes
-
-
 def build(
     name: str,
     *,
@@ -141,6 +125,12 @@ def build(
             raise ModelError(f"unknown model {name!r}{hint} (known: {known})")
         factory = _REGISTRY[name].factory
     shapes = [tuple(int(d) for d in s) for s in input_shapes] if input_shapes else None
+    accepted = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            flags = ", ".join("--" + o.replace("_", "-") for o in unknown)
+            raise ModelError(f"model {name} does not take {flags}")
     with torch.device(device):
         built = factory(input_shapes=shapes, **options)
     built.module.eval()
@@ -165,7 +155,12 @@ def _torchvision_factory(arch: str) -> Factory:
             suggestions = ", ".join(f"torchvision:{c}" for c in close)
             hint = f"; did you mean {suggestions}?" if close else ""
             raise ModelError(f"unknown torchvision classification model {arch!r}{hint}")
-        module = torchvision.models.get_model(arch, weights=None)
+        try:
+            module = torchvision.models.get_model(arch, weights=None)
+        except (NotImplementedError, RuntimeError):
+            # a few builders (e.g. regnet) compute their widths with tensors: not on meta
+            with torch.device("cpu"):
+                module = torchvision.models.get_model(arch, weights=None)
         inputs = _single_input(input_shapes, (1, 3, 224, 224))
         return BuiltModel(f"torchvision:{arch}", module, inputs, {"arch": arch, "weights": None})
 

@@ -59,6 +59,20 @@ def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
     return out
 
 
+def _measure(structure, model, tensors, info, units, crossings):
+    import dataclasses
+
+    from tracer.measure import measure
+
+    values = {c.value for c in crossings}
+    m = measure(structure.graph_module, model, tensors, info["node_units"], values)
+    units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name, 0.0)) for u in units)
+    crossings = tuple(
+        dataclasses.replace(c, measured_bytes=m.value_bytes.get(c.value)) for c in crossings
+    )
+    return units, crossings
+
+
 def trace(
     model: nn.Module,
     inputs: Any,
@@ -66,13 +80,15 @@ def trace(
     dtype: str | Precision | None = None,
     depth: int | None = None,
     meta: Mapping[str, Any] | None = None,
+    measure: bool = False,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes) into a BlockGraph.
 
     Nothing is allocated: the graph is run on fake tensors. ``dtype`` is the precision that
     floating-point bits are accounted at (default: the model's own dtype); ``depth`` groups the
     leaf units by module hierarchy (None: leaf modules and computing functions). The model is left
-    as it was (its train/eval flags included).
+    as it was (its train/eval flags included). ``measure`` also runs it for real (it needs real
+    weights) and adds seconds per block and the measured bytes of every edge.
     """
     from tracer import fx_trace
     from tracer.blocks import group
@@ -89,6 +105,8 @@ def trace(
         structure = fx_trace.trace_structure(model)
         records = fx_trace.run_counts(structure, model, tensors)
         units, crossings, info = fx_trace.build_units(structure, model, records)
+        if measure:
+            units, crossings = _measure(structure, model, tensors, info, units, crossings)
     info_meta = {
         "model_class": type(model).__name__,
         "inputs": [

@@ -47,7 +47,7 @@ def group(
         src, dst = key_of[c.src], key_of[c.dst]
         if src != dst:
             by_pair.setdefault((src, dst), []).append(c)
-    edge_values: dict[tuple[str, str], dict[str, tuple[TensorMeta, ...]]] = {}
+    edge_values: dict[tuple[str, str], dict[str, Crossing]] = {}
     sent: dict[str, dict[str, tuple[TensorMeta, ...]]] = {}
     received: dict[str, dict[str, tuple[TensorMeta, ...]]] = {}
     for (src, dst), cs in by_pair.items():
@@ -55,7 +55,7 @@ def group(
         for c in cs:
             if c.value != c.root and c.root in whole:
                 continue
-            edge_values.setdefault((src, dst), {})[c.value] = c.tensors
+            edge_values.setdefault((src, dst), {})[c.value] = c
             sent.setdefault(src, {})[c.value] = c.tensors
             received.setdefault(dst, {})[c.value] = c.tensors
 
@@ -63,8 +63,10 @@ def group(
     for key, group_units in members.items():
         g.add_node(key, block=_block(key, group_units, depth, precision, sent, received))
     for (src, dst), values in edge_values.items():
-        tensors = tuple(t for ts in values.values() for t in ts)
-        g.add_edge(src, dst, edge=Edge(src, dst, tensors, precision))
+        tensors = tuple(t for c in values.values() for t in c.tensors)
+        measured = [c.measured_bytes for c in values.values()]
+        measured_bits = None if None in measured else 8 * sum(measured)
+        g.add_edge(src, dst, edge=Edge(src, dst, tensors, precision, measured_bits))
     return BlockGraph(g, units, crossings, precision, depth, dict(meta))
 
 
@@ -112,4 +114,5 @@ def _block(
         activation_bits=activation_bits,
         uncounted=tuple(sorted(uncounted.items())),
         role=first.role,
+        seconds=None if any(u.seconds is None for u in units) else sum(u.seconds for u in units),
     )

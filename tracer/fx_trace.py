@@ -456,7 +456,8 @@ def build_units(
         )
     # Ops run in nodes that were folded away (free by definition) carry no counts, but an
     # uncounted op inside a folded node would be lost: folded nodes have none by construction.
-    info = {"leaves_added": structure.leaves_added}
+    node_units = {k: v for k, v in unit_of.items() if isinstance(v, str)}
+    info = {"leaves_added": structure.leaves_added, "node_units": node_units}
     return tuple(units), tuple(crossings), info
 
 

@@ -110,6 +110,7 @@ class Unit:
     ops: tuple[tuple[str, int], ...] = ()  # counted op name -> calls
     uncounted: tuple[tuple[str, int], ...] = ()  # op name -> calls
     role: str = "block"  # "block", "input" or "output"
+    seconds: float | None = None  # measured wall time (--measure), else None
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class Crossing:
     src: str
     dst: str
     tensors: tuple[TensorMeta, ...]
+    measured_bytes: int | None = None  # bytes of the real tensors (--measure), else None
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class Block:
     activation_bits: int  # bits of the distinct tensors it sends to other blocks
     uncounted: tuple[tuple[str, int], ...]
     role: str = "block"
+    seconds: float | None = None  # measured wall time (--measure)
 
     @property
     def macs(self) -> int:
@@ -176,6 +179,7 @@ class Block:
             "output_shapes": [list(s) for s in self.output_shapes],
             "activation_bits": self.activation_bits,
             "uncounted": dict(self.uncounted),
+            "seconds": self.seconds,
         }
 
 
@@ -187,6 +191,17 @@ class Edge:
     dst: str
     tensors: tuple[TensorMeta, ...]
     precision: Precision
+    measured_bits: int | None = None  # 8 x bytes of the real tensors (--measure)
+
+    @property
+    def native_bits(self) -> int:
+        """Bits at the traced dtypes: what a real run moves (compared with measured_bits)."""
+        return sum(
+            t.elements * (Precision.of_torch(t.dtype) or Precision.FP32).bits
+            if t.is_floating
+            else t.bits(self.precision)
+            for t in self.tensors
+        )
 
     @property
     def shape(self) -> str:
@@ -216,6 +231,7 @@ class Edge:
             "dtype": self.dtype,
             "elements": self.elements,
             "bits": self.bits,
+            "measured_bits": self.measured_bits,
             "tensors": [
                 {"shape": list(t.shape), "traced_dtype": t.dtype, "elements": t.elements}
                 for t in self.tensors

@@ -1,0 +1,343 @@
+"""flowprof's command line: parses arguments, calls the library, prints and writes.
+
+Only this file prints, writes files and picks exit codes: 0 success, 2 bad input or usage (one
+line on stderr, no traceback), 1 internal error. Heavy packages (torch, torchvision, matplotlib)
+are imported inside the commands, so ``--help`` and usage errors stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "flowprof"
+
+
+class UsageError(Exception):
+    """Bad input found by the CLI itself (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+# --- argument types --------------------------------------------------------------------------
+
+
+def _shapes(text: str) -> list[tuple[int, ...]]:
+    """``1x3x224x224,1x10`` -> ``[(1, 3, 224, 224), (1, 10)]``."""
+    shapes = []
+    for part in text.split(","):
+        try:
+            dims = tuple(int(d) for d in part.strip().lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"malformed shape {part!r}: expected sizes joined by 'x', e.g. 1x3x32x32"
+            ) from None
+        if any(d <= 0 for d in dims):
+            raise argparse.ArgumentTypeError(f"malformed shape {part!r}: sizes must be positive")
+        shapes.append(dims)
+    return shapes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    return [_positive_int(p) for p in text.split(",") if p.strip()]
+
+
+DTYPES = ("fp64", "fp32", "fp16", "bf16", "fp8", "int8")
+FORMATS = ("table", "csv", "json")
+
+# Model options: CLI flag -> factory keyword. Only the options a user gives are passed on.
+MODEL_OPTIONS = (
+    ("emb", _positive_int, "transformer: embedding size d_model (default 256)"),
+    ("heads", _positive_int, "transformer: attention heads (default 8)"),
+    ("ffn", _positive_int, "transformer: feed-forward size (default 4 x emb)"),
+    ("enc_layers", _positive_int, "transformer: encoder layers (default 1)"),
+    ("dec_layers", _positive_int, "transformer: decoder layers (default 1)"),
+    ("seq_len", _positive_int, "transformer: source and target length"),
+    ("src_len", _positive_int, "transformer: source length (default --seq-len)"),
+    ("tgt_len", _positive_int, "transformer: target length (default --seq-len)"),
+    ("batch", _positive_int, "transformer: batch size (default 1)"),
+    ("vocab", _positive_int, "transformer: add token embeddings and output projection"),
+    ("norm", str, "transformer: 'post' (the paper) or 'pre' layer norm"),
+    ("activation", str, "lenet5-modern: 'tanh' or 'relu'"),
+)
+
+
+def _add_model_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    g = p.add_argument_group("model options")
+    g.add_argument(
+        "--input",
+        type=_shapes,
+        metavar="SHAPE[,SHAPE]",
+        help="example input shapes, e.g. 1x3x224x224 (default: per model)",
+    )
+    for name, kind, text in MODEL_OPTIONS:
+        if name not in exclude:
+            g.add_argument("--" + name.replace("_", "-"), type=kind, help=text, dest=name)
+
+
+def _model_options(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    return {
+        name: getattr(args, name)
+        for name, _, _ in MODEL_OPTIONS
+        if name not in exclude and getattr(args, name, None) is not None
+    }
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--depth",
+        type=_positive_int,
+        metavar="N",
+        help="group blocks by module hierarchy (1 = children of the model)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="precision that bits are accounted at (default: the model's dtype)",
+    )
+
+
+# --- writing files ---------------------------------------------------------------------------
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {path}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"output folder {path} is not writable")
+    return out
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output (CI logs, files) gets a wide page rather than Rich's 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _dot_available() -> bool:
+    import shutil
+
+    return shutil.which("dot") is not None
+
+
+def _write_diagram(dot, out: Path, stem: str, formats: Sequence[str] = ("svg",)) -> list[Path]:
+    """DOT always; rendered formats when Graphviz's dot is installed."""
+    written = [write_atomic(out / f"{stem}.dot", dot.source)]
+    if _dot_available():
+        for fmt in formats:
+            written.append(write_atomic(out / f"{stem}.{fmt}", dot.pipe(format=fmt)))
+    return written
+
+
+# --- trace -----------------------------------------------------------------------------------
+
+
+def _build(args: argparse.Namespace, device: str = "meta", exclude: Sequence[str] = ()):
+    from models import registry
+
+    return registry.build(
+        args.model, device=device, input_shapes=args.input, **_model_options(args, exclude)
+    )
+
+
+def _trace_built(built, args: argparse.Namespace, measure: bool = False):
+    import tracer
+
+    meta = {"model": built.name, "config": dict(built.config)}
+    return tracer.trace(
+        built.module,
+        built.example_inputs("cpu" if measure else "meta"),
+        dtype=args.dtype,
+        depth=args.depth,
+        meta=meta,
+        measure=measure,
+    )
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from reports import diagram, export, tables
+
+    built = _build(args, device="cpu" if args.measure else "meta")
+    graph = _trace_built(built, args, measure=args.measure)
+    if args.format == "json":
+        sys.stdout.write(export.graph_json(graph))
+    elif args.format == "csv":
+        sys.stdout.write(export.blocks_csv(graph) + "\n" + export.edges_csv(graph))
+    else:
+        console = _console()
+        console.print(tables.blocks_table(graph, title=f"{built.name}: blocks"))
+        console.print(tables.edges_table(graph, title=f"{built.name}: tensors between blocks"))
+        console.print(tables.totals_table(graph, title=f"{built.name}: totals"))
+        if args.measure:
+            console.print(tables.measured_table(graph))
+    if args.out:
+        out = _out_dir(args.out)
+        write_atomic(out / "blocks.csv", export.blocks_csv(graph))
+        write_atomic(out / "edges.csv", export.edges_csv(graph))
+        write_atomic(out / "graph.json", export.graph_json(graph))
+        dot = diagram.dataflow(graph, title=f"{built.name} ({graph.precision.value})")
+        written = _write_diagram(dot, out, "graph")
+        if args.format == "table":
+            note = "" if _dot_available() else " (Graphviz's dot is missing: no SVG)"
+            _console().print(
+                f"wrote blocks.csv, edges.csv, graph.json, "
+                f"{', '.join(p.name for p in written)} to {out}{note}"
+            )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from models import registry
+
+    t = Table(title="models", header_style="bold")
+    t.add_column("name")
+    t.add_column("what it is")
+    for e in registry.entries():
+        t.add_row(e.name, e.summary)
+    t.add_row("torchvision:NAME", "any torchvision classification model, random weights")
+    t.add_row("package.module:factory", "any model of yours: a factory returning an nn.Module")
+    _console().print(t)
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+EPILOG = {
+    "trace": "example: python cli.py trace transformer --emb 512 --out out/t512",
+    "models": "example: python cli.py models",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Exact operation counts and the dataflow between blocks of PyTorch models.",
+        epilog="example: python cli.py trace transformer --emb 512 --out out/t512",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help_: str):
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EPILOG.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.set_defaults(fn=fn)
+        return sp
+
+    t = command("trace", cmd_trace, "trace a model into a block graph: counts, tensors, diagram")
+    t.add_argument(
+        "model",
+        help="lenet5, lenet5-dws, lenet5-modern[-dws], transformer, "
+        "torchvision:NAME or package.module:factory",
+    )
+    _add_model_options(t)
+    _add_analysis_options(t)
+    t.add_argument("--format", choices=FORMATS, default="table", help="stdout format")
+    t.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write blocks.csv, edges.csv, graph.json, graph.dot (+ graph.svg)",
+    )
+    t.add_argument(
+        "--measure",
+        action="store_true",
+        help="also run the model for real: seconds per block and measured edge bytes",
+    )
+
+    command("models", cmd_models, "list the built-in models")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "fn", None):
+            parser.print_help()
+            return 2
+        return args.fn(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if _is_user_error(exc):
+            print(f"{PROG}: error: {_first_line(exc)}", file=sys.stderr)
+            return 2
+        if os.environ.get("FLOWPROF_DEBUG"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {_first_line(exc)} "
+            "(set FLOWPROF_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# The library's error classes for bad input, by module; looked up only if that module was loaded.
+_USER_ERRORS = (
+    ("tracer.errors", "FlowprofError"),
+    ("models.registry", "ModelError"),
+    ("analyses.conv_shapes", "BadSpecError"),
+    ("training.mnist", "DataError"),
+)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors that are the input's fault, not flowprof's."""
+    types = tuple(getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules)
+    return isinstance(exc, types)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
