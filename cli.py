@@ -224,6 +224,40 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(data: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    from analyses.conv_shapes import propagate
+
+    steps = propagate(args.input_shape, args.layers)
+    if args.format == "json":
+        _print_json([s.to_dict() for s in steps])
+    else:
+        from reports.conv_tables import shape_table
+
+        _console().print(shape_table(steps))
+    return 0
+
+
+def cmd_solve_conv(args: argparse.Namespace) -> int:
+    from analyses.conv_shapes import solve_conv
+
+    solutions = solve_conv(args.in_shape, args.out_shape, kernel=args.kernel)
+    if args.format == "json":
+        _print_json(solutions.config_dicts())
+    else:
+        from reports.conv_tables import explanation_table, solutions_table
+
+        console = _console()
+        console.print(solutions_table(solutions))
+        console.print(explanation_table(solutions))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -245,6 +279,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 EPILOG = {
     "trace": "example: python cli.py trace transformer --emb 512 --out out/t512",
     "models": "example: python cli.py models",
+    "shape": "example: python cli.py shape 13x15x3 conv:7@4x6 conv:8@3x4/s2/p1 maxpool:2x2\n"
+    "layers: conv:C@KHxKW, convT:C@K, maxpool:K, avgpool:K; options /sN or /sHxW stride,\n"
+    "/pN padding, /dN dilation, /gN groups, /opN output padding (convT), /nobias",
+    "solve-conv": "example: python cli.py solve-conv --in 8x8x5 --out 5x5x3 --kernel 3x3",
 }
 
 
@@ -286,6 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run the model for real: seconds per block and measured edge bytes",
     )
+
+    sh = command("shape", cmd_shape, "shape after each conv/pool layer, with the formula used")
+    sh.add_argument("input_shape", metavar="HxWxC", help="input height x width x channels")
+    sh.add_argument("layers", nargs="+", metavar="LAYER", help="e.g. conv:8@3x4/s2/p1")
+    sh.add_argument("--format", choices=("table", "json"), default="table")
+
+    sc = command(
+        "solve-conv",
+        cmd_solve_conv,
+        "every conv layer configuration that maps one shape to another",
+    )
+    sc.add_argument("--in", dest="in_shape", required=True, metavar="HxWxC")
+    sc.add_argument("--out", dest="out_shape", required=True, metavar="HxWxC")
+    sc.add_argument("--kernel", metavar="KHxKW", help="only this kernel size, e.g. 3x3")
+    sc.add_argument("--format", choices=("table", "json"), default="table")
 
     command("models", cmd_models, "list the built-in models")
     return p
