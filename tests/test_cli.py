@@ -1,0 +1,150 @@
+"""The command line's contracts: files and columns, exit codes, one-line errors, light --help."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *argv], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_help_lists_commands_and_imports_no_torch():
+    code = (
+        "import sys, contextlib, io; sys.argv=['flowprof', '--help']; import cli\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    try: cli.main(['--help'])\n"
+        "    except SystemExit: pass\n"
+        "print(buf.getvalue()); print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    for command in ("trace", "shape", "solve-conv", "models"):
+        assert command in out.stdout
+    assert out.stdout.strip().endswith("NO-TORCH")
+
+
+@pytest.mark.parametrize("command", ["trace", "shape", "solve-conv", "models"])
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    assert "example: python cli.py" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["trace", "lenet6"], "unknown model 'lenet6'; did you mean lenet5"),
+        (["trace", "lenet5", "--input", "1x1x3a"], "malformed shape"),
+        (["trace", "lenet5", "--depth", "0"], "positive integer"),
+        (["trace", "lenet5", "--dtype", "fp7"], "invalid choice"),
+        (["trace", "transformer", "--emb", "100", "--heads", "8"], "divisible"),
+        (["trace", "lenet5", "--emb", "64"], "lenet5"),
+        (["shape", "13x15x3", "conv:7@4x"], "bad layer"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, needle):
+    out = run(*argv)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert needle in lines[0]
+
+
+def test_unwritable_output_folder_is_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    out = run("trace", "lenet5", "--out", str(blocker / "sub"))
+    assert out.returncode == 2
+    assert "cannot create output folder" in out.stderr
+    assert blocker.read_text() == "mine"
+
+
+def test_trace_writes_the_contract_files(tmp_path):
+    out = run("trace", "transformer", "--emb", "64", "--seq-len", "8", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    for name in ("blocks.csv", "edges.csv", "graph.json", "graph.dot"):
+        assert (tmp_path / name).stat().st_size > 0
+    with open(tmp_path / "blocks.csv") as f:
+        rows = list(csv.DictReader(f))
+    header = "block,kind,macs,multiplications,additions,other,params".split(",")
+    assert list(rows[0])[: len(header)] == header
+    with open(tmp_path / "edges.csv") as f:
+        edges = list(csv.DictReader(f))
+    assert list(edges[0])[:6] == ["src", "dst", "shape", "dtype", "elements", "bits"]
+    # The residual stream at emb 64, seq 8, batch 1 in fp16: 1*8*64 = 512 elements, 8192 bits.
+    stream = [e for e in edges if e["src"] == "input:src"]
+    assert stream and all(e["shape"] == "1x8x64" and int(e["bits"]) == 8192 for e in stream)
+    # bits = elements x 16 for the fp16 activations; the causal mask is bool: 8 bits a byte.
+    width = {"fp16": 16, "bool": 8}
+    assert {e["dtype"] for e in edges} == {"fp16", "bool"}
+    for e in edges:
+        assert int(e["bits"]) == int(e["elements"]) * width[e["dtype"]]
+    data = json.loads((tmp_path / "graph.json").read_text())
+    assert data["meta"]["precision"] == "fp16"
+    assert data["meta"]["config"]["emb"] == 64
+    assert "1 MAC = 2 FLOPs" in data["meta"]["convention"]
+    assert data["meta"]["tool_version"]
+    assert "digraph" in (tmp_path / "graph.dot").read_text()
+
+
+def test_trace_dtype_changes_the_bit_width(tmp_path):
+    out = run("trace", "lenet5", "--dtype", "int8", "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    edges_part = out.stdout.split("\n\n", 1)[1]
+    rows = list(csv.DictReader(edges_part.splitlines()))
+    assert rows and all(int(r["bits"]) == 8 * int(r["elements"]) for r in rows)
+    # C1's output: 6 maps of 28x28 = 4704 elements, 37632 bits at 8 bits each.
+    c1 = [r for r in rows if r["src"] == "c1.conv"]
+    assert c1 and c1[0]["shape"] == "1x6x28x28" and int(c1[0]["bits"]) == 4704 * 8
+
+
+def test_output_is_replaced_atomically(tmp_path):
+    target = tmp_path / "blocks.csv"
+    target.write_text("old")
+    cli.write_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["blocks.csv"]
+
+
+def test_shape_json(capsys):
+    assert (
+        cli.main(
+            [
+                "shape",
+                "13x15x3",
+                "conv:7@4x6",
+                "conv:8@3x4/s2/p1",
+                "maxpool:2x2",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    steps = json.loads(capsys.readouterr().out)
+    assert [s["output"] for s in steps][-1] == {"height": 2, "width": 2, "channels": 8}
+
+
+def test_solve_conv_json(capsys):
+    assert cli.main(["solve-conv", "--in", "8x8x5", "--out", "5x5x3", "--format", "json"]) == 0
+    configs = json.loads(capsys.readouterr().out)
+    keys = {"kernel", "stride", "padding", "dilation", "transposed", "weight_shape"}
+    assert configs and all(keys <= set(c) for c in configs)
+    # 4x4, stride 1, no padding: 8 - 4 + 1 = 5; weight (C_out, C_in, kh, kw) = (3, 5, 4, 4).
+    assert any(c["kernel"] == [4, 4] and c["weight_shape"] == [3, 5, 4, 4] for c in configs)
