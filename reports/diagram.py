@@ -18,18 +18,25 @@ def _node_id(name: str) -> str:
     return name.replace(":", "/")
 
 
-def _label(b: Block) -> str:
+def _short(b: Block, cluster: tuple[str, ...]) -> str:
+    """The name relative to the cluster it is drawn in (the cluster label shows the rest)."""
+    if cluster and b.name.startswith(cluster[-1] + "."):
+        return b.name[len(cluster[-1]) + 1 :]
+    return b.name
+
+
+def _label(b: Block, cluster: tuple[str, ...] = ()) -> str:
     if b.role != "block":
         shapes = b.output_shapes if b.role == "input" else b.input_shapes
         return f"{b.name}\\n" + ", ".join("x".join(map(str, s)) for s in shapes)
-    lines = [b.name, b.kind]
+    lines = [_short(b, cluster), b.kind]
     c = b.count
     if c.macs:
-        lines.append(f"{si(c.macs)}MAC")
-    ops = [f"{si(c.multiplications)}mul", f"{si(c.additions)}add"]
+        lines.append(f"{si(c.macs, 'MAC')}")
+    ops = [f"mul {si(c.multiplications)}", f"add {si(c.additions)}"]
     if c.other:
-        ops.append(f"{si(c.other)}other")
-    lines.append(" ".join(o.replace(" ", "") for o in ops))
+        ops.append(f"other {si(c.other)}")
+    lines.append(" · ".join(ops))
     if b.params:
         lines.append(f"{si(b.params)} params".replace("  ", " "))
     return "\\n".join(lines)
@@ -54,17 +61,22 @@ def dataflow(graph: BlockGraph, title: str | None = None, clusters: bool = True)
     blocks = graph.blocks(include_io=True)
     max_bits = max((e.bits for e in graph.edges()), default=1) or 1
 
-    # Nest clusters by the enclosing module calls.
+    # Nest clusters by the enclosing module calls; a cluster around a single block and nothing
+    # else is not drawn (the block is drawn in the cluster above it, with its full name).
     tree: dict[tuple[str, ...], list[Block]] = {}
     for b in blocks:
         tree.setdefault(b.parents if clusters else (), []).append(b)
+    for key in sorted(tree, key=len, reverse=True):
+        deeper = any(len(k) > len(key) and k[: len(key)] == key for k in tree)
+        if key and len(tree[key]) == 1 and not deeper:
+            tree.setdefault(key[:-1], []).extend(tree.pop(key))
 
     def emit(g, prefix: tuple[str, ...]) -> None:
         for b in tree.get(prefix, []):
             attrs = {}
             if b.role != "block":
                 attrs = {"shape": "ellipse", "fillcolor": "#f5f5f5"}
-            g.node(_node_id(b.name), _label(b), **attrs)
+            g.node(_node_id(b.name), _label(b, prefix), **attrs)
         children = sorted(
             {
                 p[: len(prefix) + 1]
