@@ -224,10 +224,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_json(data: Any) -> None:
+def _json_text(data: Any) -> str:
     import json
 
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(_json_text(data))
 
 
 def cmd_shape(args: argparse.Namespace) -> int:
@@ -258,6 +262,102 @@ def cmd_solve_conv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_figure(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """A matplotlib figure as PNG and SVG, each written atomically (SVG without a timestamp)."""
+    import io
+
+    written = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        metadata = {"Date": None} if fmt == "svg" else None
+        fig.savefig(buf, format=fmt, dpi=150, metadata=metadata)
+        written.append(write_atomic(stem.with_name(f"{stem.name}.{fmt}"), buf.getvalue()))
+    return written
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analyses.op_compare import compare
+
+    cmp = compare(
+        args.model_a, args.model_b, depth=args.depth, input_shapes=args.input, dtype=args.dtype
+    )
+    if args.format == "json":
+        _print_json(cmp.to_dict())
+        return 0
+    from reports.compare_tables import comparison_table, conv_check_table, mapping_table
+
+    console = _console()
+    console.print(comparison_table(cmp))
+    console.print(conv_check_table(cmp))
+    if args.explain:
+        console.print(mapping_table())
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from analyses import comm_sweep
+
+    options = _model_options(args, exclude=("emb", "seq_len"))
+    emb = args.emb or list(comm_sweep.DEFAULT_EMBS)
+    if len(emb) == 1 and args.seq_len and len(args.seq_len) > 1:
+        emb_sweep = None
+    else:
+        seq = args.seq_len[0] if args.seq_len else None
+        emb_sweep = comm_sweep.sweep(
+            args.model,
+            emb=emb,
+            seq_len=seq,
+            depth=args.depth,
+            dtype=args.dtype or "fp16",
+            **options,
+        )
+    # How the picture changes with sequence length, at one embedding size.
+    seq_lens = (
+        args.seq_len
+        if args.seq_len and len(args.seq_len) > 1
+        else list(comm_sweep.DEFAULT_SEQ_LENS)
+    )
+    seq_emb = emb[0] if len(emb) == 1 else comm_sweep.SEQ_SWEEP_EMB
+    seq_sweep = comm_sweep.sweep(
+        args.model,
+        emb=seq_emb,
+        seq_len=seq_lens,
+        depth=args.depth,
+        dtype=args.dtype or "fp16",
+        **options,
+    )
+    sweeps = [s for s in (emb_sweep, seq_sweep) if s is not None]
+    if args.format == "json":
+        _print_json([s.to_dict() for s in sweeps])
+    elif args.format == "csv":
+        sys.stdout.write("\n".join(s.to_csv() for s in sweeps))
+    else:
+        from reports.compare_tables import sweep_table
+
+        console = _console()
+        for s in sweeps:
+            console.print(sweep_table(s))
+            for line in comm_sweep.explain(s):
+                console.print(f"- {line}")
+    if args.out:
+        from reports.sweep_plots import figures
+
+        out = _out_dir(args.out)
+        if emb_sweep is not None:
+            write_atomic(out / "sweep.csv", emb_sweep.to_csv())
+            write_atomic(out / "sweep.json", _json_text(emb_sweep.to_dict()))
+        write_atomic(out / "sweep_seq_len.csv", seq_sweep.to_csv())
+        for stem, fig in figures(emb_sweep or seq_sweep, seq_sweep).items():
+            _save_figure(fig, out / stem)
+        if args.format == "table":
+            _console().print(f"wrote the sweep's CSV, JSON and plots to {out}")
+    mismatched = [m for s in sweeps for m in s.mismatches()]
+    if mismatched:
+        print(f"{PROG}: traced bits differ from the closed forms: {mismatched[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -283,6 +383,9 @@ EPILOG = {
     "layers: conv:C@KHxKW, convT:C@K, maxpool:K, avgpool:K; options /sN or /sHxW stride,\n"
     "/pN padding, /dN dilation, /gN groups, /opN output padding (convT), /nobias",
     "solve-conv": "example: python cli.py solve-conv --in 8x8x5 --out 5x5x3 --kernel 3x3",
+    "compare": "example: python cli.py compare lenet5 lenet5-dws",
+    "sweep": "example: python cli.py sweep transformer --emb 64,128,256,512,1024,2048,4096 "
+    "--out out/sweep",
 }
 
 
@@ -339,6 +442,45 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", dest="out_shape", required=True, metavar="HxWxC")
     sc.add_argument("--kernel", metavar="KHxKW", help="only this kernel size, e.g. 3x3")
     sc.add_argument("--format", choices=("table", "json"), default="table")
+
+    cp = command(
+        "compare",
+        cmd_compare,
+        "two models side by side: multiplications and additions per layer, and f",
+    )
+    cp.add_argument("model_a")
+    cp.add_argument("model_b")
+    cp.add_argument("--input", type=_shapes, metavar="SHAPE[,SHAPE]")
+    cp.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="layer granularity (default 1: the model's children)",
+    )
+    cp.add_argument("--dtype", choices=DTYPES)
+    cp.add_argument("--format", choices=("table", "json"), default="table")
+    cp.add_argument("--explain", action="store_true", help="also show the derivation of f")
+
+    sw = command("sweep", cmd_sweep, "bits between consecutive blocks as a model dimension grows")
+    sw.add_argument("model", help="transformer")
+    _add_model_options(sw, exclude=("emb", "seq_len"))
+    sw.add_argument(
+        "--emb",
+        type=_int_list,
+        metavar="E1,E2,...",
+        help="embedding sizes (default 64,128,...,4096)",
+    )
+    sw.add_argument(
+        "--seq-len",
+        type=_int_list,
+        metavar="N[,N2,...]",
+        dest="seq_len",
+        help="sequence length, or a list for the sequence-length sweep",
+    )
+    _add_analysis_options(sw)
+    sw.add_argument("--format", choices=FORMATS, default="table")
+    sw.add_argument("--out", metavar="DIR", help="write sweep.csv, sweep.json and the plots")
 
     command("models", cmd_models, "list the built-in models")
     return p
