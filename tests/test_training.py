@@ -84,7 +84,8 @@ def test_loss_falls_and_accuracy_rises(reference):
     assert h[-1].train_loss < h[0].train_loss and h[-1].test_loss < h[0].test_loss
     assert h[-1].train_acc > h[0].train_acc and h[-1].test_acc > h[0].test_acc
     assert h[-1].test_acc > 0.5  # ten classes: chance is 0.1
-    assert all(r.seconds > 0 and r.samples_per_s > 0 and r.lr == SMALL.lr for r in h)
+    assert all(r.seconds > 0 and r.samples_per_s > 0 for r in h)
+    assert [r.lr for r in h] == [SMALL.lr * SMALL.lr_decay**e for e in range(3)]
 
 
 def test_history_files_parse(reference):
@@ -150,6 +151,8 @@ def test_resume_refuses_a_different_run(data, reference, tmp_path):
     changed = replace(SMALL, lr=0.01)
     with pytest.raises(TrainingError, match="lr"):
         train(changed, data, out_dir=out, resume=True, model_factory=tiny_net)
+    with pytest.raises(TrainingError, match="already holds a training run"):
+        train(SMALL, data, out_dir=out, model_factory=tiny_net)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(SMALL, data, out_dir=tmp_path, resume=True, model_factory=tiny_net)
 

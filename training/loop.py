@@ -66,6 +66,10 @@ class TrainConfig:
     tol: float = 1e-3  # an improvement of the test loss (nats) must exceed this to count
     batch_size: int = 64  # small batches converge in few epochs on 8k-60k samples
     lr: float = 1e-3  # Adam's usual step size; works for every LeNet-5 variant here
+    # Epoch e trains at lr * lr_decay ** (e - 1): a schedule of the epoch alone. 0.9 damps the
+    # epoch-to-epoch jitter of the test loss that a constant 1e-3 leaves, so the rule sees a
+    # plateau rather than noise (paper LeNet-5 on the offline data: smoother curves, same accuracy).
+    lr_decay: float = 0.9
     optimizer: str = OptimizerKind.ADAM
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
@@ -88,6 +92,8 @@ class TrainConfig:
                 raise TrainingError(f"{name} must be at least 1, got {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainingError(f"lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise TrainingError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.tol < 0:
             raise TrainingError(f"tol must not be negative, got {self.tol}")
         if self.optimizer not in set(OptimizerKind):
@@ -298,6 +304,11 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based): ``lr * lr_decay ** (epoch - 1)``."""
+    return config.lr * config.lr_decay ** (epoch - 1)
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of ``epoch``: depends on the seed and the epoch only (resumable)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -440,6 +451,7 @@ def train(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     model_factory: Callable[[], nn.Module] | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
@@ -451,12 +463,13 @@ def train(
     ``out_dir``: after every epoch write ``checkpoint.pt``, ``history.csv`` and ``history.json``
     there (atomically), in that order; ``on_epoch`` is called after they are written.
     ``resume``: continue from ``out_dir/checkpoint.pt``; the result equals an uninterrupted run.
+    A fresh run refuses an ``out_dir`` that holds a checkpoint unless ``overwrite`` is true.
     ``model_factory``: build the model with it instead of ``models.registry`` (``config.model``
     then only names it). ``profile``: time every leaf module's forward pass (see
     training.block_timer) and return the totals in ``result.block_times``.
 
-    Ctrl-C raises :class:`TrainingInterrupted`, whose ``result`` covers the last complete epoch;
-    the files on disk are those of that epoch.
+    Ctrl-C raises :class:`TrainingInterrupted`, whose ``result`` covers the last complete epoch
+    (its ``model`` is mid-epoch); the files on disk are those of that epoch.
     """
     config.validate()
     if resume and out_dir is None:
@@ -465,6 +478,10 @@ def train(
     if data.train_samples == 0 or data.test_samples == 0:
         raise TrainingError("no training or test samples to train on")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and not resume and not overwrite and (out / ckpt.FILE_NAME).exists():
+        raise TrainingError(
+            f"{out} already holds a training run: resume it, or choose another output folder"
+        )
     fingerprint = data.fingerprint()
     devices = [torch.device(config.device)] if torch.device(config.device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the caller's RNG state is left untouched
@@ -546,6 +563,8 @@ def _run_epoch(
     distance: bool,
 ) -> EpochRecord:
     start = time.perf_counter()
+    for group in optimizer.param_groups:  # a function of the epoch alone: nothing to checkpoint
+        group["lr"] = epoch_lr(config, epoch)
     permutation = epoch_permutation(config.seed, epoch, tensors.x_train.shape[0])
     permutation = permutation.to(tensors.x_train.device)
     if timer is not None:
