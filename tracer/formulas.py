@@ -73,13 +73,15 @@ def formula(*ops: Any) -> Callable[[FormulaFn], FormulaFn]:
     """Register ``fn`` as the formula of each op; a second formula for an op is refused."""
 
     def register(fn: FormulaFn) -> FormulaFn:
-        for op in ops:
-            if op is None:  # an ATen op this PyTorch build does not have
-                continue
+        present = [op for op in ops if op is not None]  # None: an ATen op this build lacks
+        # Every op is checked before any is registered, so a refused registration leaves no
+        # half-registered ops behind.
+        for op in present:
             if op in _TABLE:
                 raise RuntimeError(
                     f"{op_name(op)} already has a formula ({_TABLE[op].fn.__name__})"
                 )
+        for op in present:
             _TABLE[op] = Formula(op, op_name(op), fn)
         return fn
 
@@ -109,6 +111,9 @@ _FREE_NAMES = (
     "clone _to_copy copy_ copy contiguous _unsafe_view view reshape cat stack repeat flip roll "
     "constant_pad_nd split split_with_sizes unbind chunk index_select gather index "
     "_unsafe_index expand_copy permute_copy view_copy t_copy transpose_copy detach lift_fresh "
+    # padding by copying edge values (padding_mode="reflect"/"replicate"), like constant_pad_nd
+    "reflection_pad1d reflection_pad2d reflection_pad3d "
+    "replication_pad1d replication_pad2d replication_pad3d "
     "lift_fresh_copy alias _reshape_alias as_strided as_strided_ "
     # creation of constants
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like arange "
@@ -343,18 +348,22 @@ def _mha_count(
     out_bias: bool,
     masked: str | None,
     head_average: bool,
+    extra_keys: int = 0,
 ) -> OpCount:
     """Projections (q: q_len rows, k and v: kv_len rows, each embed dot products of length
-    embed/kdim/vdim, + bias), attention per head (:func:`attention_math`), output projection;
-    with ``need_weights`` and averaging, the mean of the weights over heads."""
+    embed/kdim/vdim, + bias), attention per head (:func:`attention_math`) over kv_len +
+    ``extra_keys`` keys, output projection; with ``need_weights`` and averaging, the mean of the
+    weights over heads. ``extra_keys`` (add_bias_kv, add_zero_attn) are appended after the
+    projections: they are attended to but not projected."""
     head_dim = embed // heads
+    keys = kv_len + extra_keys
     count = dot_products(batch * q_len * embed, embed, in_bias)
     count = count + dot_products(batch * kv_len * embed, kdim, in_bias)
     count = count + dot_products(batch * kv_len * embed, vdim, in_bias)
-    count = count + attention_math(batch * heads, q_len, kv_len, head_dim, head_dim, masked)
+    count = count + attention_math(batch * heads, q_len, keys, head_dim, head_dim, masked)
     count = count + dot_products(batch * q_len * embed, embed, out_bias)
     if head_average:
-        weights = batch * q_len * kv_len
+        weights = batch * q_len * keys
         count = count + OpCount(additions=weights * (heads - 1), multiplications=weights)
     return count
 
@@ -372,15 +381,16 @@ def multihead_attention(call: Call) -> OpCount:
         batch, q_len, kv_len = q.shape[0], q.shape[1], k.shape[1]
     else:
         batch, q_len, kv_len = 1, q.shape[0], k.shape[0]
-    kv_len += int(m.bias_k is not None) + int(m.add_zero_attn)
-    masks = [call.kwargs.get("attn_mask"), call.kwargs.get("key_padding_mask")]
-    if len(call.args) > 3:
-        masks.append(call.args[3])
+    # appended to the projected keys and values, so not projected (see _mha_count)
+    extra_keys = int(m.bias_k is not None) + int(m.add_zero_attn)
+    # Positions as in MultiheadAttention.forward(query, key, value, key_padding_mask,
+    # need_weights, attn_mask, average_attn_weights, is_causal): any may be given positionally.
+    masks = [call.arg(5, "attn_mask"), call.arg(3, "key_padding_mask")]
     masked = next((_mask_kind(x, False) for x in masks if isinstance(x, torch.Tensor)), None)
-    if masked is None and call.kwargs.get("is_causal"):
+    if masked is None and call.arg(7, "is_causal", False):
         masked = "select"
-    need_weights = call.kwargs.get("need_weights", True)
-    average = call.kwargs.get("average_attn_weights", True)
+    need_weights = call.arg(4, "need_weights", True)
+    average = call.arg(6, "average_attn_weights", True)
     return _mha_count(
         batch,
         q_len,
@@ -393,6 +403,7 @@ def multihead_attention(call: Call) -> OpCount:
         m.out_proj.bias is not None,
         masked,
         bool(need_weights and average),
+        extra_keys,
     )
 
 

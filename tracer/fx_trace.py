@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import operator
 from collections import Counter
 from collections.abc import Sequence
@@ -43,6 +44,11 @@ from tracer.graph import Crossing, TensorMeta, Unit
 class _Tracer(fx.Tracer):
     """torch.nn modules are leaves (fx's default) plus ``extra_leaves``; remembers which module
     a trace failed in."""
+
+    # Buffers become get_attr nodes, like parameters. With fx's default (False) an expression on
+    # buffers alone (``self.mask[:T, :T] == 0``) is evaluated once at trace time and baked into a
+    # constant, so what the model computes on every call would go uncounted.
+    proxy_buffer_attributes = True
 
     def __init__(self, extra_leaves: set[str]):
         super().__init__()
@@ -74,6 +80,22 @@ class _Whole(nn.Module):
         return self.model(*args)
 
 
+def _whole_model_graph(model: nn.Module) -> fx.Graph:
+    """The graph of ``_Whole(model)``: one placeholder per required positional parameter of
+    ``model.forward``, one call of ``model``. Built by hand because fx cannot trace
+    ``_Whole.forward`` itself: ``*args`` becomes a single Proxy and unpacking it raises TraceError.
+    (Optional positional parameters get their defaults.)"""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(model.forward).parameters.values()
+    names = [p.name for p in params if p.kind in positional and p.default is p.empty]
+    graph = fx.Graph()
+    args = tuple(graph.placeholder(name) for name in names or ["input"])
+    call = graph.call_module("model", args)
+    call.meta["nn_module_stack"] = {"model": ("model", type(model))}
+    graph.output(call)
+    return graph
+
+
 @dataclass
 class Structure:
     graph_module: fx.GraphModule
@@ -93,7 +115,7 @@ def trace_structure(model: nn.Module, max_retries: int = 64) -> Structure:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
                 wrapper = _Whole(model)
-                graph = _Tracer({"model"}).trace(wrapper)
+                graph = _whole_model_graph(model)
                 why["model"] = _one_line(exc)
                 return Structure(fx.GraphModule(wrapper, graph), why, root_prefix="model.")
             extra.add(failed)
