@@ -356,6 +356,10 @@ def test_arithmetic_matches_torch(case: tuple[Shape, dict]) -> None:
         theirs: Shape | None = _torch_shape(_unchecked(fields), shape)
     except (RuntimeError, ValueError):
         theirs = None
+    if theirs is not None and 0 in (theirs.height, theirs.width, theirs.channels):
+        # torch lets a transposed conv crop to an empty output; a shape tool calls a layer with
+        # no output impossible, as it does for a regular conv
+        theirs = None
     assert ours == theirs, (fields, shape)
 
 

@@ -870,3 +870,20 @@ def test_registry_refuses_a_duplicate():
 def test_every_formula_has_a_derivation():
     for name, f in formulas.table().items():
         assert f.derivation, f"{name} has no derivation in its docstring"
+
+
+# --- norms ---------------------------------------------------------------------------------------
+
+
+def test_vector_norm_and_normalize():
+    # ||x||_2 over rows of 8: 8 squares, 7 additions, 1 square root per row; 2*3 = 6 rows
+    norm = counted(Op1(lambda x: torch.linalg.vector_norm(x, dim=-1)), torch.empty(2, 3, 8))
+    assert norm == OpCount(multiplications=6 * 8, additions=6 * 7, square_roots=6)
+    # ord 1: 8 absolute values (comparisons of the sign) and 7 additions per row
+    l1 = counted(Op1(lambda x: torch.linalg.vector_norm(x, ord=1, dim=-1)), torch.empty(2, 3, 8))
+    assert l1 == OpCount(comparisons=6 * 8, additions=6 * 7)
+    # F.normalize = x / max(||x||, eps): the norm, one clamp comparison per row, 48 divisions
+    normalize = counted(Op1(lambda x: F.normalize(x, dim=-1)), torch.empty(2, 3, 8))
+    assert normalize == OpCount(
+        multiplications=48, additions=42, square_roots=6, comparisons=6, divisions=48
+    )

@@ -753,7 +753,8 @@ _elementwise(
 )
 _elementwise("abs", "|x|: one comparison (of the sign) per element.", comparisons=1)
 _elementwise(
-    "eq ne lt le gt ge maximum minimum logical_not logical_and logical_or",
+    "eq ne lt le gt ge maximum minimum logical_not logical_and logical_or bitwise_not "
+    "bitwise_and bitwise_or",
     "One comparison per output element.",
     comparisons=1,
 )
@@ -801,6 +802,25 @@ def power(call: Call) -> OpCount:
         if float(e).is_integer() and e >= 1:
             return OpCount(multiplications=n * (int(e) - 1))
     return OpCount(nonlinearities=n)
+
+
+@formula(*_aten("linalg_vector_norm"))
+def vector_norm(call: Call) -> OpCount:
+    """Per output over n elements. ord 2: n squares, n-1 additions, 1 square root. ord 1:
+    n absolute values (comparisons), n-1 additions. ord inf: n absolute values and n-1
+    comparisons. Other p: n absolute values, n powers and the final root (nonlinearities),
+    n-1 additions."""
+    outputs, n = _reduced(call)
+    p = call.arg(1, "ord", 2)
+    if p == 2:
+        per = OpCount(multiplications=n, additions=n - 1, square_roots=1)
+    elif p == 1:
+        per = OpCount(comparisons=n, additions=n - 1)
+    elif p in (math.inf, -math.inf):
+        per = OpCount(comparisons=2 * n - 1)
+    else:
+        per = OpCount(comparisons=n, nonlinearities=n + 1, additions=n - 1)
+    return per.scale(outputs)
 
 
 @formula(*_aten("embedding"))

@@ -268,14 +268,55 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _data_dependent(exc: BaseException) -> bool:
+    """True when fake tensors could not decide something that depends on tensor values."""
+    from torch._subclasses.fake_tensor import (
+        DataDependentOutputException,
+        DynamicOutputShapeException,
+    )
+
+    while exc is not None:
+        if isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException)):
+            return True
+        if "data-dependent" in str(exc) or "data dependent" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _run(
+    gm: fx.GraphModule,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    device: torch.device,
+    fake_mode: FakeTensorMode | None,
+) -> dict[str, NodeRecord]:
+    records: dict[str, NodeRecord] = {}
+    rec = _Recorder()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(model))
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.device(device))
+        stack.enter_context(_module_formula_hooks(model, rec))
+        if fake_mode is not None:
+            stack.enter_context(fake_mode)
+        stack.enter_context(_AtenCounter(rec))
+        stack.enter_context(_FunctionCounter(rec, formulas.function_formulas()))
+        _Interpreter(gm, rec, records).run(*inputs)
+    return records
+
+
 def run_counts(
     structure: Structure, model: nn.Module, inputs: Sequence[Any]
 ) -> dict[str, NodeRecord]:
-    """Run the traced graph on fake tensors with the counters on; one record per fx node."""
+    """Run the traced graph with the counters on; one record per fx node.
+
+    On fake tensors (nothing allocated), unless the model branches on tensor values, which fake
+    tensors cannot decide: then, given real inputs and real weights, it runs on those (the counts
+    depend on shapes only, so they are the same numbers a fake run would give for that path).
+    """
     gm = structure.graph_module
     device = model_device(model)
-    records: dict[str, NodeRecord] = {}
-    rec = _Recorder()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
         fake_inputs = [
@@ -285,23 +326,28 @@ def run_counts(
             for x in inputs
         ]
     try:
-        with (
-            eval_mode(model),
-            torch.no_grad(),
-            torch.device(device),
-            _module_formula_hooks(model, rec),
-            fake_mode,
-            _AtenCounter(rec),
-            _FunctionCounter(rec, formulas.function_formulas()),
-        ):
-            _Interpreter(gm, rec, records).run(*fake_inputs)
+        return _run(gm, model, fake_inputs, device, fake_mode)
     except UnsupportedModelError:
         raise
     except Exception as exc:
+        if not _data_dependent(exc):
+            raise UnsupportedModelError(
+                f"shape propagation failed for {type(model).__name__}: {_one_line(exc)}"
+            ) from exc
+        real = all(x.device.type != "meta" for x in inputs if isinstance(x, torch.Tensor)) and all(
+            p.device.type != "meta" for p in model.parameters()
+        )
+        if not real:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} branches on tensor values, which shapes alone cannot "
+                "decide: trace it with real inputs and weights"
+            ) from exc
+    try:
+        return _run(gm, model, inputs, device, None)
+    except Exception as exc:
         raise UnsupportedModelError(
-            f"shape propagation failed for {type(model).__name__}: {_one_line(exc)}"
+            f"running {type(model).__name__} failed: {_one_line(exc)}"
         ) from exc
-    return records
 
 
 # --- 3. units and crossings ------------------------------------------------------------------
