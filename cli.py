@@ -358,6 +358,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from distributed import run_pipeline
+
+    result = run_pipeline(
+        args.model,
+        args.stages,
+        micro_batches=args.micro_batches,
+        model_options=_model_options(args),
+        input_shapes=args.input,
+        depth=args.depth,
+    )
+    if args.format == "json":
+        _print_json(result.to_dict())
+    else:
+        from reports.pipeline_tables import pipeline_table
+
+        _console().print(pipeline_table(result))
+    if args.out:
+        from reports.pipeline_tables import stages_diagram
+
+        out = _out_dir(args.out)
+        write_atomic(out / "pipeline.json", _json_text(result.to_dict()))
+        _write_diagram(stages_diagram(result), out, "stages")
+    if not result.ok:
+        print(
+            f"{PROG}: the measured bytes or the outputs differ from the prediction", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -384,6 +415,7 @@ EPILOG = {
     "/pN padding, /dN dilation, /gN groups, /opN output padding (convT), /nobias",
     "solve-conv": "example: python cli.py solve-conv --in 8x8x5 --out 5x5x3 --kernel 3x3",
     "compare": "example: python cli.py compare lenet5 lenet5-dws",
+    "pipeline": "example: python cli.py pipeline transformer --stages 3 --emb 64 --seq-len 16",
     "sweep": "example: python cli.py sweep transformer --emb 64,128,256,512,1024,2048,4096 "
     "--out out/sweep",
 }
@@ -481,6 +513,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(sw)
     sw.add_argument("--format", choices=FORMATS, default="table")
     sw.add_argument("--out", metavar="DIR", help="write sweep.csv, sweep.json and the plots")
+
+    pp = command(
+        "pipeline",
+        cmd_pipeline,
+        "split a model into stages over processes (gloo, loopback) and check the "
+        "bytes each cut sends against the prediction",
+    )
+    pp.add_argument("model")
+    pp.add_argument("--stages", type=_positive_int, required=True, metavar="N")
+    pp.add_argument("--micro-batches", type=_positive_int, default=1, metavar="M")
+    pp.add_argument(
+        "--depth", type=_positive_int, metavar="N", help="cut only between blocks at this depth"
+    )
+    _add_model_options(pp)
+    pp.add_argument("--format", choices=("table", "json"), default="table")
+    pp.add_argument("--out", metavar="DIR", help="write pipeline.json and the stage diagram")
 
     command("models", cmd_models, "list the built-in models")
     return p
