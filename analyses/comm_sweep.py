@@ -24,8 +24,8 @@ A block's *role* is the last component of its name that names a step of the tran
 1. from a model input -> ``model input``; into the model output -> ``model output``;
 2. from a block inside ``encoder`` to one inside ``decoder`` -> ``encoder memory`` (the
    memory read by cross-attention's K and V projections);
-3. into or out of the causal-mask function -> ``causal mask`` (the bool mask, and the scores the
-   function reads only for their shape);
+3. out of the causal-mask function -> ``causal mask`` (the bool mask; the function takes the
+   scores' sizes, not the scores);
 4. from q_proj / k_proj / v_proj -> ``Q/K/V projections``;
 5. from scores or the mask's masked_fill -> ``attention scores`` (pre-softmax);
 6. from softmax -> ``attention weights``;
@@ -370,11 +370,8 @@ def closed_forms(d: Dims, depth: int | None = None) -> dict[Family, ClosedForm] 
                 term((3 * ld, "3*Ld"), att),
                 term((2 * ld, "2*Ld"), ats),
             ]
-            # The scores read by the mask function (for their shape) and the bool mask it makes.
-            forms[Family.MASK] = [
-                term((ld, "Ld"), att),
-                term((ld, "Ld"), (t * t, "T*T"), 8),
-            ]
+            # The bool mask the mask function makes (it reads only the scores' sizes).
+            forms[Family.MASK] = [term((ld, "Ld"), (t * t, "T*T"), 8)]
         else:
             # scores -> softmax, and in the decoder scores -> mask -> softmax.
             forms[Family.SCORES] = [

@@ -183,14 +183,14 @@ def sinusoid_table(length: int, emb: int) -> Tensor:
 
 
 @torch.fx.wrap
-def causal_mask(scores: Tensor) -> Tensor:
+def causal_mask(t_q: int, t_k: int, device: torch.device) -> Tensor:
     """A bool (T_q, T_k) mask, True where key position > query position (the future).
 
-    Wrapped for torch.fx: its size comes from the runtime scores, which a symbolic trace cannot
+    Wrapped for torch.fx: its sizes come from the runtime scores, which a symbolic trace cannot
     turn into ``torch.ones`` arguments, so the trace records one call to this function instead.
+    It takes the sizes, not the scores: it reads no data, so no tensor flows into it.
     """
-    t_q, t_k = scores.shape[-2], scores.shape[-1]
-    return torch.ones(t_q, t_k, dtype=torch.bool, device=scores.device).triu(1)  # (T_q, T_k)
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).triu(1)  # (T_q, T_k)
 
 
 class PositionalEncoding(nn.Module):
@@ -237,7 +237,8 @@ class CausalMask(nn.Module):
     """Sets the scores of future keys to -inf, so softmax gives them zero weight."""
 
     def forward(self, scores: Tensor) -> Tensor:  # (B, H, T_q, T_k)
-        return scores.masked_fill(causal_mask(scores), float("-inf"))
+        mask = causal_mask(scores.size(-2), scores.size(-1), scores.device)  # (T_q, T_k)
+        return scores.masked_fill(mask, float("-inf"))
 
 
 class WeightedValues(nn.Module):

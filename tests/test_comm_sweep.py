@@ -56,8 +56,8 @@ def test_per_edge_bits_by_hand(emb_sweep) -> None:
         Family.SCORES: {SCORES},
         Family.WEIGHTS: {SCORES},
         Family.FFN_HIDDEN: {FFN},
-        # the scores the mask function reads, and its (L, L) bool mask at 8 bits
-        Family.MASK: {SCORES, 8 * 8 * 8},
+        # the (L, L) bool mask at 8 bits (the mask function reads only the scores' sizes)
+        Family.MASK: {8 * 8 * 8},
     }
     for edge in point.edges:
         assert edge.bits in bits_of[edge.family], (edge.src, edge.dst, edge.bits)
@@ -74,7 +74,7 @@ def test_families_by_hand(emb_sweep) -> None:
         # matmul -> divide -> softmax (2 edges) in encoder and cross; + masked_fill in decoder
         Family.SCORES: (2 + 3 + 2) * SCORES,
         Family.WEIGHTS: 3 * SCORES,
-        Family.MASK: SCORES + 8 * 8 * 8,
+        Family.MASK: 8 * 8 * 8,
         Family.CONTEXT: 3 * HIDDEN,
         Family.SUBLAYER: (2 + 3) * HIDDEN,  # out_proj and linear2 into the residual adds
         Family.FFN_HIDDEN: 4 * FFN,  # linear1 -> relu -> linear2, encoder and decoder
@@ -86,9 +86,9 @@ def test_families_by_hand(emb_sweep) -> None:
     }
     for family, bits in expected.items():
         assert point.family(family).bits == bits, family
-    # 41 hidden-size edges, 4 FFN edges, 10 score-sized edges, 1 mask edge: 57 edges in all.
-    assert len(point.edges) == 57
-    assert point.activation_bits == 41 * HIDDEN + 4 * FFN + 11 * SCORES + 8 * 8 * 8 == 1958400
+    # 41 hidden-size edges, 4 FFN edges, 10 score-sized edges, 1 mask edge: 56 edges in all.
+    assert len(point.edges) == 56
+    assert point.activation_bits == 41 * HIDDEN + 4 * FFN + 10 * SCORES + 8 * 8 * 8 == 1950208
 
 
 def test_weights_by_hand(emb_sweep) -> None:
@@ -194,13 +194,13 @@ def test_explanation_from_numbers() -> None:
     weights = next(line for line in lines if line.startswith("Weights loaded"))
     assert "quadratically" in weights
     # Crossover by hand, L = 128, H = 8, one layer each, F = 4E, 16 bits:
-    #   activations/16 = 57*L*E (41 hidden-size + 4 FFN edges of 4E) + 11*H*L*L + L*L/2 (mask)
+    #   activations/16 = 57*L*E (41 hidden-size + 4 FFN edges of 4E) + 10*H*L*L + L*L/2 (mask)
     #   weights/16 = 3*4*(E*E + E) + 2*(8*E*E + 5*E) + 5*2*E = 28*E*E + 32*E
-    # weights > activations once 28E^2 - 7264E - 1449984 > 0, E > 391.6: emb 392.
-    root = (7264 + math.sqrt(7264**2 + 4 * 28 * 1449984)) / (2 * 28)
-    assert math.ceil(root) == 392
+    # weights > activations once 28E^2 - 7264E - 1318912 > 0, E > 382.6: emb 383.
+    root = (7264 + math.sqrt(7264**2 + 4 * 28 * 1318912)) / (2 * 28)
+    assert math.ceil(root) == 383
     crossing = next(line for line in lines if line.startswith("Crossover"))
-    assert "between emb 256 and 512" in crossing and "emb = 392" in crossing
+    assert "between emb 256 and 512" in crossing and "emb = 383" in crossing
     assert lines[-1].startswith("The closed forms agree")
 
 
@@ -222,10 +222,10 @@ def test_csv_and_json(emb_sweep) -> None:
     residual = next(r for r in rows if r["emb"] == "256" and r["name"] == Family.RESIDUAL.value)
     assert int(residual["bits"]) == 19 * HIDDEN and residual["matches"] == "true"
     total = next(r for r in rows if r["emb"] == "256" and r["what"] == "total")
-    assert int(total["bits"]) == 1958400 + 29491200
+    assert int(total["bits"]) == 1950208 + 29491200
     data = json.loads(json.dumps(emb_sweep.to_dict()))
     assert data["values"] == [64, 256, 512] and data["mismatches"] == []
-    assert data["points"][1]["activation_bits"] == 1958400
+    assert data["points"][1]["activation_bits"] == 1950208
     assert data["explanation"]
 
 
