@@ -43,7 +43,9 @@ def tiny_net() -> nn.Module:
     )
 
 
-SMALL = TrainConfig(model="tiny", epochs=3, train_samples=1500, test_samples=500, batch_size=50)
+SMALL = TrainConfig(
+    model="tiny", epochs=3, train_samples=1500, test_samples=500, batch_size=50, lr_decay=0.9
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -66,10 +66,10 @@ class TrainConfig:
     tol: float = 1e-3  # an improvement of the test loss (nats) must exceed this to count
     batch_size: int = 64  # small batches converge in few epochs on 8k-60k samples
     lr: float = 1e-3  # Adam's usual step size; works for every LeNet-5 variant here
-    # Epoch e trains at lr * lr_decay ** (e - 1): a schedule of the epoch alone. 0.9 damps the
-    # epoch-to-epoch jitter of the test loss that a constant 1e-3 leaves, so the rule sees a
-    # plateau rather than noise (paper LeNet-5 on the offline data: smoother curves, same accuracy).
-    lr_decay: float = 0.9
+    # Epoch e trains at lr * lr_decay ** (e - 1), a schedule of the epoch alone. Constant by
+    # default: on the offline data 0.9 smoothed the paper LeNet-5's test loss but reached the same
+    # accuracy, and slowed the depthwise-separable twin (92.8% instead of 94.3%).
+    lr_decay: float = 1.0
     optimizer: str = OptimizerKind.ADAM
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
