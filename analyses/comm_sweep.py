@@ -139,7 +139,7 @@ def role(name: str) -> str:
     """The role of a block from its name (see the module docstring), or "" if none."""
     if name.startswith("input:"):
         return "input"
-    if name == "output":
+    if name.startswith("output:"):
         return "output"
     parts = [p.split("@")[0] for p in name.split(".")]
     for part in reversed(parts):

@@ -164,7 +164,7 @@ def test_pre_norm_and_vocab_by_hand() -> None:
 
 def test_classify_rules() -> None:
     assert classify("input:src", "src_pos.add") is Family.INPUT
-    assert classify("decoder.layers.0.add_norm3.norm", "output") is Family.OUTPUT
+    assert classify("decoder.layers.0.add_norm3.norm", "output:out") is Family.OUTPUT
     assert (
         classify("encoder.layers.1.add_norm2.norm", "decoder.layers.0.cross_attn.k_proj")
         is Family.MEMORY

@@ -822,7 +822,7 @@ def test_embedding_is_counted_as_zero_not_uncounted():
     edges = {(e.src, e.dst): e for e in graph.edges()}
     into = [e for (src, _), e in edges.items() if src.startswith("input:")]
     assert [e.bits for e in into] == [2 * 3 * 64]
-    out = [e for (_, dst), e in edges.items() if dst == "output"]
+    out = [e for (_, dst), e in edges.items() if dst == "output:out"]
     assert [e.bits for e in out] == [24 * 32]
 
 

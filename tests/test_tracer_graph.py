@@ -234,8 +234,8 @@ def test_edges_between_groups_carry_each_value_once(toy_graphs):
     assert edges[("pair", "head")].shape == "2x5x8"
     assert edges[("pair", "sum")].shape == "2x5x4"
     # the outputs: head (2,5,10) and the sum (2,5)
-    assert edges[("head", "output")].shape == "2x5x10"
-    assert edges[("sum", "output")].shape == "2x5"
+    assert edges[("head", "output:out")].shape == "2x5x10"
+    assert edges[("sum", "output:out")].shape == "2x5"
 
 
 def test_block_graph_is_a_dag(toy_graphs, resnet_graphs):

@@ -385,7 +385,9 @@ def _stack(n: fx.Node, prefix: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
-_INPUT, _OUTPUT, _PARAM = "input:", "output", object()
+# Names of the graph's ends; the colon keeps them apart from module paths (LeNet-5 has a layer
+# called "output").
+_INPUT, _OUTPUT, _PARAM = "input:", "output:out", object()
 
 
 def build_units(
