@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import tracer
+from models import registry
 from tracer import OpCount, Precision
 from tracer.errors import FlowprofError
 
@@ -517,3 +518,15 @@ def test_transformer_encoder_layer_is_a_counted_leaf():
         assert "aten.bmm" not in ops and "aten.baddbmm" not in ops
         assert g.params() == sum(p.numel() for p in layer.parameters())
     assert layer.training  # built in training mode, left so
+
+
+def test_a_layer_named_output_stays_apart_from_the_graph_output():
+    # LeNet-5's RBF layer is called "output": at depth 1 it is a block of its own, with the RBF's
+    # 10 units * 84 squares = 840 multiplications, and it feeds the graph's end node.
+    built = registry.build("lenet5")
+    graph = tracer.trace(built.module, built.example_inputs("meta"), depth=1)
+    assert graph.block("output").count.multiplications == 10 * 84
+    assert graph.block("output").role == "block"
+    assert graph.block("output:out").role == "output"
+    assert graph.graph.has_edge("output", "output:out")
+    assert nx.is_directed_acyclic_graph(graph.graph)
