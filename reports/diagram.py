@@ -260,12 +260,19 @@ def _edge_label(edges: list[Edge], between: bool) -> str:
 
 
 def dataflow(
-    graph: BlockGraph, title: str | None = None, clusters: bool = True, fold: bool = False
+    graph: BlockGraph,
+    title: str | None = None,
+    clusters: bool = True,
+    fold: bool = False,
+    rankdir: str = "TB",
 ):
-    """The block graph as a ``graphviz.Digraph``; ``fold`` draws repeated blocks once (×N)."""
+    """The block graph as a ``graphviz.Digraph``; ``fold`` draws repeated blocks once (×N);
+    ``rankdir`` "TB" (top to bottom) or "LR" (left to right, e.g. for a long chain)."""
     import graphviz  # imported where used
 
-    dot = graphviz.Digraph("flowprof", graph_attr={"rankdir": "TB", "fontsize": "12"})
+    dot = graphviz.Digraph(
+        "flowprof", graph_attr={"rankdir": rankdir, "fontsize": "12", "fontname": "Helvetica"}
+    )
     dot.attr(
         "node",
         shape="box",
