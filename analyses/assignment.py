@@ -86,7 +86,8 @@ class Problem1:
 class Problem2:
     """Training (2a, 2b), counts (2c) and the mapping f (2d)."""
 
-    data_description: str
+    source_description: str  # the whole dataset: name, source, folder, sample counts
+    data_description: str  # what was trained on (after any subset)
     dataset: str
     source: str
     train_samples: int  # used for training (after any subset)
@@ -403,6 +404,7 @@ def run_assignment(
     begin("Problem 2c/2d: operation counts and f")
     comparison = op_compare.compare(LENETS[0], LENETS[1], depth=1)
     p2 = Problem2(
+        source_description=data.description,
         data_description=first.data_description,
         dataset=first.dataset,
         source=first.source,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
+from analyses import dws_mapping
 from analyses.assignment import (
     LENETS,
     PIPELINE_DEPTH,
@@ -46,6 +47,21 @@ def _fraction(value: Fraction | None) -> str:
     if value is None:
         return "undefined"
     return _n(int(value)) if value.denominator == 1 else f"{float(value):,.2f}"
+
+
+def _image(r: AssignmentResults) -> str:
+    """The LeNets' input image size as traced, e.g. ``32x32``."""
+    shape = r.problem2.graphs[LENETS[0]].meta["inputs"][0]["shape"]
+    return "x".join(map(str, shape[-2:]))
+
+
+def _sparse_tables(r: AssignmentResults) -> str:
+    """The partially connected layers, e.g. ``c3 reads 60 of the 96 map pairs``."""
+    return "; ".join(
+        f"{conv.layer} reads {conv.connections} of the {conv.c_in * conv.c_out} map pairs"
+        for conv in r.problem2.comparison.convs
+        if not conv.dense
+    )
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -205,9 +221,9 @@ def _problem2(doc: Document, r: AssignmentResults) -> None:
     first = p2.runs[LENETS[0]]
     c = first.config
     setup.paragraph(
-        f"Data: {p2.data_description}. Used for training: {_n(p2.train_samples)} training and "
-        f"{_n(p2.test_samples)} test samples, padded to 32x32 and normalised with the training "
-        f"images' mean {first.mean:.4f} and standard deviation {first.std:.4f}."
+        f"Data: {p2.source_description}. Used for training: {_n(p2.train_samples)} training and "
+        f"{_n(p2.test_samples)} test samples, padded to {_image(r)} and normalised with the "
+        f"training images' mean {first.mean:.4f} and standard deviation {first.std:.4f}."
     )
     setup.paragraph(
         f"Training: {c.optimizer} optimizer, learning rate {c.lr:g}, batch size {c.batch_size}, "
@@ -218,11 +234,12 @@ def _problem2(doc: Document, r: AssignmentResults) -> None:
             "**Quick mode:** a small subset and a fixed, small number of epochs; the curves "
             f"show the start of training, not convergence (run `{REPORT_COMMAND}` for that)."
         )
+    sparse = _sparse_tables(r)
     setup.paragraph(
         "The paper's LeNet-5 outputs RBF distances (lower is more likely): training minimises "
         "the cross entropy of the negated distances. The twin replaces each convolution by a "
         "depthwise convolution (one filter per input map) and a pointwise 1x1 convolution that "
-        "keeps the original's connection table (C3 reads 60 of the 96 map pairs)."
+        "keeps the original's connection table" + (f" ({sparse})." if sparse else ".")
     )
     for i, name in enumerate(LENETS):
         part = "(a)" if i == 0 else "(b)"
@@ -268,7 +285,7 @@ def _problem2c(sec: Section, r: AssignmentResults) -> None:
     sec.table(
         ("layer", f"mult. {a}", f"add. {a}", f"mult. {b}", f"add. {b}", "mult. B/A", "add. B/A"),
         rows,
-        f"Operations per layer (depth {cmp.depth}) for one 32x32 image; B/A = {b} / {a}",
+        f"Operations per layer (depth {cmp.depth}) for one {_image(r)} image; B/A = {b} / {a}",
     )
     ta, tb = cmp.total.a, cmp.total.b
     sec.paragraph(
@@ -529,8 +546,8 @@ def _peers(doc: Document, r: AssignmentResults) -> None:
     sec = doc.section("Where the usual tools disagree")
     sec.paragraph(
         "What the tools people reach for report for the same two networks (random weights, one "
-        "32x32 image). flowprof counts every operation by kind; the tools report one number, "
-        "under different names."
+        f"{_image(r)} image). flowprof counts every operation by kind; the tools report one "
+        "number, under different names."
     )
     rows = []
     for row in r.peers:
@@ -601,7 +618,11 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
         ("1a", "; ".join(f"`{s.layer}` (weight {'x'.join(map(str, s.weight_shape))})" for s in ex)),
     ]
     for kernel, sols in p1.kernels.items():
-        rows.append((f"1a, {kernel}", f"{'yes' if sols.possible else 'no'}: {sols.explanation[0]}"))
+        if sols.possible:
+            answer = f"yes: {len(sols)} configuration(s), e.g. `{sols.configs[0].layer}`"
+        else:
+            answer = f"no: {sols.explanation[0]}"
+        rows.append((f"1a, {kernel}", answer))
     rows.append(("1b", f"{p1.final_shape} (H x W x C)"))
     for part, name in zip(("2a", "2b"), LENETS, strict=True):
         run = p2.runs[name]
@@ -619,7 +640,14 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
             f"{cmp.model_b}: {_n(tb.multiplications)} mult., {_n(tb.additions)} add.",
         )
     )
-    rows.append(("2d", "f_mul(x) = x*(C_in/M + 1/K); dense: x*(1/C_out + 1/K) (see 2d)"))
+    mul = dws_mapping.Quantity.MUL
+    rows.append(
+        (
+            "2d",
+            f"multiplications: y = {dws_mapping.formula_text(mul, 'none')}; dense: "
+            f"y = {dws_mapping.formula_text(mul, 'none', dense=True)} (additions: see 2d)",
+        )
+    )
     if p3.sweep is not None:
         s = p3.sweep
         rows.append(
@@ -657,8 +685,9 @@ def build_report(results: AssignmentResults) -> Document:
         "for every floating tensor; integer and boolean tensors keep their own width)."
     )
     conv.paragraph(
-        f"MNIST: {r.problem2.data_description}; {_n(r.problem2.train_samples)} training and "
-        f"{_n(r.problem2.test_samples)} test samples used."
+        f"MNIST: {r.problem2.source_description}. Used: {_n(r.problem2.train_samples)} training "
+        f"and {_n(r.problem2.test_samples)} test samples"
+        + (" (the first of each split: quick mode)." if r.quick else ".")
     )
     _problem1(doc, r)
     _problem2(doc, r)

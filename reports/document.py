@@ -518,7 +518,10 @@ def _md_block(
     if isinstance(block, Paragraph):
         out.append(_md_inline(block.text))
     elif isinstance(block, BulletList):
-        out.append("\n".join(f"- {_md_inline(i)}" for i in block.items))
+        # Two lists in a row would merge into one unless their markers differ.
+        counters["list"] += 1
+        marker = "-" if counters["list"] % 2 else "*"
+        out.append("\n".join(f"{marker} {_md_inline(i)}" for i in block.items))
     elif isinstance(block, Table):
         counters["table"] += 1
         numeric = block.numeric_columns()
@@ -560,7 +563,7 @@ def _md_block(
 
 def render_markdown(doc: Document) -> tuple[str, dict[str, bytes]]:
     """The document as Markdown (GitHub flavour) and its figure files, by relative path."""
-    counters = {"table": 0, "figure": 0}
+    counters = {"table": 0, "figure": 0, "list": 0}
     files: dict[str, bytes] = {}
     out = [f"# {_md_text(doc.title)}"]
     if doc.subtitle:

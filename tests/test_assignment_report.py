@@ -154,7 +154,7 @@ def test_report_states_the_computed_numbers(results: AssignmentResults, report_h
     for number in (ta.multiplications, ta.additions, tb.multiplications, tb.additions):
         assert f"{number:,}" in page
     assert "<strong>2x2x8</strong>" in page
-    assert p2.data_description.split(" (")[0] in page  # which MNIST source
+    assert p2.source_description.split(" (")[0] in page  # which MNIST source
     assert f"{p2.train_samples:,} training and {p2.test_samples:,} test samples" in page
     assert tracer.CONVENTION in page  # the counting convention
     for command in (
