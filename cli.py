@@ -103,6 +103,16 @@ def _model_options(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dic
     }
 
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="a folder with the IDX files in torchvision's layout"
+    )
+    p.add_argument(
+        "--download", action="store_true", help="allow torchvision's download (needs a network)"
+    )
+
+
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--depth",
@@ -389,6 +399,103 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from training import mnist
+
+    if args.action == "provision":
+        result = mnist.provision(args.dataset, args.data_dir, download_allowed=args.download)
+        print(result.message)
+        return 0
+    data = mnist.load(args.dataset, args.data_dir, download_allowed=args.download)
+    if args.format == "json":
+        _print_json(
+            {
+                "source": str(data.source),
+                "description": data.description,
+                "train": len(data.train_labels),
+                "test": len(data.test_labels),
+            }
+        )
+    else:
+        print(data.description)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from reports.training_plots import accuracy_figure, comparison_figure, loss_figure
+    from reports.training_progress import progress_callbacks, training_progress
+    from training import mnist
+    from training.loop import TrainConfig, TrainingInterrupted, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = _out_dir(args.out)
+    data = mnist.load(args.dataset, args.data_dir, download_allowed=args.download)
+    console = _console()
+    console.print(f"data: {data.description}")
+    results = {}
+    for name in args.models:
+        config = TrainConfig(
+            model=name,
+            epochs=args.epochs,
+            max_epochs=args.max_epochs,
+            patience=args.patience,
+            tol=args.tol,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_decay=args.lr_decay,
+            optimizer=args.optimizer,
+            seed=args.seed,
+            train_samples=args.train_samples,
+            test_samples=args.test_samples,
+        ).validate()
+        console.print(f"[bold]{name}[/bold]: {config.rule()}")
+        with training_progress(console) as progress:
+            on_batch, on_epoch = progress_callbacks(progress, config)
+            try:
+                result = train(
+                    config,
+                    data,
+                    out_dir=out / name,
+                    resume=args.resume,
+                    overwrite=args.force,
+                    on_batch=on_batch,
+                    on_epoch=on_epoch,
+                    profile=args.profile,
+                )
+            except TrainingInterrupted as stop:
+                console.print(stop.result.summary())
+                console.print(
+                    f"stopped: the last complete epoch is saved in {out / name}; "
+                    "continue with --resume"
+                )
+                return 130
+        results[name] = result
+        _save_figure(
+            accuracy_figure(result.history, f"{name}: accuracy", result.converged_epoch),
+            out / name / "accuracy",
+        )
+        _save_figure(
+            loss_figure(result.history, f"{name}: loss", result.converged_epoch),
+            out / name / "loss",
+        )
+        if args.profile and result.block_times:
+            from reports.tables import block_time_table
+
+            console.print(block_time_table(result.block_times, title=f"{name}: forward time"))
+        console.print(result.summary())
+    if len(results) > 1:
+        fig = comparison_figure(
+            {n: r.history for n, r in results.items()},
+            converged={n: r.converged_epoch for n, r in results.items()},
+        )
+        _save_figure(fig, out / "comparison")
+    console.print(f"wrote histories, checkpoints and curves to {out}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -415,6 +522,8 @@ EPILOG = {
     "/pN padding, /dN dilation, /gN groups, /opN output padding (convT), /nobias",
     "solve-conv": "example: python cli.py solve-conv --in 8x8x5 --out 5x5x3 --kernel 3x3",
     "compare": "example: python cli.py compare lenet5 lenet5-dws",
+    "train": "example: python cli.py train lenet5 lenet5-dws --out out/train",
+    "data": "example: python cli.py data info",
     "pipeline": "example: python cli.py pipeline transformer --stages 3 --emb 64 --seq-len 16",
     "sweep": "example: python cli.py sweep transformer --emb 64,128,256,512,1024,2048,4096 "
     "--out out/sweep",
@@ -530,6 +639,44 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--format", choices=("table", "json"), default="table")
     pp.add_argument("--out", metavar="DIR", help="write pipeline.json and the stage diagram")
 
+    tr = command(
+        "train", cmd_train, "train LeNet-5 variants on MNIST until convergence, with curves"
+    )
+    tr.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="lenet5, lenet5-dws, lenet5-modern, lenet5-modern-dws (several: "
+        "a comparison figure too)",
+    )
+    _add_data_options(tr)
+    tr.add_argument(
+        "--out",
+        metavar="DIR",
+        default="out/train",
+        help="histories, checkpoints and curves (default out/train)",
+    )
+    tr.add_argument("--epochs", type=_positive_int, help="train exactly N epochs")
+    tr.add_argument("--max-epochs", type=_positive_int, default=50)
+    tr.add_argument("--patience", type=_positive_int, default=3)
+    tr.add_argument("--tol", type=float, default=1e-3)
+    tr.add_argument("--batch-size", type=_positive_int, default=64)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--lr-decay", type=float, default=1.0, help="per-epoch factor")
+    tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--train-samples", type=_positive_int, metavar="N")
+    tr.add_argument("--test-samples", type=_positive_int, metavar="N")
+    tr.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    tr.add_argument("--profile", action="store_true", help="time each block's forward pass")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    tr.add_argument("--force", action="store_true", help="overwrite an earlier run in --out")
+
+    da = command("data", cmd_data, "provision MNIST offline, or say which source is used")
+    da.add_argument("action", choices=("provision", "info"))
+    _add_data_options(da)
+    da.add_argument("--format", choices=("table", "json"), default="table")
+
     command("models", cmd_models, "list the built-in models")
     return p
 
@@ -573,6 +720,8 @@ _USER_ERRORS = (
     ("models.registry", "ModelError"),
     ("analyses.conv_shapes", "BadSpecError"),
     ("training.mnist", "DataError"),
+    ("training.loop", "TrainingError"),
+    ("training.checkpoint", "CheckpointError"),
 )
 
 

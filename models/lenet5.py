@@ -330,6 +330,10 @@ def conv_layer(
 class LeNet5(nn.Module):
     """The 1998 paper's LeNet-5 (``separable=False``) or its depthwise-separable twin."""
 
+    # The outputs are RBF penalties (distances to each class's code), not logits: training uses
+    # -output as the logits (training/loop.py reads this attribute).
+    output_is_distance = True
+
     def __init__(self, separable: bool = False) -> None:
         super().__init__()
         self.separable = separable

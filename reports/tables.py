@@ -98,3 +98,17 @@ def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Ta
             Text("yes", style="green") if ok else Text("NO", style="bold red"),
         )
     return t
+
+
+def block_time_table(times, title: str = "Forward time per block") -> Table:
+    """Seconds per leaf module from the forward hooks (``train --profile``), largest first."""
+    t = Table(title=title, header_style="bold")
+    t.add_column("block")
+    t.add_column("kind")
+    t.add_column("calls", justify="right")
+    t.add_column("seconds", justify="right")
+    t.add_column("share", justify="right")
+    total = sum(b.seconds for b in times) or 1.0
+    for b in sorted(times, key=lambda b: b.seconds, reverse=True):
+        t.add_row(b.block, b.kind, count(b.calls), f"{b.seconds:.3f}", f"{b.seconds / total:.1%}")
+    return t

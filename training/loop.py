@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tracer.hooks import BlockTime, BlockTimer
 from training import checkpoint as ckpt
-from training.block_timer import BlockTime, BlockTimer
 from training.history import EpochRecord, write_history
 from training.mnist import MnistData
 
@@ -466,7 +466,7 @@ def train(
     A fresh run refuses an ``out_dir`` that holds a checkpoint unless ``overwrite`` is true.
     ``model_factory``: build the model with it instead of ``models.registry`` (``config.model``
     then only names it). ``profile``: time every leaf module's forward pass (see
-    training.block_timer) and return the totals in ``result.block_times``.
+    tracer.hooks) and return the totals in ``result.block_times``.
 
     Ctrl-C raises :class:`TrainingInterrupted`, whose ``result`` covers the last complete epoch
     (its ``model`` is mid-epoch); the files on disk are those of that epoch.

@@ -1,4 +1,4 @@
-"""Per-block forward time during training, measured with forward pre/post hooks.
+"""The tracer's forward hooks: per-block forward time of a running model (``train --profile``).
 
 Every leaf module (one without children: a conv, a pooling layer, an activation, LeNet-5's RBF
 layer) gets a ``register_forward_pre_hook`` that notes the time and a ``register_forward_hook``
