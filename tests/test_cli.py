@@ -148,3 +148,101 @@ def test_solve_conv_json(capsys):
     assert configs and all(keys <= set(c) for c in configs)
     # 4x4, stride 1, no padding: 8 - 4 + 1 = 5; weight (C_out, C_in, kh, kw) = (3, 5, 4, 4).
     assert any(c["kernel"] == [4, 4] and c["weight_shape"] == [3, 5, 4, 4] for c in configs)
+
+
+def test_compare_json_lenet5_vs_dws(capsys):
+    assert cli.main(["compare", "lenet5", "lenet5-dws", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    text = json.dumps(data)
+    # C1 regular: 28*28 outputs * 6 maps * 25 taps = 117600 multiplications
+    assert "117600" in text
+    # C1 separable: depthwise 28*28*25 = 19600, pointwise 28*28*6*1 = 4704: 24304 multiplications
+    assert "24304" in text
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep", "train", "data", "pipeline"])
+def test_more_commands_have_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    assert "example: python cli.py" in capsys.readouterr().out
+
+
+def test_sweep_writes_csv_and_plots(tmp_path):
+    out = run(
+        "sweep",
+        "transformer",
+        "--emb",
+        "32,64",
+        "--seq-len",
+        "8",
+        "--heads",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    for name in (
+        "sweep.csv",
+        "sweep.json",
+        "sweep_families.png",
+        "sweep_families.svg",
+        "sweep_totals.png",
+        "sweep_seq_len.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").read_text().splitlines()))
+    assert rows
+    # the model input edge at emb 32, seq 8, batch 1, fp16: 8*32*16 = 4096 bits per edge
+    assert "4096" in (tmp_path / "sweep.csv").read_text()
+
+
+def test_data_info_names_the_source(capsys):
+    assert cli.main(["data", "info", "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train"] + info["test"] == 10000
+    assert "mnist" in info["description"].lower()
+
+
+def test_train_writes_history_and_curves(tmp_path):
+    out = run(
+        "train",
+        "lenet5-modern",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "256",
+        "--test-samples",
+        "128",
+        "--out",
+        str(tmp_path),
+        "--threads",
+        "1",
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("history.csv", "history.json", "accuracy.png", "loss.svg"):
+        assert (tmp_path / "lenet5-modern" / name).stat().st_size > 0, name
+    history = list(csv.DictReader((tmp_path / "lenet5-modern" / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [1]
+    # a second run into the same folder refuses to overwrite it
+    again = run(
+        "train",
+        "lenet5-modern",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "256",
+        "--test-samples",
+        "128",
+        "--out",
+        str(tmp_path),
+    )
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.multiproc
+def test_pipeline_command_agrees(capsys):
+    rc = cli.main(["pipeline", "lenet5", "--stages", "2", "--format", "json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cuts"] and all(c["measured_bits"] == c["predicted_bits"] for c in data["cuts"])

@@ -73,6 +73,7 @@ class TrainConfig:
     optimizer: str = OptimizerKind.ADAM
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
+    shift: int = 0  # augmentation: move each training digit by up to this many pixels
     seed: int = 0
     device: str = "cpu"
     train_samples: int | None = None  # use only the first N training samples (None: all)
@@ -309,6 +310,31 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
     return config.lr * config.lr_decay ** (epoch - 1)
 
 
+def epoch_shifts(seed: int, epoch: int, n: int, shift: int) -> torch.Tensor | None:
+    """Per-sample (dy, dx) translations of ``epoch`` in [-shift, shift], (n, 2); None if 0.
+
+    Like the data order, a function of the seed and the epoch only, so a resumed run draws the
+    same shifts (the generator is apart from the permutation's)."""
+    if shift <= 0:
+        return None
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
+    return torch.randint(-shift, shift + 1, (n, 2), generator=generator)
+
+
+def translate(x: torch.Tensor, shifts: torch.Tensor, background: float) -> torch.Tensor:
+    """Move each image of ``x`` (B, C, S, S) by its (dy, dx), filling with ``background``."""
+    b, _, h, w = x.shape
+    s = int(shifts.abs().max()) if shifts.numel() else 0
+    if s == 0:
+        return x
+    padded = F.pad(x, (s, s, s, s), value=background)  # (B, C, S + 2s, S + 2s)
+    rows = torch.arange(h, device=x.device) + s - shifts[:, :1].to(x.device)  # (B, S)
+    cols = torch.arange(w, device=x.device) + s - shifts[:, 1:].to(x.device)  # (B, S)
+    batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
+    # (B, S, S, C) -> (B, C, S, S)
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of ``epoch``: depends on the seed and the epoch only (resumable)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -346,8 +372,11 @@ def _train_epoch(
     on_batch: Callable[[BatchProgress], None] | None,
     progress_seconds: float,
     distance: bool,
+    shifts: torch.Tensor | None = None,
 ) -> tuple[float, float, float]:
-    """One pass over the training tensors; returns mean loss, accuracy and samples/s."""
+    """One pass over the training tensors; returns mean loss, accuracy and samples/s.
+
+    ``shifts`` (n, 2), when given, translates the b-th sample of the epoch by ``shifts[b]``."""
     model.train()
     n = data.x_train.shape[0]
     loss_sum = torch.zeros((), device=data.x_train.device)
@@ -356,6 +385,9 @@ def _train_epoch(
     for begin in range(0, n, batch_size):
         index = permutation[begin : begin + batch_size]
         x, y = data.x_train[index], data.y_train[index]  # (B, 1, S, S), (B,)
+        if shifts is not None:
+            background = -data.mean / data.std  # a 0 pixel after normalisation
+            x = translate(x, shifts[begin : begin + batch_size], background)
         logits = _logits(model(x), distance)  # (B, 10)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -579,6 +611,7 @@ def _run_epoch(
         on_batch,
         progress_seconds,
         distance,
+        epoch_shifts(config.seed, epoch, tensors.x_train.shape[0], config.shift),
     )
     if timer is not None:
         timer.active = False  # per-block times are of training forwards only
