@@ -448,6 +448,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr_decay=args.lr_decay,
             optimizer=args.optimizer,
             seed=args.seed,
+            shift=args.shift,
             train_samples=args.train_samples,
             test_samples=args.test_samples,
         ).validate()
@@ -665,6 +666,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr-decay", type=float, default=1.0, help="per-epoch factor")
     tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--shift",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="augment: move each training digit by up to PX pixels",
+    )
     tr.add_argument("--train-samples", type=_positive_int, metavar="N")
     tr.add_argument("--test-samples", type=_positive_int, metavar="N")
     tr.add_argument("--threads", type=_positive_int, help="torch CPU threads")
