@@ -10,6 +10,8 @@ marked ``×N``. A folded node is labelled with the totals over its N copies (so 
 add up to the model's totals) and the count of one copy; edges into or out of several copies
 become one edge labelled ``N × shape`` with the total bits; tensors passed from one copy to the
 next are drawn as a dashed loop. :func:`fold` computes the folding as data, apart from drawing.
+Whole layers fold as clusters only when clusters are drawn (``clusters=True``, the default);
+without clusters only runs of single blocks fold.
 """
 
 from __future__ import annotations

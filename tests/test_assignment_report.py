@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from reports.document import (
 )
 from reports.units import si
 from tracer.counts import OpCount
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EXTERNAL = re.compile(
     r"""(?:src|href)\s*=\s*["']?\s*(?:https?:|//)|url\(\s*["']?\s*(?:https?:|//)|@import""",
@@ -141,6 +144,20 @@ def test_pipeline_check(results: AssignmentResults) -> None:
         pytest.skip(f"pipeline not run: {check.error}")
     assert check.result.ok
     assert all(c.measured_bits == c.predicted_bits for c in check.result.cuts)
+
+
+def test_analyses_do_not_import_drawing_or_printing() -> None:
+    code = (
+        "import sys\n"
+        "import analyses.assignment, analyses.comm_sweep, analyses.op_compare\n"
+        "import training.loop, training.mnist\n"
+        "print(sorted(m for m in ('rich', 'matplotlib', 'graphviz') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # --- the report ----------------------------------------------------------------------------------
