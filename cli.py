@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,15 +142,9 @@ def _out_dir(path: str) -> Path:
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from training import atomic  # one implementation for the library and the CLI
+
+    atomic.write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
     return path
 
 
@@ -272,7 +265,7 @@ def cmd_solve_conv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_figure(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+def save_figure(fig, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """A matplotlib figure as PNG and SVG, each written atomically (SVG without a timestamp)."""
     import io
 
@@ -358,7 +351,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             write_atomic(out / "sweep.json", _json_text(emb_sweep.to_dict()))
         write_atomic(out / "sweep_seq_len.csv", seq_sweep.to_csv())
         for stem, fig in figures(emb_sweep or seq_sweep, seq_sweep).items():
-            _save_figure(fig, out / stem)
+            save_figure(fig, out / stem)
         if args.format == "table":
             _console().print(f"wrote the sweep's CSV, JSON and plots to {out}")
     mismatched = [m for s in sweeps for m in s.mismatches()]
@@ -474,11 +467,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
                 return 130
         results[name] = result
-        _save_figure(
+        save_figure(
             accuracy_figure(result.history, f"{name}: accuracy", result.converged_epoch),
             out / name / "accuracy",
         )
-        _save_figure(
+        save_figure(
             loss_figure(result.history, f"{name}: loss", result.converged_epoch),
             out / name / "loss",
         )
@@ -492,7 +485,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             {n: r.history for n, r in results.items()},
             converged={n: r.converged_epoch for n, r in results.items()},
         )
-        _save_figure(fig, out / "comparison")
+        save_figure(fig, out / "comparison")
     console.print(f"wrote histories, checkpoints and curves to {out}")
     return 0
 

@@ -1,8 +1,8 @@
 """Figures of a communication sweep (analyses/comm_sweep.py) as matplotlib Figures.
 
 Built with ``matplotlib.figure.Figure`` directly (no pyplot, no global state, Agg canvas) and
-returned to the caller, who saves them (``reports.training_plots.save_figure`` writes PNG and SVG
-atomically). matplotlib is imported inside the functions: importing this module is cheap. Every
+returned to the caller, who saves them (``cli.save_figure`` writes PNG and SVG atomically).
+matplotlib is imported inside the functions: importing this module is cheap. Every
 line is labelled with its family, so a test can read the plotted data back from the axes.
 """
 

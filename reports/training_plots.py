@@ -1,17 +1,15 @@
 """Training curves as matplotlib Figures: accuracy and loss vs epochs, and a comparison of runs.
 
 The figures are built with ``matplotlib.figure.Figure`` directly (no pyplot, no global state,
-rendered by the Agg canvas), and returned to the caller; :func:`save_figure` writes one as PNG and
-SVG atomically. matplotlib is imported inside the functions: importing this module is cheap.
+rendered by the Agg canvas), and returned to the caller (``cli.save_figure`` writes one as PNG and
+SVG atomically). matplotlib is imported inside the functions: importing this module is cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.atomic import atomic_path
 from training.history import EpochRecord
 
 if TYPE_CHECKING:
@@ -114,17 +112,3 @@ def comparison_figure(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def save_figure(
-    fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "svg")
-) -> list[Path]:
-    """Write ``fig`` as ``stem.png`` and ``stem.svg`` (each atomically); return the paths."""
-    paths = []
-    for fmt in formats:
-        path = Path(f"{stem}.{fmt}")
-        metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: same run, same file
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=metadata)
-        paths.append(path)
-    return paths

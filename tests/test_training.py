@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+import cli
 from reports import training_plots
 from training import mnist
 from training.checkpoint import CheckpointError, load_checkpoint
@@ -241,7 +242,7 @@ def test_comparison_figure_and_saving(reference, tmp_path):
     ]
     assert list(loss.lines[4].get_ydata()) == [r.test_loss for r in shorter]
     assert list(acc.lines[1].get_ydata()) == [r.test_acc * 100 for r in result.history]
-    paths = training_plots.save_figure(fig, tmp_path / "comparison")
+    paths = cli.save_figure(fig, tmp_path / "comparison")
     assert [p.name for p in paths] == ["comparison.png", "comparison.svg"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and b"<svg" in paths[1].read_bytes()[:400]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png", "comparison.svg"]
