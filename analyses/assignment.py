@@ -273,7 +273,7 @@ def peer_counts(models: Sequence[str] = LENETS) -> list[PeerCount]:
                     torch.no_grad(),
                 ):
                     warnings.simplefilter("ignore")
-                value, note, params = fn()
+                    value, note, params = fn()
                 out.append(PeerCount(tool, name, int(value), what, note, params))
             except ImportError:
                 out.append(PeerCount(tool, name, None, what, "not installed"))
