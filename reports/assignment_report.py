@@ -626,12 +626,18 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
     rows.append(("1b", f"{p1.final_shape} (H x W x C)"))
     for part, name in zip(("2a", "2b"), LENETS, strict=True):
         run = p2.runs[name]
-        when = (
-            f"converged at epoch {run.converged_epoch}"
-            if run.converged_epoch is not None
-            else f"{len(run.history)} epoch(s), not converged"
-        )
-        rows.append((part, f"{name}: test accuracy {_pct(run.final.test_acc)}, {when}"))
+        if run.converged is not None:
+            answer = (
+                f"{name}: converged at epoch {run.converged.epoch} with test accuracy "
+                f"{_pct(run.converged.test_acc)}; {_pct(run.final.test_acc)} after the last of "
+                f"{len(run.history)} epochs"
+            )
+        else:
+            answer = (
+                f"{name}: test accuracy {_pct(run.final.test_acc)} after {len(run.history)} "
+                "epoch(s), not converged"
+            )
+        rows.append((part, answer))
     ta, tb = cmp.total.a, cmp.total.b
     rows.append(
         (
@@ -649,16 +655,31 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
         )
     )
     if p3.sweep is not None:
-        s = p3.sweep
-        rows.append(
-            (
-                "3",
-                f"all edges: {bits(s.activation_series()[0])} at emb {s.values[0]} -> "
-                f"{bits(s.activation_series()[-1])} at emb {s.values[-1]}; weights "
-                f"{bits(s.weight_series()[0])} -> {bits(s.weight_series()[-1])}",
-            )
-        )
+        rows.append(("3", _sweep_summary(p3.sweep)))
     sec.table(("question", "answer"), rows)
+
+
+def _sweep_summary(s: Any) -> str:
+    """The sweep in two sentences: totals at both ends, which families grow and which do not."""
+    from analyses import comm_sweep
+
+    first, last = s.values[0], s.values[-1]
+    acts, weights = s.activation_series(), s.weight_series()
+    text = (
+        f"bits between blocks per forward pass: {bits(acts[0])} at emb {first} -> "
+        f"{bits(acts[-1])} at emb {last}; weights {bits(weights[0])} -> {bits(weights[-1])}."
+    )
+    exponents = {f.value: comm_sweep.slope(s.values, s.series(f)) for f in s.families()}
+    linear = [f for f, e in exponents.items() if e is not None and abs(e - 1) < 0.05]
+    flat = [f for f, e in exponents.items() if e is not None and abs(e) < 0.05]
+    if linear:
+        text += f" Linear in emb: {', '.join(linear)}."
+    if flat:
+        text += f" Independent of emb: {', '.join(flat)}."
+    w = comm_sweep.slope(s.values, weights)
+    if w is not None:
+        text += f" Weights grow as emb^{w:.2f}."
+    return text
 
 
 def build_report(results: AssignmentResults) -> Document:
