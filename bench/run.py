@@ -1,0 +1,873 @@
+"""flowprof beside its peers, in one run on one machine: writes BENCHMARKS.md, bench/results.json
+and the plot bench/analysis_time.png (and .svg).
+
+Run: ``.venv/bin/python bench/run.py`` (about 20 minutes on two cores; ``--quick`` for a smoke
+run of a minute or two). Sections:
+
+1. analysis: flowprof and each peer (bench/peers.py) on each reference model, one fresh process
+   per tool and model: counts against the exact total, warm analysis time (median and min-max of
+   ``--repeats`` calls after ``--warmup``), first-call time, model build time, peak memory;
+2. scale: the giant transformer configurations of bench/scale.py, peers under a memory and a time
+   limit;
+3. training: bench/bench_training.py (``train`` vs a bare PyTorch loop, and the profile hooks).
+
+``--render-only`` rewrites BENCHMARKS.md and the plot from bench/results.json without measuring.
+Every sentence of the summary in BENCHMARKS.md is generated from the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(ROOT))
+
+from bench import peers, scale  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results.json"
+MARKDOWN = ROOT / "BENCHMARKS.md"
+PLOT = ROOT / "bench" / "analysis_time"  # .png and .svg
+COMMAND = ".venv/bin/python bench/run.py"
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    meminfo = dict(
+        line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
+    )
+    versions = {}
+    for package in ("torch", "torchvision", "fvcore", "thop", "ptflops", "torchinfo", "flowprof"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory_bytes": int(meminfo["MemTotal"].split()[0]) * 1024,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": commit,
+    }
+
+
+def wait_for_load(threshold: float, max_wait_s: float, say: Callable[[str], None]) -> list[float]:
+    """Poll the 1-minute load average every minute until it is below ``threshold``."""
+    deadline = time.monotonic() + max_wait_s
+    while (load := load_average())[0] >= threshold and time.monotonic() < deadline:
+        say(f"load average {load[0]:.2f} >= {threshold}: waiting a minute")
+        time.sleep(60)
+    return load
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def progress_bar():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[section]:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+
+
+def run_analysis(
+    models: Sequence[str], tools: Sequence[str], repeats: int, warmup: int, progress
+) -> list[dict[str, Any]]:
+    task = progress.add_task("", total=len(models) * len(tools), section="analysis")
+    results = []
+    for key in models:
+        for tool in tools:
+            progress.update(task, description=f"{tool} on {key}")
+            results.append(peers.run_isolated(tool, peers.MODELS[key], repeats, warmup))
+            progress.advance(task)
+    return results
+
+
+def run_scale(args: argparse.Namespace, progress) -> list[dict[str, Any]]:
+    total = scale.planned(args.scale_embs, args.peer_embs, args.scale_tools)
+    task = progress.add_task("", total=total, section="scale")
+
+    def done(result: dict[str, Any]) -> None:
+        progress.update(task, description=f"{result['tool']} at emb {result['emb']}")
+        progress.advance(task)
+
+    return scale.run(
+        args.scale_embs,
+        args.peer_embs,
+        args.scale_tools,
+        time_limit_s=args.time_limit,
+        mem_limit_bytes=int(args.mem_limit_gb * (1 << 30)),
+        on_result=done,
+    )
+
+
+def run_training(args: argparse.Namespace, progress) -> dict[str, Any]:
+    from bench import bench_training
+
+    task = progress.add_task(
+        f"train vs bare loop on {args.train_model}", total=1, section="training"
+    )
+    out = bench_training.run(
+        model=args.train_model,
+        samples=args.train_samples,
+        epochs=args.train_epochs,
+        repeats=args.train_repeats,
+    )
+    progress.advance(task)
+    return out
+
+
+# --- derived numbers -----------------------------------------------------------------------------
+
+
+def by_model(analysis: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in analysis:
+        table.setdefault(r["model"], {})[r["tool"]] = r
+    return table
+
+
+def is_exact(r: dict[str, Any]) -> bool:
+    return r.get("status") == "ok" and r.get("macs") == r.get("exact_macs")
+
+
+def fastest(rows: dict[str, dict[str, Any]], exact_only: bool) -> dict[str, Any] | None:
+    """The peer (never flowprof) with the least warm median, among the exact ones if asked."""
+    candidates = [
+        r
+        for tool, r in rows.items()
+        if tool in peers.PEERS and "median_s" in r and (is_exact(r) or not exact_only)
+    ]
+    return min(candidates, key=lambda r: r["median_s"], default=None)
+
+
+def cold_total(r: dict[str, Any]) -> float | None:
+    """What a fresh process pays for one answer: imports, model build, first analysis call."""
+    parts = [r.get("import_s"), r.get("build_s"), r.get("first_s")]
+    return None if None in parts else sum(parts)
+
+
+def comparisons(analysis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model: flowprof beside the fastest peer and the fastest exact peer."""
+    out = []
+    for model, rows in by_model(analysis).items():
+        mine = rows.get("flowprof", {})
+        fast, fast_exact = fastest(rows, False), fastest(rows, True)
+        row = {
+            "model": model,
+            "exact_macs": mine.get("exact_macs"),
+            "flowprof_exact": is_exact(mine),
+            "flowprof_s": mine.get("median_s"),
+            "flowprof_peak_bytes": mine.get("peak_bytes"),
+            "fastest_peer": fast and fast["tool"],
+            "fastest_peer_s": fast and fast["median_s"],
+            "fastest_exact_peer": fast_exact and fast_exact["tool"],
+            "fastest_exact_peer_s": fast_exact and fast_exact["median_s"],
+            "exact_peers": [t for t, r in rows.items() if t in peers.PEERS and is_exact(r)],
+        }
+        if mine.get("median_s") and fast:
+            row["ratio_fastest"] = mine["median_s"] / fast["median_s"]
+        if mine.get("median_s") and fast_exact:
+            row["ratio_fastest_exact"] = mine["median_s"] / fast_exact["median_s"]
+        out.append(row)
+    return out
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    return f"{seconds:.3g} s"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if abs(n) < 1e9:
+        return f"{n / 1e6:.3g} MB"
+    return f"{n / 1e9:.3g} GB"
+
+
+def fmt_error(r: dict[str, Any]) -> str:
+    if r.get("status") != "ok":
+        return r.get("status", "-")
+    pct = r.get("error_pct")
+    if pct is None:
+        return "-"
+    if pct == 0:
+        return "**exact**"
+    return f"{pct:+.2g}%" if abs(pct) < 0.01 else f"{pct:+.2f}%"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2g}x" if x < 10 else f"{x:.0f}x"
+
+
+def fmt_int(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
+    """A Markdown table; ``align`` has one letter per column (l or r, default r after the first)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def status_cell(r: dict[str, Any]) -> str:
+    """A scale cell: analysis time (and build time), peak memory; or how it failed."""
+    status = r.get("status")
+    if status == "ok":
+        return (
+            f"{fmt_s(r.get('first_s'))} (build {fmt_s(r.get('build_s'))}), "
+            f"{fmt_bytes(r.get('peak_bytes'))}"
+        )
+    if status == "not run":
+        reason = r.get("reason", "")
+        return "-" if reason.startswith("size not selected") else f"not run ({reason})"
+    seen = r.get("peak_bytes") or r.get("seen_peak_rss_bytes")
+    if status == "timeout":
+        return f"**timeout** ({r.get('error')}; {fmt_bytes(seen)} resident when killed)"
+    if status == "out of memory":
+        return f"**out of memory** ({r.get('stage', '')}; peak {fmt_bytes(seen)})"
+    return f"**{status}**: {r.get('error', '')}"
+
+
+# --- the summary (generated from the numbers) ----------------------------------------------------
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """Bullet points; every claim is computed here from ``results``."""
+    analysis = results.get("analysis", [])
+    lines: list[str] = []
+    if analysis:
+        rows = by_model(analysis)
+        comps = comparisons(analysis)
+        n = len(rows)
+        exact_mine = [c["model"] for c in comps if c["flowprof_exact"]]
+        lines.append(
+            f"Counts: flowprof's total equals the exact MACs on {len(exact_mine)} of {n} models"
+            + (
+                "."
+                if len(exact_mine) == n
+                else f" (not on {', '.join(c['model'] for c in comps if not c['flowprof_exact'])})."
+            )
+        )
+        for tool in peers.PEERS:
+            mine = [rows[m][tool] for m in rows if tool in rows[m]]
+            if not mine:
+                continue
+            exact = [r["model"] for r in mine if is_exact(r)]
+            wrong = [r for r in mine if r.get("status") == "ok" and not is_exact(r)]
+            failed = [r["model"] for r in mine if r.get("status") != "ok"]
+            worst = max(wrong, key=lambda r: abs(r["error_pct"]), default=None)
+            text = f"{tool} is exact on {len(exact)} of {len(mine)}"
+            if worst:
+                text += f"; its largest error is {fmt_error(worst)} ({worst['model']})"
+            if failed:
+                text += f"; it failed on {', '.join(failed)}"
+            lines.append("  - " + text + ".")
+        with_exact = [c for c in comps if c.get("ratio_fastest_exact") is not None]
+        no_exact = [c["model"] for c in comps if c["fastest_exact_peer"] is None]
+        within = [c for c in with_exact if c["ratio_fastest_exact"] <= 1]
+        slower = [c for c in with_exact if c["ratio_fastest_exact"] > 1]
+        lines.append(
+            f"Speed (warm median): flowprof is at most as slow as the fastest exact peer on "
+            f"{len(within)} of the {len(with_exact)} models that have an exact peer"
+            + (f" ({', '.join(c['model'] for c in within)})" if within else "")
+            + "."
+        )
+        for c in slower:
+            lines.append(
+                f"  - slower on {c['model']}: {fmt_s(c['flowprof_s'])} vs "
+                f"{c['fastest_exact_peer']} {fmt_s(c['fastest_exact_peer_s'])} "
+                f"({fmt_ratio(c['ratio_fastest_exact'])})."
+            )
+        if no_exact:
+            lines.append(f"  - no peer is exact on {', '.join(no_exact)}.")
+        beat_all = [c["model"] for c in comps if (c.get("ratio_fastest") or 2) <= 1]
+        lines.append(
+            f"Against the fastest peer whatever its error, flowprof is at most as slow on "
+            f"{len(beat_all)} of {n} models"
+            + (f" ({', '.join(beat_all)})" if beat_all else "")
+            + "."
+        )
+        firsts = {t: [r.get("first_s") for r in analysis if r["tool"] == t] for t in peers.TOOLS}
+        mine_first = [s for s in firsts.get("flowprof", []) if s is not None]
+        if mine_first:
+            lines.append(
+                f"First call in a fresh process (lazy imports and caches included): flowprof "
+                f"{fmt_s(min(mine_first))} to {fmt_s(max(mine_first))} across the models."
+            )
+        mem = [(c["model"], c["flowprof_peak_bytes"]) for c in comps if c["flowprof_peak_bytes"]]
+        peer_mem = {
+            m: min(
+                (
+                    r["peak_bytes"]
+                    for t, r in rows[m].items()
+                    if t in peers.PEERS and "median_s" in r
+                ),
+                default=None,
+            )
+            for m in rows
+        }
+        less = [m for m, b in mem if peer_mem.get(m) is not None and b <= peer_mem[m]]
+        lines.append(
+            f"Memory (peak above the import baseline, model included): flowprof needs at most "
+            f"as much as the leanest peer on {len(less)} of {len(mem)} models"
+            + (
+                f"; more on {', '.join(m for m, _ in mem if m not in less)}"
+                if len(less) < len(mem)
+                else ""
+            )
+            + "."
+        )
+        mine_rows = [r for r in analysis if r["tool"] == "flowprof" and r.get("status") == "ok"]
+        if mine_rows:
+            warm_peak = max(r.get("analysis_peak_bytes", 0) for r in mine_rows)
+            first_peak = max(r.get("first_peak_bytes", 0) for r in mine_rows)
+            lines.append(
+                f"  - flowprof's warm calls need at most {fmt_bytes(warm_peak)} above the "
+                f"resident size before them; its first call in a process up to "
+                f"{fmt_bytes(first_peak)} (lazy imports included)."
+            )
+    cells = results.get("scale", [])
+    if cells:
+        lines += _scale_summary(cells)
+    training = results.get("training")
+    if training:
+        best = training["samples_per_s"]
+        lines.append(
+            f"Training ({training['model']}, batch {training['batch_size']}, best epoch): "
+            f"`train` runs {best['library']:,.0f} samples/s vs {best['bare']:,.0f} for the bare "
+            f"loop ({training['library_overhead_pct']:+.1f}% overhead); profile hooks cost "
+            f"{training['profile_overhead_pct']:+.1f}% on top ({best['library+profile']:,.0f} "
+            f"samples/s)."
+        )
+    return lines
+
+
+def _scale_summary(cells: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    mine = [c for c in cells if c["tool"] == "flowprof" and c["status"] == "ok"]
+    if mine:
+        exact = all(c.get("macs") == c["exact_macs"] for c in mine)
+        lines.append(
+            f"Scale: flowprof traced every size up to emb {max(c['emb'] for c in mine)} "
+            f"(seq {mine[0]['seq_len']}), {'exactly' if exact else 'NOT exactly'}, in at most "
+            f"{fmt_s(max(c['first_s'] for c in mine))} (first call) and "
+            f"{fmt_bytes(max(c['peak_bytes'] for c in mine))} above its imports."
+        )
+    for tool in scale.SCALE_TOOLS:
+        if tool == "flowprof":
+            continue
+        run = [c for c in cells if c["tool"] == tool and c["status"] != "not run"]
+        if not run:
+            continue
+        ok = [c for c in run if c["status"] == "ok"]
+        bad = [c for c in run if c["status"] != "ok"]
+        text = f"{tool}: "
+        if ok:
+            top = max(ok, key=lambda c: c["emb"])
+            text += (
+                f"largest size done emb {top['emb']} in {fmt_s(top['first_s'])} with "
+                f"{fmt_bytes(top['peak_bytes'])}"
+            )
+        else:
+            text += "no size done"
+        if bad:
+            text += "; " + ", ".join(f"{c['status']} at emb {c['emb']}" for c in bad)
+        lines.append("  - " + text + ".")
+    return lines
+
+
+# --- BENCHMARKS.md -------------------------------------------------------------------------------
+
+
+def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") -> str:
+    m = results["machine"]
+    s = results["settings"]
+    loads = results.get("load", {})
+    out = [
+        "# Benchmarks: flowprof beside fvcore, thop, ptflops, torchinfo and FlopCounterMode",
+        "",
+        "Generated by `bench/run.py`; do not edit by hand. Every number below comes from one run "
+        "on the machine described here; the summary is generated from the numbers.",
+        "",
+        f"Reproduce: `{COMMAND}` (this file was written by `{results['command']}`).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable)",
+        f"- memory: {m['memory_bytes'] / 2**30:.1f} GiB; {m['os']}; Python {m['python']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"- date: {results['started']} (took {results['duration_s'] / 60:.1f} min); "
+        f"commit {m['commit'] or 'unknown'}",
+        "- load average (1, 5, 15 min) during the run, shared with other work: "
+        + "; ".join(f"{k} {'/'.join(f'{x:.2f}' for x in v)}" for k, v in loads.items()),
+        "",
+        "## Summary",
+        "",
+    ]
+    out += [line if line.startswith("  -") else f"- {line}" for line in summary(results)]
+    out += ["", f"![analysis time, memory and scale]({plot_name})", ""]
+    analysis = results.get("analysis", [])
+    if analysis:
+        out += _analysis_section(analysis, s)
+    if results.get("scale"):
+        out += _scale_section(results["scale"], s)
+    if results.get("training"):
+        out += _training_section(results["training"])
+    out += _method_section(s)
+    return "\n".join(out) + "\n"
+
+
+def _analysis_section(analysis: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
+    rows = by_model(analysis)
+    tools = [t for t in peers.TOOLS if any(t in r for r in rows.values())]
+    out = [
+        "## Exactness: MACs reported vs the exact total",
+        "",
+        "Each tool's number converted to multiply-accumulates (FlopCounterMode's FLOPs / 2), and "
+        "its error against the exact total derived by hand (bench/peers.py, tests/test_peers.py).",
+        "",
+    ]
+    header = ["model", "exact MACs", *tools]
+    table = []
+    for model, by_tool in rows.items():
+        exact = next(iter(by_tool.values())).get("exact_macs")
+        table.append([model, fmt_int(exact), *(fmt_error(by_tool.get(t, {})) for t in tools)])
+    out += md_table(header, table)
+    out += [
+        "",
+        "## Analysis time and memory",
+        "",
+        f"Warm time: median and min-max of {s['repeats']} calls after {s['warmup']} warm-up "
+        "call(s), model already built. First call: the first analysis in a fresh process "
+        "(pays lazy imports and caches). Cold total: import + build + first call, what one "
+        "answer costs a fresh process. Build: constructing the model (flowprof on the meta "
+        "device, no weights; the peers on the CPU with real weights, which they run). Peak: "
+        "resident high-water mark above the process's footprint after importing torch, the "
+        "model registry and the tool (the import baseline, in its own column); warm peak: above "
+        "the resident size just before the warm calls. Ratio: warm median over the fastest "
+        "peer's on that model. Threads: torch's CPU threads for the warm calls, 1 or the default, "
+        "whichever a timed trial after the first call found faster (a busy second core stalls "
+        "small models' parallel regions).",
+        "",
+    ]
+    comps = {c["model"]: c for c in comparisons(analysis)}
+    header = [
+        "tool",
+        "MACs",
+        "error",
+        "warm median",
+        "min-max",
+        "vs fastest peer",
+        "first call",
+        "cold total",
+        "build",
+        "peak",
+        "warm peak",
+        "threads",
+        "import",
+        "import RSS",
+    ]
+    for model, by_tool in rows.items():
+        c = comps[model]
+        out += [f"### {model}", ""]
+        table = []
+        for tool in tools:
+            r = by_tool.get(tool)
+            if r is None:
+                continue
+            ok = r.get("status") == "ok"
+            ratio = r["median_s"] / c["fastest_peer_s"] if ok and c["fastest_peer_s"] else None
+            table.append(
+                [
+                    f"**{tool}**" if tool == "flowprof" else tool,
+                    fmt_int(r.get("macs")) if ok else r.get("status"),
+                    fmt_error(r),
+                    fmt_s(r.get("median_s")),
+                    f"{fmt_s(r.get('min_s'))} - {fmt_s(r.get('max_s'))}" if ok else "-",
+                    fmt_ratio(ratio),
+                    fmt_s(r.get("first_s")),
+                    fmt_s(cold_total(r)),
+                    f"{fmt_s(r.get('build_s'))} ({r.get('device', '-')})",
+                    fmt_bytes(r.get("peak_bytes")),
+                    fmt_bytes(r.get("analysis_peak_bytes")),
+                    str(r.get("threads", "-")),
+                    fmt_s(r.get("import_s")),
+                    fmt_bytes(r.get("import_rss_bytes")),
+                ]
+            )
+        out += md_table(header, table)
+        failed = [r for r in by_tool.values() if r.get("status") != "ok"]
+        out += [f"- {r['tool']}: {r.get('status')}: {r.get('error', '')}" for r in failed]
+        exact_text = (
+            f"fastest exact peer {c['fastest_exact_peer']} ({fmt_s(c['fastest_exact_peer_s'])}): "
+            f"flowprof {fmt_ratio(c.get('ratio_fastest_exact'))} its time"
+            if c["fastest_exact_peer"]
+            else "no peer is exact on this model"
+        )
+        out += ["", f"Fastest peer: {c['fastest_peer']}; {exact_text}.", ""]
+    return out
+
+
+def _scale_section(cells: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
+    tools = [t for t in scale.SCALE_TOOLS if any(c["tool"] == t for c in cells)]
+    embs = sorted({c["emb"] for c in cells})
+    seq = cells[0]["seq_len"]
+    out = [
+        f"## Scale: the transformer at seq {seq}, emb {embs[0]} to {embs[-1]}",
+        "",
+        f"One encoder and one decoder layer, fp16, batch 1, d_ff = 4 x emb, one head per 128 "
+        f"features (at least 8). Each cell: time of one analysis in a fresh process (flowprof: "
+        f"its first call; warm median in the flowprof column's note) and peak resident memory "
+        f"above the import baseline, model included. Peers build the model's real fp16 weights "
+        f"and run it, each under an address-space limit of {s['mem_limit_gb']:g} GiB above its "
+        f"import footprint and a wall-time limit of {s['time_limit_s']:g} s for imports and "
+        f"build, and as long again for the analysis. Build: constructing the model (flowprof: "
+        f"on meta; peers: real fp16 weights with the model's initialisation).",
+        "",
+    ]
+    header = ["emb", "heads", "exact MACs", "fp16 weights", *tools]
+    table = []
+    for emb in embs:
+        row_cells = {c["tool"]: c for c in cells if c["emb"] == emb}
+        first = next(iter(row_cells.values()))
+        row = [str(emb), str(first["heads"]), fmt_int(first["exact_macs"])]
+        row.append(fmt_bytes(first["weight_bytes"]))
+        for tool in tools:
+            c = row_cells.get(tool, {"status": "not run", "reason": "-"})
+            text = status_cell(c)
+            if tool == "flowprof" and c.get("status") == "ok":
+                text += f"; warm {fmt_s(c.get('median_s'))}"
+            if c.get("status") == "ok":
+                text += "; exact" if c.get("macs") == c["exact_macs"] else f"; {fmt_error(c)}"
+            row.append(text)
+        table.append(row)
+    out += md_table(header, table)
+    out += [
+        "",
+        "-: that size is not run for that tool by default (the peers' forward passes take most "
+        "of the benchmark's time; `--peer-embs` runs them). A peer that timed out or ran out of "
+        "memory at one size is not run at larger ones.",
+        "",
+    ]
+    return out
+
+
+def _training_section(t: dict[str, Any]) -> list[str]:
+    best, median = t["samples_per_s"], t["median_samples_per_s"]
+    rows = [
+        [
+            name,
+            f"{best[name]:,.0f}",
+            f"{100 * (best[name] / best['bare'] - 1):+.1f}%",
+            f"{median[name]:,.0f}",
+            str(t["epochs_measured"][name]),
+        ]
+        for name in best
+    ]
+    return [
+        "## Training throughput",
+        "",
+        f"bench/bench_training.py: {t['model']}, batch {t['batch_size']}, {t['threads']} torch "
+        f"thread(s); {t['data']}. `bare` is a minimal PyTorch loop over the same tensors; "
+        "`library` is `training.loop.train`; `library+profile` adds the per-block timing hooks. "
+        "Samples per second of the training pass, per epoch, the first epoch of each run left "
+        "out; best epoch (the least disturbed) and median.",
+        "",
+        *md_table(["loop", "best samples/s", "vs bare", "median samples/s", "epochs"], rows),
+        "",
+        f"`train` overhead vs bare: {t['library_overhead_pct']:+.1f}%; profile hooks on top: "
+        f"{t['profile_overhead_pct']:+.1f}%.",
+        "",
+    ]
+
+
+def _method_section(s: dict[str, Any]) -> list[str]:
+    return [
+        "## How it is measured",
+        "",
+        "- One fresh Python process per tool and model (bench/peers.py), so each tool's memory "
+        "is its own and a crash, an out-of-memory or a hang of one tool is recorded, not fatal.",
+        "- Memory: VmHWM from /proc/self/status, reset between phases by writing 5 to "
+        "/proc/self/clear_refs; reported above the import baseline.",
+        "- Counts: fvcore's flops, thop's ops, ptflops' MACs and torchinfo's mult-adds are one "
+        "per multiply-accumulate; FlopCounterMode's FLOPs are two. FlopCounterMode runs with "
+        "grad mode as it is (enabled), as its documentation calls it; ptflops runs with its "
+        "default (pytorch) backend and, as ptflops-aten, its aten backend.",
+        "- Exact totals: LeNet-5 and its twin from the paper's layer sizes and Table I; the "
+        "transformer from its closed form; resnet18, mobilenet_v2 and vit_b_16 from the "
+        "architecture walks in tests/test_peers.py (which also explains each peer's deviation).",
+        "- Peers run with torch's default number of threads "
+        f"({s.get('threads', '?')}); flowprof's trace is single-threaded Python.",
+        "",
+    ]
+
+
+# --- the plot ------------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], stem: Path) -> list[Path]:
+    """Analysis time and memory per model and tool; time and memory vs emb at scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    analysis = results.get("analysis", [])
+    cells = results.get("scale", [])
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9), constrained_layout=True)
+    colors = {t: f"C{i}" for i, t in enumerate(peers.TOOLS)}
+    rows = by_model(analysis)
+    models = list(rows)
+    tools = [t for t in peers.TOOLS if any(t in r for r in rows.values())]
+    width = 0.8 / max(len(tools), 1)
+    for ax, key, label in (
+        (axes[0, 0], "median_s", "warm analysis time (s), median, min-max"),
+        (axes[0, 1], "peak_bytes", "peak memory above imports (MB)"),
+    ):
+        for i, tool in enumerate(tools):
+            xs, ys, lo, hi = [], [], [], []
+            for j, model in enumerate(models):
+                r = rows[model].get(tool, {})
+                if r.get(key) is None:
+                    continue
+                scale_by = 1e-6 if key == "peak_bytes" else 1
+                y = max(r[key] * scale_by, 1e-3)
+                xs.append(j + (i - (len(tools) - 1) / 2) * width)
+                ys.append(y)
+                lo.append(y - r["min_s"] if key == "median_s" else 0)
+                hi.append(r["max_s"] - y if key == "median_s" else 0)
+            ax.bar(xs, ys, width, label=tool, color=colors[tool], yerr=[lo, hi] if xs else None)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(models)), models, rotation=20)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=8, ncols=2)
+    axes[0, 0].set_title("analysis time per model (log scale)")
+    axes[0, 1].set_title("peak memory per model (log scale)")
+    limit = results["settings"].get("time_limit_s")
+    for ax, key, label in (
+        (axes[1, 0], "first_s", "time of one analysis (s)"),
+        (axes[1, 1], "peak_bytes", "peak memory above imports (GB)"),
+    ):
+        for tool in scale.SCALE_TOOLS:
+            ok = [c for c in cells if c["tool"] == tool and c["status"] == "ok"]
+            bad = [c for c in cells if c["tool"] == tool and c["status"] not in ("ok", "not run")]
+            to_y = (lambda b: b / 1e9) if key == "peak_bytes" else (lambda s: s)
+            if ok:
+                ax.plot(
+                    [c["emb"] for c in ok],
+                    [max(to_y(c[key]), 1e-4) for c in ok],
+                    "o-",
+                    color=colors[tool],
+                    label=tool,
+                )
+            for c in bad:
+                seen = c.get("peak_bytes") or c.get("seen_peak_rss_bytes") or 0
+                y = limit if key == "first_s" else max(seen / 1e9, 1e-4)
+                ax.plot(c["emb"], y, "x", color=colors[tool], markersize=10, mew=2)
+        if key == "first_s" and limit:
+            ax.axhline(limit, color="grey", ls="--", lw=1)
+            ax.text(cells[0]["emb"] if cells else 256, limit * 1.1, "time limit", color="grey")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("emb (seq 2048)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1, 0].set_title("scale: x = timeout / out of memory / error")
+    axes[1, 0].legend(fontsize=8)
+    axes[1, 1].set_title("scale: peak memory (x: when it failed)")
+    paths = []
+    for suffix in (".png", ".svg"):
+        path = stem.with_suffix(suffix)
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, dpi=110, format=suffix[1:])
+        os.replace(tmp, path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def names(valid: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        chosen = [x for x in text.split(",") if x]
+        unknown = [x for x in chosen if x not in valid]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {', '.join(valid)}")
+        return chosen
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="flowprof vs its peers: writes BENCHMARKS.md, bench/results.json and a plot.",
+        epilog=f"example: {COMMAND} --quick",
+    )
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per tool and model")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before them")
+    p.add_argument("--models", type=names(list(peers.MODELS)), default=list(peers.MODELS))
+    p.add_argument("--tools", type=names(list(peers.TOOLS)), default=list(peers.TOOLS))
+    p.add_argument("--scale-embs", type=ints, default=list(scale.EMBS), help="flowprof's sizes")
+    p.add_argument("--peer-embs", type=ints, default=list(scale.PEER_EMBS), help="peers' sizes")
+    p.add_argument(
+        "--scale-tools", type=names(list(scale.SCALE_TOOLS)), default=list(scale.SCALE_TOOLS)
+    )
+    p.add_argument("--time-limit", type=float, default=120.0, help="seconds per scale run")
+    p.add_argument("--mem-limit-gb", type=float, default=12.0, help="GiB per scale run")
+    p.add_argument("--train-model", default="lenet5")
+    p.add_argument("--train-samples", type=int, default=2000)
+    p.add_argument("--train-epochs", type=int, default=4)
+    p.add_argument("--train-repeats", type=int, default=3)
+    p.add_argument("--skip", type=names(["analysis", "scale", "training"]), default=[])
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 repeat, small scale, short training"
+    )
+    p.add_argument(
+        "--wait-for-load",
+        type=float,
+        default=None,
+        metavar="LOAD",
+        help="first wait (up to --max-wait s) for the 1-minute load to drop below LOAD",
+    )
+    p.add_argument("--max-wait", type=float, default=900.0)
+    p.add_argument("--render-only", action="store_true", help="rewrite outputs from results.json")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--markdown", type=Path, default=MARKDOWN)
+    p.add_argument("--plot", type=Path, default=PLOT, help="plot path without suffix")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup = 1, 1
+        args.scale_embs, args.peer_embs = [256, 1024], [256]
+        args.train_epochs, args.train_repeats, args.train_samples = 2, 1, 500
+    return args
+
+
+def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
+    write_atomic(args.results, json.dumps(results, indent=1) + "\n")
+    plot_paths = plot(results, args.plot)
+    rel = os.path.relpath(plot_paths[0], args.markdown.resolve().parent)
+    write_atomic(args.markdown, render(results, rel))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if args.render_only:
+        write_outputs(json.loads(args.results.read_text()), args)
+        console.print(f"rewrote {args.markdown} and {args.plot}.png/.svg from {args.results}")
+        return 0
+    if args.wait_for_load is not None:
+        wait_for_load(args.wait_for_load, args.max_wait, console.print)
+    started = time.time()
+    results: dict[str, Any] = {
+        "command": " ".join([".venv/bin/python", "bench/run.py", *(argv or sys.argv[1:])]),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "time_limit_s": args.time_limit,
+            "mem_limit_gb": args.mem_limit_gb,
+            "scale_embs": args.scale_embs,
+            "peer_embs": args.peer_embs,
+        },
+        "load": {"start": load_average()},
+    }
+    with progress_bar() as progress:
+        if "analysis" not in args.skip:
+            results["analysis"] = run_analysis(
+                args.models, args.tools, args.repeats, args.warmup, progress
+            )
+            threads = {r.get("threads") for r in results["analysis"] if r.get("threads")}
+            results["settings"]["threads"] = ",".join(str(t) for t in sorted(threads))
+            results["load"]["after analysis"] = load_average()
+        if "scale" not in args.skip:
+            results["scale"] = run_scale(args, progress)
+            results["load"]["after scale"] = load_average()
+        if "training" not in args.skip:
+            results["training"] = run_training(args, progress)
+            results["load"]["after training"] = load_average()
+    results["duration_s"] = time.time() - started
+    write_outputs(results, args)
+    for line in summary(results):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"wrote {args.markdown}, {args.results} and {args.plot}.png/.svg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
