@@ -490,6 +490,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from analyses.assignment import run_assignment
+    from reports import document
+    from reports.assignment_report import build_report
+
+    out = _out_dir(args.out)
+    console = _console()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("report", total=None)
+
+        def on_step(step: str, done: int, total: int) -> None:
+            progress.update(task, description=step, completed=done, total=total)
+
+        results = run_assignment(quick=args.quick, data_dir=args.data_dir, progress=on_step)
+    doc = build_report(results)
+    html = document.render_html(doc)
+    markdown, md_files = document.render_markdown(doc)
+    latex, tex_files = document.render_latex(doc)
+    for name, data in (md_files | tex_files).items():
+        write_atomic(out / name, data)
+    write_atomic(out / "report.html", html)
+    write_atomic(out / "report.md", markdown)
+    write_atomic(out / "report.tex", latex)
+    written = ["report.html", "report.md", "report.tex", f"{len(md_files | tex_files)} figures"]
+    try:
+        pdf = document.compile_pdf(latex, tex_files)
+    except document.LatexError as exc:
+        print(f"{PROG}: warning: LaTeX failed, no PDF: {_first_line(exc)}", file=sys.stderr)
+        pdf = None
+    if pdf is not None:
+        write_atomic(out / "report.pdf", pdf)
+        written.append("report.pdf")
+    console.print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -518,6 +562,7 @@ EPILOG = {
     "compare": "example: python cli.py compare lenet5 lenet5-dws",
     "train": "example: python cli.py train lenet5 lenet5-dws --out out/train",
     "data": "example: python cli.py data info",
+    "report": "example: python cli.py report --out out/report",
     "pipeline": "example: python cli.py pipeline transformer --stages 3 --emb 64 --seq-len 16",
     "sweep": "example: python cli.py sweep transformer --emb 64,128,256,512,1024,2048,4096 "
     "--out out/sweep",
@@ -677,6 +722,24 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("action", choices=("provision", "info"))
     _add_data_options(da)
     da.add_argument("--format", choices=("table", "json"), default="table")
+
+    rp = command(
+        "report",
+        cmd_report,
+        "answer the whole assignment: HTML, Markdown and LaTeX report with figures",
+    )
+    rp.add_argument(
+        "--out",
+        metavar="DIR",
+        default="out/report",
+        help="where to write the report (default out/report)",
+    )
+    rp.add_argument(
+        "--quick",
+        action="store_true",
+        help="small data, few epochs, fewer sweep points (a first look; tests)",
+    )
+    rp.add_argument("--data-dir", metavar="DIR", help="MNIST IDX files to train on")
 
     command("models", cmd_models, "list the built-in models")
     return p
