@@ -261,19 +261,12 @@ def _edge_label(edges: list[Edge], between: bool) -> str:
     return label + "\\ncopy to next copy" if between else label
 
 
-def dataflow(
-    graph: BlockGraph,
-    title: str | None = None,
-    clusters: bool = True,
-    fold: bool = False,
-    rankdir: str = "TB",
-):
-    """The block graph as a ``graphviz.Digraph``; ``fold`` draws repeated blocks once (×N);
-    ``rankdir`` "TB" (top to bottom) or "LR" (left to right, e.g. for a long chain)."""
+def styled_digraph(name: str, title: str | None = None, rankdir: str = "TB"):
+    """An empty ``graphviz.Digraph`` in flowprof's style: rounded boxes, blue edges."""
     import graphviz  # imported where used
 
     dot = graphviz.Digraph(
-        "flowprof", graph_attr={"rankdir": rankdir, "fontsize": "12", "fontname": "Helvetica"}
+        name, graph_attr={"rankdir": rankdir, "fontsize": "12", "fontname": "Helvetica"}
     )
     dot.attr(
         "node",
@@ -286,6 +279,19 @@ def dataflow(
     dot.attr("edge", fontsize="9", fontname="Helvetica", color="#4a6fa5")
     if title:
         dot.attr(label=title, labelloc="t")
+    return dot
+
+
+def dataflow(
+    graph: BlockGraph,
+    title: str | None = None,
+    clusters: bool = True,
+    fold: bool = False,
+    rankdir: str = "TB",
+):
+    """The block graph as a ``graphviz.Digraph``; ``fold`` draws repeated blocks once (×N);
+    ``rankdir`` "TB" (top to bottom) or "LR" (left to right, e.g. for a long chain)."""
+    dot = styled_digraph("flowprof", title, rankdir)
     blocks = graph.blocks(include_io=True)
     tree = _cluster_tree(blocks, clusters)
     folding = _fold(graph, clusters) if fold else Folding(node_of={b.name: b.name for b in blocks})

@@ -113,23 +113,14 @@ def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
 
 def stages_diagram(subject: Partition | PipelineResult, title: str | None = None):
     """The stages as a ``graphviz.Digraph``: one box per stage, one edge per cut."""
-    import graphviz  # imported where used
-
     from distributed.pipeline import PipelineResult
+    from reports.diagram import styled_digraph
 
     result = subject if isinstance(subject, PipelineResult) else None
     part = result.partition if result else subject
-    dot = graphviz.Digraph("pipeline", graph_attr={"rankdir": "LR", "fontsize": "12"})
-    dot.attr(
-        "node",
-        shape="box",
-        style="rounded,filled",
-        fillcolor="#eef3fb",
-        fontsize="10",
-        fontname="Helvetica",
+    dot = styled_digraph(
+        "pipeline", title or f"{part.model}: {len(part.stages)} pipeline stages", rankdir="LR"
     )
-    dot.attr("edge", fontsize="9", fontname="Helvetica", color="#4a6fa5")
-    dot.attr(label=title or f"{part.model}: {len(part.stages)} pipeline stages", labelloc="t")
     dot.node("inputs", "inputs", shape="ellipse", fillcolor="#f5f5f5")
     dot.node("output", "output", shape="ellipse", fillcolor="#f5f5f5")
     for stage in part.stages:
