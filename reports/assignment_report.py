@@ -25,8 +25,8 @@ from analyses.assignment import (
 from reports.document import Document, Figure, Paragraph, Section
 from reports.units import bits
 
-REPORT_COMMAND = "python cli.py report --out report"
-QUICK_REPORT_COMMAND = "python cli.py report --out report --quick"
+REPORT_COMMAND = "python cli.py report --out out/report"
+QUICK_REPORT_COMMAND = "python cli.py report --out out/report --quick"
 
 _DISPLAY = {"lenet5": "LeNet-5", "lenet5-dws": "LeNet-5 (depthwise separable)"}
 
