@@ -182,7 +182,7 @@ def test_report_states_the_computed_numbers(results: AssignmentResults, report_h
         "python cli.py train lenet5-dws --epochs 2",
         "python cli.py compare lenet5 lenet5-dws",
         "python cli.py sweep transformer --emb 64,256,1024",
-        "python cli.py report --out report --quick",
+        "python cli.py report --out out/report --quick",
     ):
         assert command in page, command
     for line in results.problem3.explanation:
