@@ -75,11 +75,15 @@ PEERS = [name for name, tool in TOOLS.items() if not tool.meta]
 
 @contextlib.contextmanager
 def quiet():
-    """Peers print tables, progress and warnings: keep the benchmark's output clean."""
+    """Peers print tables, progress and warnings: keep the benchmark's output clean.
+
+    Yields the buffer that holds what they printed (ptflops prints the exceptions it catches).
+    """
     logging.disable(logging.WARNING)
+    printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            yield printed
     finally:
         logging.disable(logging.NOTSET)
 
@@ -112,7 +116,7 @@ def _ptflops(model, inputs: Sequence[Any], backend: str) -> int:
     import ptflops
 
     names = _forward_names(model, len(inputs))
-    with quiet():
+    with quiet() as printed:
         macs, _params = ptflops.get_model_complexity_info(
             model,
             tuple(inputs[0].shape[1:]),  # ignored: the constructor below gives the real inputs
@@ -122,7 +126,11 @@ def _ptflops(model, inputs: Sequence[Any], backend: str) -> int:
             backend=backend,
         )
     if macs is None:  # ptflops catches the model's exception, prints it and returns None
-        raise RuntimeError(f"ptflops ({backend} backend) returned no count")
+        lines = printed.getvalue().strip().splitlines()
+        cause = next(
+            (line for line in lines if line.startswith("<class")), lines[-1] if lines else ""
+        )
+        raise RuntimeError(f"ptflops ({backend} backend) returned no count: {cause[:300]}")
     return int(macs)
 
 

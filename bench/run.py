@@ -59,6 +59,15 @@ def machine() -> dict[str, Any]:
         ),
         platform.processor() or "unknown",
     )
+    flags = next(
+        (
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ),
+        [],
+    )
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
     meminfo = dict(
         line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
     )
@@ -76,6 +85,7 @@ def machine() -> dict[str, Any]:
         commit = ""
     return {
         "cpu": cpu,
+        "cpu_extensions": ", ".join(f for f in wanted if f in flags),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
         "memory_bytes": int(meminfo["MemTotal"].split()[0]) * 1024,
@@ -326,8 +336,8 @@ def summary(results: dict[str, Any]) -> list[str]:
         within = [c for c in with_exact if c["ratio_fastest_exact"] <= 1]
         slower = [c for c in with_exact if c["ratio_fastest_exact"] > 1]
         lines.append(
-            f"Speed (warm median): flowprof is at most as slow as the fastest exact peer on "
-            f"{len(within)} of the {len(with_exact)} models that have an exact peer"
+            f"Speed (warm median): flowprof is as fast as or faster than the fastest exact peer "
+            f"on {len(within)} of the {len(with_exact)} models that have an exact peer"
             + (f" ({', '.join(c['model'] for c in within)})" if within else "")
             + "."
         )
@@ -341,7 +351,7 @@ def summary(results: dict[str, Any]) -> list[str]:
             lines.append(f"  - no peer is exact on {', '.join(no_exact)}.")
         beat_all = [c["model"] for c in comps if (c.get("ratio_fastest") or 2) <= 1]
         lines.append(
-            f"Against the fastest peer whatever its error, flowprof is at most as slow on "
+            f"Against the fastest peer whatever its error, flowprof is as fast or faster on "
             f"{len(beat_all)} of {n} models"
             + (f" ({', '.join(beat_all)})" if beat_all else "")
             + "."
@@ -390,13 +400,15 @@ def summary(results: dict[str, Any]) -> list[str]:
         lines += _scale_summary(cells)
     training = results.get("training")
     if training:
-        best = training["samples_per_s"]
+        best, median = training["samples_per_s"], training["median_samples_per_s"]
         lines.append(
-            f"Training ({training['model']}, batch {training['batch_size']}, best epoch): "
-            f"`train` runs {best['library']:,.0f} samples/s vs {best['bare']:,.0f} for the bare "
-            f"loop ({training['library_overhead_pct']:+.1f}% overhead); profile hooks cost "
-            f"{training['profile_overhead_pct']:+.1f}% on top ({best['library+profile']:,.0f} "
-            f"samples/s)."
+            f"Training ({training['model']}, batch {training['batch_size']}): best epoch "
+            f"{best['bare']:,.0f} samples/s for the bare loop, {best['library']:,.0f} for "
+            f"`train` ({100 * best['library'] / best['bare']:.0f}% of bare; median epochs "
+            f"{100 * median['library'] / median['bare']:.0f}%), {best['library+profile']:,.0f} "
+            f"with profile hooks ({100 * best['library+profile'] / best['library']:.0f}% of "
+            f"`train`; median epochs "
+            f"{100 * median['library+profile'] / median['library']:.0f}%)."
         )
     return lines
 
@@ -452,7 +464,8 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
         "",
         "## Machine",
         "",
-        f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable)",
+        f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable); "
+        f"vector extensions: {m.get('cpu_extensions') or 'not read'}",
         f"- memory: {m['memory_bytes'] / 2**30:.1f} GiB; {m['os']}; Python {m['python']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- date: {results['started']} (took {results['duration_s'] / 60:.1f} min); "
@@ -655,8 +668,10 @@ def _method_section(s: dict[str, Any]) -> list[str]:
         "- Exact totals: LeNet-5 and its twin from the paper's layer sizes and Table I; the "
         "transformer from its closed form; resnet18, mobilenet_v2 and vit_b_16 from the "
         "architecture walks in tests/test_peers.py (which also explains each peer's deviation).",
-        "- Peers run with torch's default number of threads "
-        f"({s.get('threads', '?')}); flowprof's trace is single-threaded Python.",
+        f"- Threads: torch's default here is {s.get('default_threads', '?')}. In the analysis "
+        "tables each tool's warm calls use 1 thread or the default, whichever a timed trial "
+        "after the first call found faster (the threads column); the scale runs use the "
+        "default. flowprof's trace is single-threaded Python either way.",
         "",
     ]
 
@@ -670,6 +685,7 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     analysis = results.get("analysis", [])
     cells = results.get("scale", [])
@@ -704,11 +720,14 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
     axes[0, 0].set_title("analysis time per model (log scale)")
     axes[0, 1].set_title("peak memory per model (log scale)")
     limit = results["settings"].get("time_limit_s")
+    markers = {"timeout": "x", "out of memory": "v", "error": "D", "crashed": "D"}
+    embs = sorted({c["emb"] for c in cells})
+    scale_tools = [t for t in scale.SCALE_TOOLS if any(c["tool"] == t for c in cells)]
     for ax, key, label in (
-        (axes[1, 0], "first_s", "time of one analysis (s)"),
+        (axes[1, 0], "first_s", "time of one analysis (s); failures drawn at the time limit"),
         (axes[1, 1], "peak_bytes", "peak memory above imports (GB)"),
     ):
-        for tool in scale.SCALE_TOOLS:
+        for i, tool in enumerate(scale_tools):
             ok = [c for c in cells if c["tool"] == tool and c["status"] == "ok"]
             bad = [c for c in cells if c["tool"] == tool and c["status"] not in ("ok", "not run")]
             to_y = (lambda b: b / 1e9) if key == "peak_bytes" else (lambda s: s)
@@ -720,21 +739,34 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
                     color=colors[tool],
                     label=tool,
                 )
-            for c in bad:
+            for c in bad:  # spread side by side so that several failures at one size show
                 seen = c.get("peak_bytes") or c.get("seen_peak_rss_bytes") or 0
                 y = limit if key == "first_s" else max(seen / 1e9, 1e-4)
-                ax.plot(c["emb"], y, "x", color=colors[tool], markersize=10, mew=2)
+                x = c["emb"] * 2 ** (0.06 * (i - len(scale_tools) / 2))
+                ax.plot(x, y, markers.get(c["status"], "D"), color=colors[tool], ms=9, mew=2)
         if key == "first_s" and limit:
             ax.axhline(limit, color="grey", ls="--", lw=1)
-            ax.text(cells[0]["emb"] if cells else 256, limit * 1.1, "time limit", color="grey")
+            ax.text(embs[len(embs) // 2] if embs else 256, limit * 1.15, "time limit", color="grey")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_xticks(embs, [str(e) for e in embs])
+        ax.minorticks_off()
         ax.set_xlabel("emb (seq 2048)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1, 0].set_title("scale: x = timeout / out of memory / error")
-    axes[1, 0].legend(fontsize=8)
-    axes[1, 1].set_title("scale: peak memory (x: when it failed)")
+    from matplotlib.lines import Line2D
+
+    failure_keys = [
+        Line2D([], [], color="grey", ls="", marker=m, mew=2, label=status)
+        for status, m in markers.items()
+        if status != "crashed"
+    ]
+    axes[1, 0].legend(handles=axes[1, 0].get_legend_handles_labels()[0] + failure_keys, fontsize=8)
+    axes[1, 0].set_title("scale: time of one analysis in a fresh process (log scale)")
+    axes[1, 1].set_title("scale: peak memory, failures at the memory they reached")
+    for ax in axes.flat:
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     paths = []
     for suffix in (".png", ".svg"):
         path = stem.with_suffix(suffix)
@@ -852,8 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["analysis"] = run_analysis(
                 args.models, args.tools, args.repeats, args.warmup, progress
             )
-            threads = {r.get("threads") for r in results["analysis"] if r.get("threads")}
-            results["settings"]["threads"] = ",".join(str(t) for t in sorted(threads))
+            defaults = {r["default_threads"] for r in results["analysis"] if "default_threads" in r}
+            results["settings"]["default_threads"] = ",".join(str(t) for t in sorted(defaults))
             results["load"]["after analysis"] = load_average()
         if "scale" not in args.skip:
             results["scale"] = run_scale(args, progress)

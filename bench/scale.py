@@ -26,10 +26,10 @@ except ImportError:  # pragma: no cover
 SEQ_LEN = 2048
 EMBS = (256, 512, 1024, 2048, 4096, 8192, 12288)
 # The peers build real weights and run a real forward pass of about 28 emb^2 x 2048 MACs: about
-# 20 s at emb 4096 on two cores, and at 12288 some 40 s to build and 70 s to run. The sizes in
-# between are left to flowprof by default to keep the whole benchmark near 20 minutes
+# 4 s to build and 8 s to run at emb 4096 on two cores, at 12288 some 40 s and 70 s. Sizes 512
+# and 2048 are left to flowprof by default to keep the whole benchmark near 20 minutes
 # (``bench/run.py --peer-embs`` runs any of them).
-PEER_EMBS = (256, 1024, 4096, 12288)
+PEER_EMBS = (256, 1024, 4096, 8192, 12288)
 SCALE_TOOLS = ("flowprof", "fvcore", "thop", "ptflops", "torchinfo", "FlopCounterMode")
 FAILURES = ("timeout", "out of memory")
 

@@ -32,6 +32,15 @@ def failing_model() -> nn.Module:
     raise RuntimeError("this factory always fails")
 
 
+class _AllocationFails(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB")
+
+
+def allocation_fails_model() -> nn.Module:
+    return _AllocationFails()
+
+
 def big_model() -> nn.Module:
     """Needs 400 MB of weights: more than the child's memory limit in the test below."""
     return nn.Linear(10_000, 10_000, bias=False)
@@ -117,6 +126,17 @@ def test_a_tool_error_is_a_result():
     result = peers.measure("thop", spec, repeats=1, warmup=0, threads=1)
     assert result["status"] == "error" and "always fails" in result["error"]
     assert result["stage"] == "build"
+
+
+@pytest.mark.parametrize("tool", ["ptflops", "fvcore", "FlopCounterMode"])
+def test_running_out_of_memory_is_recognised_even_when_the_peer_swallows_it(tool):
+    """ptflops catches the model's exception, prints it and returns None: read what it printed."""
+    spec = peers.ModelSpec(
+        "oom", "tests.test_bench:allocation_fails_model", {"input_shapes": [(1, 4)]}
+    )
+    result = peers.measure(tool, spec, repeats=1, warmup=0, threads=1)
+    assert result["status"] == "out of memory", result
+    assert result["stage"] == "analysis"
 
 
 @pytest.mark.slow
@@ -260,7 +280,7 @@ def test_summary_states_where_flowprof_is_slower():
     assert "fvcore is exact on 0 of 2; its largest error is -20.00% (m2)" in text
     assert "thop is exact on 0 of 1; it failed on m2" in text
     assert "timeout at emb 256" in text
-    assert "+9.1%" in text
+    assert "99% of bare" in text and "91% of `train`" in text
 
 
 def test_markdown_has_every_section_and_failure(tmp_path):
