@@ -30,6 +30,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.utils.stateless import _reparametrize_module
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -161,14 +162,96 @@ class _Recorder:
             self.current.uncounted[name] += 1
 
 
+_aten = torch.ops.aten
+# Ops whose output is a new tensor like their first input (shape, dtype, layout), and their
+# in-place forms, which return that input. On meta tensors the output is made directly: PyTorch's
+# meta versions of these are Python decompositions, several times slower than the rest of a trace.
+_LIKE_INPUT = frozenset(
+    [
+        _aten.relu,
+        _aten.hardtanh,
+        _aten.gelu,
+        _aten.silu,
+        _aten.sigmoid,
+        _aten.tanh,
+        _aten.hardswish,
+        _aten.hardsigmoid,
+        _aten.leaky_relu,
+    ]
+)
+_IN_PLACE = frozenset(
+    [
+        _aten.relu_,
+        _aten.hardtanh_,
+        _aten.silu_,
+        _aten.sigmoid_,
+        _aten.tanh_,
+        _aten.hardswish_,
+        _aten.hardsigmoid_,
+        _aten.leaky_relu_,
+    ]
+)
+
+
+_BINARY_IN_PLACE = frozenset([_aten.add_, _aten.sub_, _aten.mul_, _aten.div_])
+_BINARY = frozenset([_aten.add, _aten.sub, _aten.mul, _aten.div]) | _BINARY_IN_PLACE
+
+
+def _meta_shortcut(func, args: tuple) -> Any:
+    """The output of ``func`` on meta tensors without running its meta kernel, or None."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.device.type != "meta":
+        return None
+    packet = func.overloadpacket
+    if packet in _IN_PLACE:
+        return x
+    if packet in _LIKE_INPUT:
+        return torch.empty_like(x)
+    if packet in (_aten._native_batch_norm_legit_no_training, _aten.native_batch_norm):
+        channels = x.shape[1] if x.dim() > 1 else 1
+        stats = torch.empty((channels,), dtype=x.dtype, device="meta")
+        return torch.empty_like(x), stats, torch.empty_like(stats)
+    if packet is _aten.native_layer_norm:  # (out, mean, rstd); the stats keep the batch dims
+        kept = x.dim() - len(args[1])
+        stats_shape = tuple(x.shape[:kept]) + (1,) * len(args[1])
+        stats = torch.empty(stats_shape, dtype=x.dtype, device="meta")
+        return torch.empty(x.shape, dtype=x.dtype, device="meta"), stats, torch.empty_like(stats)
+    if packet in (_aten._softmax, _aten._safe_softmax):  # contiguous, like the input
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    if packet in _BINARY and len(args) >= 2:  # broadcast shape, promoted dtype
+        if packet in _BINARY_IN_PLACE:
+            return x
+        other = args[1]
+        if isinstance(other, torch.Tensor) and other.device.type != "meta":
+            return None
+        dtype = torch.result_type(x, other)
+        if not dtype.is_floating_point:  # integer division gives floats: let PyTorch decide
+            return None
+        shape = (
+            torch.broadcast_shapes(x.shape, other.shape)
+            if isinstance(other, torch.Tensor)
+            else x.shape
+        )
+        if shape == x.shape and x.is_contiguous():
+            return torch.empty_like(x, dtype=dtype)
+        return torch.empty(shape, dtype=dtype, device="meta")
+    if packet in (_aten.mm, _aten.addmm):  # (n, k) @ (k, m) -> contiguous (n, m)
+        a, b = (args[0], args[1]) if packet is _aten.mm else (args[1], args[2])
+        return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
+    return None
+
+
 class _AtenCounter(TorchDispatchMode):
-    def __init__(self, rec: _Recorder):
+    def __init__(self, rec: _Recorder, meta: bool = False):
         super().__init__()
         self.rec = rec
+        self.meta = meta  # plain meta tensors: shape-preserving ops may take the shortcut
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = _meta_shortcut(func, args) if self.meta else None
+        if out is None:
+            out = func(*args, **kwargs)
         if self.rec.inside_formula or formulas.is_free(func):
             return out
         f = formulas.lookup(func)
@@ -290,6 +373,7 @@ def _run(
     inputs: Sequence[Any],
     device: torch.device,
     fake_mode: FakeTensorMode | None,
+    meta_state: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, NodeRecord]:
     records: dict[str, NodeRecord] = {}
     rec = _Recorder()
@@ -298,12 +382,32 @@ def _run(
         stack.enter_context(torch.no_grad())
         stack.enter_context(torch.device(device))
         stack.enter_context(_module_formula_hooks(model, rec))
+        if meta_state:  # real weights stand in as meta tensors for this run only
+            stack.enter_context(_reparametrize_module(gm, meta_state, tie_weights=True))
         if fake_mode is not None:
             stack.enter_context(fake_mode)
-        stack.enter_context(_AtenCounter(rec))
+        stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
         stack.enter_context(_FunctionCounter(rec, formulas.function_formulas()))
         _Interpreter(gm, rec, records).run(*inputs)
     return records
+
+
+def _on_meta(inputs: Sequence[Any]) -> list[Any]:
+    return [
+        torch.empty(tuple(x.shape), dtype=x.dtype, device="meta")
+        if isinstance(x, torch.Tensor)
+        else x
+        for x in inputs
+    ]
+
+
+def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    """Meta stand-ins (no storage) for every parameter and buffer not on meta already."""
+    named = dict(gm.named_parameters(remove_duplicate=False))
+    named |= dict(gm.named_buffers(remove_duplicate=False))
+    return {
+        n: torch.empty_like(t, device="meta") for n, t in named.items() if t.device.type != "meta"
+    }
 
 
 def run_counts(
@@ -316,6 +420,13 @@ def run_counts(
     depend on shapes only, so they are the same numbers a fake run would give for that path).
     """
     gm = structure.graph_module
+    # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
+    # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
+    # parameter nor buffer, a branch on values) falls through to fake tensors below.
+    try:
+        return _run(gm, model, _on_meta(inputs), torch.device("meta"), None, _meta_state(gm))
+    except Exception:
+        pass
     device = model_device(model)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
