@@ -68,6 +68,9 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
         if getattr(total, k):
             t.add_row(k.replace("_", " "), count(getattr(total, k)), "")
     t.add_row("parameters", count(graph.params()), bits(graph.params() * graph.precision.bits))
+    idle = graph.meta.get("params_not_run", 0)
+    if idle:
+        t.add_row("  + parameters of modules inference never runs", count(idle), "")
     edge_bits = sum(e.bits for e in graph.edges())
     t.add_row(f"bits between blocks ({graph.precision.value})", count(edge_bits), bits(edge_bits))
     missing = graph.uncounted()

@@ -117,5 +117,6 @@ def trace(
         "convention_version": CONVENTION_VERSION,
         "tool_version": TOOL_VERSION,
         "untraceable_leaves": info["leaves_added"],
+        "params_not_run": info["params_not_run"],
     } | dict(meta or {})
     return group(units, crossings, precision, depth, info_meta)

@@ -638,7 +638,14 @@ def build_units(
     # Ops run in nodes that were folded away (free by definition) carry no counts, but an
     # uncounted op inside a folded node would be lost: folded nodes have none by construction.
     node_units = {k: v for k, v in unit_of.items() if isinstance(v, str)}
-    info = {"leaves_added": structure.leaves_added, "node_units": node_units}
+    # Parameters of modules that an inference pass never calls (e.g. GoogLeNet's auxiliary
+    # classifiers, which run in training only): in no block, but reported, so totals reconcile.
+    idle = [p for p in model.parameters() if id(p) not in seen]
+    info = {
+        "leaves_added": structure.leaves_added,
+        "node_units": node_units,
+        "params_not_run": sum(p.numel() for p in idle),
+    }
     return tuple(units), tuple(crossings), info
 
 
