@@ -766,6 +766,7 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
     axes[1, 1].set_title("scale: peak memory, failures at the memory they reached")
     for ax in axes.flat:
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     paths = []
     for suffix in (".png", ".svg"):
