@@ -96,6 +96,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+MEASURED_SOURCES = ("tracer", "models")  # what the numbers are of: flowprof and its models
+
+
+def source_digest() -> str:
+    """A hash of flowprof's measured source files, to tell whether they changed during a run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for package in MEASURED_SOURCES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def wait_for_load(threshold: float, max_wait_s: float, say: Callable[[str], None]) -> list[float]:
     """Poll the 1-minute load average every minute until it is below ``threshold``."""
     deadline = time.monotonic() + max_wait_s
@@ -469,7 +483,12 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
         f"- memory: {m['memory_bytes'] / 2**30:.1f} GiB; {m['os']}; Python {m['python']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- date: {results['started']} (took {results['duration_s'] / 60:.1f} min); "
-        f"commit {m['commit'] or 'unknown'}",
+        f"commit {m['commit'] or 'unknown'}; flowprof sources (tracer/, models/) "
+        + (
+            f"unchanged during the run (digest {results['source_digest']['start']})"
+            if len(set(results.get("source_digest", {}).values())) == 1
+            else f"**CHANGED during the run** ({results.get('source_digest')}): rerun"
+        ),
         "- load average (1, 5, 15 min) during the run, shared with other work: "
         + "; ".join(f"{k} {'/'.join(f'{x:.2f}' for x in v)}" for k, v in loads.items()),
         "",
@@ -879,6 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "peer_embs": args.peer_embs,
         },
         "load": {"start": load_average()},
+        "source_digest": {"start": source_digest()},
     }
     with progress_bar() as progress:
         if "analysis" not in args.skip:
@@ -895,6 +915,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["training"] = run_training(args, progress)
             results["load"]["after training"] = load_average()
     results["duration_s"] = time.time() - started
+    results["source_digest"]["end"] = source_digest()
+    if results["source_digest"]["end"] != results["source_digest"]["start"]:
+        console.print(
+            "warning: tracer/ or models/ changed during the run: the numbers mix versions"
+        )
     write_outputs(results, args)
     for line in summary(results):
         console.print(line, markup=False, highlight=False)

@@ -257,10 +257,19 @@ def _results():
         },
         "settings": {"repeats": 5, "warmup": 1, "time_limit_s": 120, "mem_limit_gb": 12},
         "load": {"start": [0.5, 0.5, 0.5]},
+        "source_digest": {"start": "abc", "end": "abc"},
         "analysis": analysis,
         "scale": cells,
         "training": training,
     }
+
+
+def test_a_source_change_during_the_run_is_flagged():
+    results = _results()
+    assert "unchanged during the run" in bench_run.render(results, "p.png")
+    results["source_digest"]["end"] = "def"
+    assert "CHANGED during the run" in bench_run.render(results, "p.png")
+    assert len(bench_run.source_digest()) == 16
 
 
 def test_comparisons_pick_the_fastest_exact_peer():
