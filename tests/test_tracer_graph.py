@@ -530,3 +530,16 @@ def test_a_layer_named_output_stays_apart_from_the_graph_output():
     assert graph.block("output:out").role == "output"
     assert graph.graph.has_edge("output", "output:out")
     assert nx.is_directed_acyclic_graph(graph.graph)
+
+
+def test_tracer_loads_no_drawing_or_printing_package():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tracer; from models import registry\n"
+        "b = registry.build('lenet5'); tracer.trace(b.module, b.example_inputs('meta'))\n"
+        "print(sorted(m for m in ('rich', 'matplotlib', 'graphviz') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
