@@ -217,7 +217,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         write_atomic(out / "edges.csv", export.edges_csv(graph))
         write_atomic(out / "graph.json", export.graph_json(graph))
         dot = diagram.dataflow(graph, title=f"{built.name} ({graph.precision.value})")
-        written = _write_diagram(dot, out, "graph")
+        written = _write_diagram(dot, out, "graph", ("svg", "png", "pdf"))
         if args.format == "table":
             note = "" if _dot_available() else " (Graphviz's dot is missing: no SVG)"
             _console().print(
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--out",
         metavar="DIR",
-        help="write blocks.csv, edges.csv, graph.json, graph.dot (+ graph.svg)",
+        help="write blocks.csv, edges.csv, graph.json, graph.dot (+ svg, png, pdf)",
     )
     t.add_argument(
         "--measure",

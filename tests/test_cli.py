@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,10 @@ def test_trace_writes_the_contract_files(tmp_path):
     assert "1 MAC = 2 FLOPs" in data["meta"]["convention"]
     assert data["meta"]["tool_version"]
     assert "digraph" in (tmp_path / "graph.dot").read_text()
+    if shutil.which("dot"):  # rendered too when Graphviz is installed
+        assert (tmp_path / "graph.svg").read_bytes().lstrip().startswith(b"<?xml")
+        assert (tmp_path / "graph.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "graph.pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_trace_dtype_changes_the_bit_width(tmp_path):
