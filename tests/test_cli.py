@@ -210,38 +210,16 @@ def test_data_info_names_the_source(capsys):
 
 
 def test_train_writes_history_and_curves(tmp_path):
-    out = run(
-        "train",
-        "lenet5-modern",
-        "--epochs",
-        "1",
-        "--train-samples",
-        "256",
-        "--test-samples",
-        "128",
-        "--out",
-        str(tmp_path),
-        "--threads",
-        "1",
-    )
+    argv = ["train", "lenet5-modern", "--epochs", "1", "--train-samples", "256"]
+    argv += ["--test-samples", "128", "--out", str(tmp_path), "--threads", "1"]
+    out = run(*argv)
     assert out.returncode == 0, out.stderr
     for name in ("history.csv", "history.json", "accuracy.png", "loss.svg"):
         assert (tmp_path / "lenet5-modern" / name).stat().st_size > 0, name
     history = list(csv.DictReader((tmp_path / "lenet5-modern" / "history.csv").open()))
     assert [int(r["epoch"]) for r in history] == [1]
     # a second run into the same folder refuses to overwrite it
-    again = run(
-        "train",
-        "lenet5-modern",
-        "--epochs",
-        "1",
-        "--train-samples",
-        "256",
-        "--test-samples",
-        "128",
-        "--out",
-        str(tmp_path),
-    )
+    again = run(*argv)
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
 
 
