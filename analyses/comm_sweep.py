@@ -692,34 +692,22 @@ def _point(
     edges = tuple(
         EdgeBits(e.src, e.dst, classify(e.src, e.dst), e.shape, e.bits) for e in graph.edges()
     )
+
+    def amount(name: str, count: int, bits: int, form: ClosedForm | None) -> Amount:
+        return Amount(name, count, bits, form.bits if form else None, form.text() if form else "")
+
     families = []
     for fam in Family:
         members = [e for e in edges if e.family is fam]
-        form = forms[fam] if forms else None
-        families.append(
-            Amount(
-                fam.value,
-                len(members),
-                sum(e.bits for e in members),
-                form.bits if form else None,
-                form.text() if form else "",
-            )
-        )
+        bits = sum(e.bits for e in members)
+        families.append(amount(fam.value, len(members), bits, forms[fam] if forms else None))
     # Weight groups from the leaf blocks, whatever the depth: a sublayer block mixes groups.
     leaf_blocks = leaf.blocks()
     weights = []
     for group in WeightGroup:
-        members = [b for b in leaf_blocks if b.params and weight_group(b.name) is group]
-        form = wforms[group] if wforms else None
-        weights.append(
-            Amount(
-                group.value,
-                len(members),
-                sum(b.param_bits for b in members),
-                form.bits if form else None,
-                form.text() if form else "",
-            )
-        )
+        blocks = [b for b in leaf_blocks if b.params and weight_group(b.name) is group]
+        bits = sum(b.param_bits for b in blocks)
+        weights.append(amount(group.value, len(blocks), bits, wforms[group] if wforms else None))
     received: dict[str, int] = {}
     sent: dict[str, int] = {}
     for e in edges:
