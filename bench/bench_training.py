@@ -39,7 +39,7 @@ from training.loop import (
 def bare_loop(config: TrainConfig, data: mnist.MnistData, epochs: int) -> list[float]:
     """Samples/s per epoch of the minimal PyTorch loop over the same tensors."""
     model, size = build_model(config)
-    distance = output_is_distance(model, config.model)
+    distance = output_is_distance(model)
     tensors = prepare_tensors(data.subset(config.train_samples, config.test_samples), size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     x_all, y_all = tensors.x_train, tensors.y_train

@@ -13,7 +13,7 @@ not an accident. An op that is neither counted nor free is reported by name as u
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -835,10 +835,6 @@ def formula_for_module(module: nn.Module) -> Formula | None:
         if cls in _TABLE:
             return _TABLE[cls]
     return None
-
-
-def module_classes_with_formulas() -> Sequence[type]:
-    return [op for op in _TABLE if isinstance(op, type)]
 
 
 def function_formulas() -> dict[Any, Formula]:

@@ -10,7 +10,7 @@ members, and an edge between groups carries exactly what crosses the boundary.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -318,7 +318,3 @@ class BlockGraph:
             "blocks": [b.to_dict() for b in self.blocks(include_io=True)],
             "edges": [e.to_dict() for e in self.edges()],
         }
-
-
-def sum_shapes(items: Iterable[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
-    return tuple(dict.fromkeys(items))

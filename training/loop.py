@@ -341,19 +341,10 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-# Models whose output is a distance per class (the paper's RBF output layer) rather than logits,
-# for models that do not declare it with a module attribute ``output_is_distance``.
-DISTANCE_OUTPUT_MODELS = frozenset({"lenet5", "lenet5-dws"})
-
-
-def output_is_distance(model: nn.Module, name: str = "") -> bool:
-    """Whether ``model`` returns distances (lower = more likely) instead of logits.
-
-    The model's own attribute ``output_is_distance`` decides when it has one; otherwise the
-    model name does (:data:`DISTANCE_OUTPUT_MODELS`).
-    """
-    declared = getattr(model, "output_is_distance", None)
-    return bool(declared) if declared is not None else name in DISTANCE_OUTPUT_MODELS
+def output_is_distance(model: nn.Module) -> bool:
+    """Whether ``model`` returns distances (lower = more likely) instead of logits: the model
+    says so with a class attribute ``output_is_distance`` (the paper's LeNet-5 does)."""
+    return bool(getattr(model, "output_is_distance", False))
 
 
 def _logits(output: torch.Tensor, distance: bool) -> torch.Tensor:
@@ -542,7 +533,7 @@ def train(
             test_samples=data.test_samples,
             mean=tensors.mean,
             std=tensors.std,
-            output_is_distance=output_is_distance(model, config.model),
+            output_is_distance=output_is_distance(model),
             threads=torch.get_num_threads(),
             model=model,
             files=files,
