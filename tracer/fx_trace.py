@@ -32,6 +32,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tracer import formulas
@@ -99,9 +100,22 @@ def _whole_model_graph(model: nn.Module) -> fx.Graph:
 
 @dataclass
 class Structure:
-    graph_module: fx.GraphModule
+    """A traced model: the fx graph and the module it runs against (the model itself, or the
+    wrapper when the whole model had to become a leaf)."""
+
+    root: nn.Module
+    graph: fx.Graph
     leaves_added: dict[str, str]  # qualified name -> why fx could not trace it
     root_prefix: str = ""  # "model." when the whole model had to become a leaf
+    _graph_module: fx.GraphModule | None = field(default=None, repr=False)
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        """The graph as an fx.GraphModule (made on first use: generating its code costs more than
+        counting a small model, and counting does not need it)."""
+        if self._graph_module is None:
+            self._graph_module = fx.GraphModule(self.root, self.graph, type(self.root).__name__)
+        return self._graph_module
 
 
 def trace_structure(model: nn.Module, max_retries: int = 64) -> Structure:
@@ -115,14 +129,12 @@ def trace_structure(model: nn.Module, max_retries: int = 64) -> Structure:
         except Exception as exc:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
-                wrapper = _Whole(model)
-                graph = _whole_model_graph(model)
                 why["model"] = _one_line(exc)
-                return Structure(fx.GraphModule(wrapper, graph), why, root_prefix="model.")
+                return Structure(_Whole(model), _whole_model_graph(model), why, "model.")
             extra.add(failed)
             why[failed] = _one_line(tracer.failure or exc)
             continue
-        return Structure(fx.GraphModule(tracer.root, graph, model.__class__.__name__), why)
+        return Structure(tracer.root, graph, why)
     raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
 
 
@@ -197,6 +209,15 @@ _BINARY_IN_PLACE = frozenset([_aten.add_, _aten.sub_, _aten.mul_, _aten.div_])
 _BINARY = frozenset([_aten.add, _aten.sub, _aten.mul, _aten.div]) | _BINARY_IN_PLACE
 
 
+def _like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """A new meta tensor with ``x``'s shape and strides (what an elementwise op on a dense ``x``
+    returns), or None when ``x`` is not dense in a standard layout. ``torch.empty_like`` would do,
+    but on meta tensors it is a Python decomposition, about 100 times slower than this."""
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty_strided(x.shape, x.stride(), dtype=dtype or x.dtype, device="meta")
+    return None
+
+
 def _meta_shortcut(func, args: tuple) -> Any:
     """The output of ``func`` on meta tensors without running its meta kernel, or None."""
     x = args[0] if args else None
@@ -206,16 +227,20 @@ def _meta_shortcut(func, args: tuple) -> Any:
     if packet in _IN_PLACE:
         return x
     if packet in _LIKE_INPUT:
-        return torch.empty_like(x)
+        return _like(x)
     if packet in (_aten._native_batch_norm_legit_no_training, _aten.native_batch_norm):
         channels = x.shape[1] if x.dim() > 1 else 1
+        out = _like(x)
+        if out is None:
+            return None
         stats = torch.empty((channels,), dtype=x.dtype, device="meta")
-        return torch.empty_like(x), stats, torch.empty_like(stats)
+        return out, stats, torch.empty((channels,), dtype=x.dtype, device="meta")
     if packet is _aten.native_layer_norm:  # (out, mean, rstd); the stats keep the batch dims
         kept = x.dim() - len(args[1])
         stats_shape = tuple(x.shape[:kept]) + (1,) * len(args[1])
         stats = torch.empty(stats_shape, dtype=x.dtype, device="meta")
-        return torch.empty(x.shape, dtype=x.dtype, device="meta"), stats, torch.empty_like(stats)
+        stats2 = torch.empty(stats_shape, dtype=x.dtype, device="meta")
+        return torch.empty(x.shape, dtype=x.dtype, device="meta"), stats, stats2
     if packet in (_aten._softmax, _aten._safe_softmax):  # contiguous, like the input
         return torch.empty(x.shape, dtype=x.dtype, device="meta")
     if packet in _BINARY and len(args) >= 2:  # broadcast shape, promoted dtype
@@ -232,9 +257,11 @@ def _meta_shortcut(func, args: tuple) -> Any:
             if isinstance(other, torch.Tensor)
             else x.shape
         )
-        if shape == x.shape and x.is_contiguous():
-            return torch.empty_like(x, dtype=dtype)
-        return torch.empty(shape, dtype=dtype, device="meta")
+        if shape == x.shape and (not isinstance(other, torch.Tensor) or other.stride() == x.stride()):
+            return _like(x, dtype)  # the layout of x (None when it has no standard layout)
+        if x.is_contiguous() and (not isinstance(other, torch.Tensor) or other.is_contiguous()):
+            return torch.empty(shape, dtype=dtype, device="meta")
+        return None
     if packet in (_aten.mm, _aten.addmm):  # (n, k) @ (k, m) -> contiguous (n, m)
         a, b = (args[0], args[1]) if packet is _aten.mm else (args[1], args[2])
         return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
@@ -263,15 +290,23 @@ class _AtenCounter(TorchDispatchMode):
 
 
 class _FunctionCounter(TorchFunctionMode):
-    def __init__(self, rec: _Recorder, table: dict[Any, formulas.Formula]):
+    """Function formulas, and the default device for tensors made in forward (what
+    ``with torch.device(device)`` does, folded into this mode: one Python mode per call, not two).
+    """
+
+    def __init__(self, rec: _Recorder, table: dict[Any, formulas.Formula], device: torch.device):
         super().__init__()
         self.rec = rec
         self.table = table
+        self.device = device
+        self.constructors = _device_constructors()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         f = self.table.get(func)
         if f is None or self.rec.inside_formula:
+            if func in self.constructors and kwargs.get("device") is None:
+                kwargs["device"] = self.device
             return func(*args, **kwargs)
         self.rec.inside_formula += 1
         try:
@@ -317,8 +352,8 @@ def _meta_of(value: Any) -> Any:
 
 
 class _Interpreter(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, rec: _Recorder, records: dict[str, NodeRecord]):
-        super().__init__(gm, garbage_collect_values=True)
+    def __init__(self, structure: Structure, rec: _Recorder, records: dict[str, NodeRecord]):
+        super().__init__(structure.root, garbage_collect_values=True, graph=structure.graph)
         self.rec = rec
         self.records = records
 
@@ -329,7 +364,8 @@ class _Interpreter(fx.Interpreter):
             out = super().run_node(n)
         finally:
             self.rec.current = None
-        record.out = _meta_of(out)
+        with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
+            record.out = _meta_of(out)
         return out
 
 
@@ -368,7 +404,7 @@ def _data_dependent(exc: BaseException) -> bool:
 
 
 def _run(
-    gm: fx.GraphModule,
+    structure: Structure,
     model: nn.Module,
     inputs: Sequence[Any],
     device: torch.device,
@@ -380,15 +416,16 @@ def _run(
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(model))
         stack.enter_context(torch.no_grad())
-        stack.enter_context(torch.device(device))
         stack.enter_context(_module_formula_hooks(model, rec))
         if meta_state:  # real weights stand in as meta tensors for this run only
-            stack.enter_context(_reparametrize_module(gm, meta_state, tie_weights=True))
+            stack.enter_context(
+                _reparametrize_module(structure.root, meta_state, tie_weights=True)
+            )
         if fake_mode is not None:
             stack.enter_context(fake_mode)
         stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
-        stack.enter_context(_FunctionCounter(rec, formulas.function_formulas()))
-        _Interpreter(gm, rec, records).run(*inputs)
+        stack.enter_context(_FunctionCounter(rec, formulas.function_formulas(), device))
+        _Interpreter(structure, rec, records).run(*inputs)
     return records
 
 
@@ -401,10 +438,10 @@ def _on_meta(inputs: Sequence[Any]) -> list[Any]:
     ]
 
 
-def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+def _meta_state(root: nn.Module) -> dict[str, torch.Tensor]:
     """Meta stand-ins (no storage) for every parameter and buffer not on meta already."""
-    named = dict(gm.named_parameters(remove_duplicate=False))
-    named |= dict(gm.named_buffers(remove_duplicate=False))
+    named = dict(root.named_parameters(remove_duplicate=False))
+    named |= dict(root.named_buffers(remove_duplicate=False))
     return {
         n: torch.empty_like(t, device="meta") for n, t in named.items() if t.device.type != "meta"
     }
@@ -419,12 +456,12 @@ def run_counts(
     tensors cannot decide: then, given real inputs and real weights, it runs on those (the counts
     depend on shapes only, so they are the same numbers a fake run would give for that path).
     """
-    gm = structure.graph_module
     # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
     # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
     # parameter nor buffer, a branch on values) falls through to fake tensors below.
     try:
-        return _run(gm, model, _on_meta(inputs), torch.device("meta"), None, _meta_state(gm))
+        meta_state = _meta_state(structure.root)
+        return _run(structure, model, _on_meta(inputs), torch.device("meta"), None, meta_state)
     except Exception:
         pass
     device = model_device(model)
@@ -437,7 +474,7 @@ def run_counts(
             for x in inputs
         ]
     try:
-        return _run(gm, model, fake_inputs, device, fake_mode)
+        return _run(structure, model, fake_inputs, device, fake_mode)
     except UnsupportedModelError:
         raise
     except Exception as exc:
@@ -454,7 +491,7 @@ def run_counts(
                 "decide: trace it with real inputs and weights"
             ) from exc
     try:
-        return _run(gm, model, inputs, device, None)
+        return _run(structure, model, inputs, device, None)
     except Exception as exc:
         raise UnsupportedModelError(
             f"running {type(model).__name__} failed: {_one_line(exc)}"
@@ -505,8 +542,8 @@ def build_units(
     structure: Structure, model: nn.Module, records: dict[str, NodeRecord]
 ) -> tuple[tuple[Unit, ...], tuple[Crossing, ...], dict[str, Any]]:
     """Leaf units and crossings from the traced graph and its run (see module doc)."""
-    gm, prefix = structure.graph_module, structure.root_prefix
-    nodes = list(gm.graph.nodes)
+    top, prefix = structure.root, structure.root_prefix
+    nodes = list(structure.graph.nodes)
     out_of = {n.name: records.get(n.name, NodeRecord()).out for n in nodes}
 
     def tensor_inputs(n: fx.Node) -> list[fx.Node]:
@@ -583,7 +620,7 @@ def build_units(
         rec = records.get(n.name, NodeRecord())
         params = buffers = 0
         if n.op == "call_module":
-            sub = gm.get_submodule(str(n.target))
+            sub = top.get_submodule(str(n.target))
             params = own_tensors(sub.parameters())
             buffers = own_tensors(sub.buffers())
         inputs_meta: list[tuple[int, ...]] = []
@@ -592,7 +629,7 @@ def build_units(
             owner = unit_of.get(u.name)
             if owner is _PARAM:
                 attr = by_name[param_root(u.name)]
-                t = _fetch(gm, str(attr.target))
+                t = _fetch(top, str(attr.target))
                 if isinstance(t, nn.Parameter):
                     params += own_tensors([t])
                 elif isinstance(t, torch.Tensor):
@@ -649,8 +686,8 @@ def build_units(
     return tuple(units), tuple(crossings), info
 
 
-def _fetch(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
+def _fetch(root: nn.Module, target: str) -> Any:
+    obj: Any = root
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
