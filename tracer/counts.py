@@ -13,7 +13,8 @@ Convention (also in the README):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import operator
+from dataclasses import dataclass, fields
 
 CONVENTION_VERSION = "1"
 
@@ -51,10 +52,10 @@ class OpCount:
     selects: int = 0
 
     def __add__(self, other: OpCount) -> OpCount:
-        return OpCount(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return OpCount(*map(operator.add, _values(self), _values(other)))
 
     def scale(self, k: int) -> OpCount:
-        return OpCount(*(getattr(self, f.name) * k for f in fields(self)))
+        return OpCount(*(v * k for v in _values(self)))
 
     @property
     def other(self) -> int:
@@ -67,10 +68,10 @@ class OpCount:
         return self.multiplications + self.additions + self.other
 
     def is_zero(self) -> bool:
-        return not any(getattr(self, f.name) for f in fields(self))
+        return not any(_values(self))
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return dict(zip(KINDS, _values(self), strict=True))
 
     @classmethod
     def sum(cls, counts) -> OpCount:
@@ -80,6 +81,8 @@ class OpCount:
         return total
 
 
+KINDS = tuple(f.name for f in fields(OpCount))  # every field, in order
+_values = operator.attrgetter(*KINDS)  # (a hot path: counts are added once per op)
 ZERO = OpCount()
 
 

@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tracer import formulas
+from tracer import formulas, meta_shapes
 from tracer.counts import OpCount
 from tracer.errors import UnsupportedModelError
 from tracer.graph import Crossing, TensorMeta, Unit
@@ -174,100 +174,6 @@ class _Recorder:
             self.current.uncounted[name] += 1
 
 
-_aten = torch.ops.aten
-# Ops whose output is a new tensor like their first input (shape, dtype, layout), and their
-# in-place forms, which return that input. On meta tensors the output is made directly: PyTorch's
-# meta versions of these are Python decompositions, several times slower than the rest of a trace.
-_LIKE_INPUT = frozenset(
-    [
-        _aten.relu,
-        _aten.hardtanh,
-        _aten.gelu,
-        _aten.silu,
-        _aten.sigmoid,
-        _aten.tanh,
-        _aten.hardswish,
-        _aten.hardsigmoid,
-        _aten.leaky_relu,
-    ]
-)
-_IN_PLACE = frozenset(
-    [
-        _aten.relu_,
-        _aten.hardtanh_,
-        _aten.silu_,
-        _aten.sigmoid_,
-        _aten.tanh_,
-        _aten.hardswish_,
-        _aten.hardsigmoid_,
-        _aten.leaky_relu_,
-    ]
-)
-
-
-_BINARY_IN_PLACE = frozenset([_aten.add_, _aten.sub_, _aten.mul_, _aten.div_])
-_BINARY = frozenset([_aten.add, _aten.sub, _aten.mul, _aten.div]) | _BINARY_IN_PLACE
-
-
-def _like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
-    """A new meta tensor with ``x``'s shape and strides (what an elementwise op on a dense ``x``
-    returns), or None when ``x`` is not dense in a standard layout. ``torch.empty_like`` would do,
-    but on meta tensors it is a Python decomposition, about 100 times slower than this."""
-    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return torch.empty_strided(x.shape, x.stride(), dtype=dtype or x.dtype, device="meta")
-    return None
-
-
-def _meta_shortcut(func, args: tuple) -> Any:
-    """The output of ``func`` on meta tensors without running its meta kernel, or None."""
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor) or x.device.type != "meta":
-        return None
-    packet = func.overloadpacket
-    if packet in _IN_PLACE:
-        return x
-    if packet in _LIKE_INPUT:
-        return _like(x)
-    if packet in (_aten._native_batch_norm_legit_no_training, _aten.native_batch_norm):
-        channels = x.shape[1] if x.dim() > 1 else 1
-        out = _like(x)
-        if out is None:
-            return None
-        stats = torch.empty((channels,), dtype=x.dtype, device="meta")
-        return out, stats, torch.empty((channels,), dtype=x.dtype, device="meta")
-    if packet is _aten.native_layer_norm:  # (out, mean, rstd); the stats keep the batch dims
-        kept = x.dim() - len(args[1])
-        stats_shape = tuple(x.shape[:kept]) + (1,) * len(args[1])
-        stats = torch.empty(stats_shape, dtype=x.dtype, device="meta")
-        stats2 = torch.empty(stats_shape, dtype=x.dtype, device="meta")
-        return torch.empty(x.shape, dtype=x.dtype, device="meta"), stats, stats2
-    if packet in (_aten._softmax, _aten._safe_softmax):  # contiguous, like the input
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
-    if packet in _BINARY and len(args) >= 2:  # broadcast shape, promoted dtype
-        if packet in _BINARY_IN_PLACE:
-            return x
-        other = args[1]
-        if isinstance(other, torch.Tensor) and other.device.type != "meta":
-            return None
-        dtype = torch.result_type(x, other)
-        if not dtype.is_floating_point:  # integer division gives floats: let PyTorch decide
-            return None
-        shape = (
-            torch.broadcast_shapes(x.shape, other.shape)
-            if isinstance(other, torch.Tensor)
-            else x.shape
-        )
-        if shape == x.shape and (not isinstance(other, torch.Tensor) or other.stride() == x.stride()):
-            return _like(x, dtype)  # the layout of x (None when it has no standard layout)
-        if x.is_contiguous() and (not isinstance(other, torch.Tensor) or other.is_contiguous()):
-            return torch.empty(shape, dtype=dtype, device="meta")
-        return None
-    if packet in (_aten.mm, _aten.addmm):  # (n, k) @ (k, m) -> contiguous (n, m)
-        a, b = (args[0], args[1]) if packet is _aten.mm else (args[1], args[2])
-        return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
-    return None
-
-
 class _AtenCounter(TorchDispatchMode):
     def __init__(self, rec: _Recorder, meta: bool = False):
         super().__init__()
@@ -276,7 +182,7 @@ class _AtenCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = _meta_shortcut(func, args) if self.meta else None
+        out = meta_shapes.shortcut(func, args, kwargs) if self.meta else None
         if out is None:
             out = func(*args, **kwargs)
         if self.rec.inside_formula or formulas.is_free(func):
@@ -418,9 +324,7 @@ def _run(
         stack.enter_context(torch.no_grad())
         stack.enter_context(_module_formula_hooks(model, rec))
         if meta_state:  # real weights stand in as meta tensors for this run only
-            stack.enter_context(
-                _reparametrize_module(structure.root, meta_state, tie_weights=True)
-            )
+            stack.enter_context(_reparametrize_module(structure.root, meta_state, tie_weights=True))
         if fake_mode is not None:
             stack.enter_context(fake_mode)
         stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))

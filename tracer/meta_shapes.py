@@ -1,0 +1,246 @@
+"""Outputs of common ATen ops on meta tensors, made without running their meta kernels.
+
+In this PyTorch build the meta kernels of most elementwise ops, reductions, ``cat`` and
+``convolution`` are Python decompositions that check symbolic shapes: 25 us to 2 ms a call, while
+making the empty output tensor directly costs about 2 us. Tracing runs thousands of such calls, so
+the counting run asks ``shortcut`` first and runs the kernel only when it says None.
+
+``shortcut`` answers only when the answer is certain: the output's shape, dtype and strides are
+those the meta kernel gives (tests/test_meta_shapes.py compares them case by case). Anything
+unusual (an input that is not dense, mixed dtypes it does not promote, transposed convolution,
+arguments the real kernel would reject) gets None, and the kernel decides, errors included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+_aten = torch.ops.aten
+
+# A new tensor like the first input (shape, dtype, layout).
+_LIKE_INPUT = frozenset(
+    [
+        _aten.relu,
+        _aten.hardtanh,
+        _aten.gelu,
+        _aten.silu,
+        _aten.sigmoid,
+        _aten.tanh,
+        _aten.hardswish,
+        _aten.hardsigmoid,
+        _aten.leaky_relu,
+        _aten.elu,
+        _aten.neg,
+        _aten.abs,
+        _aten.exp,
+        _aten.log,
+        _aten.sqrt,
+        _aten.rsqrt,
+        _aten.erf,
+    ]
+)
+# A new contiguous tensor of the first input's shape and dtype, whatever its layout.
+_CONTIGUOUS_LIKE_INPUT = frozenset([_aten.triu, _aten.tril])
+# In-place forms: they return their input.
+_IN_PLACE = frozenset(
+    [
+        _aten.relu_,
+        _aten.hardtanh_,
+        _aten.silu_,
+        _aten.sigmoid_,
+        _aten.tanh_,
+        _aten.hardswish_,
+        _aten.hardsigmoid_,
+        _aten.leaky_relu_,
+        _aten.elu_,
+    ]
+)
+# In-place binary forms: they return their input, when the other operand broadcasts to it.
+_IN_PLACE_BINARY = frozenset([_aten.add_, _aten.sub_, _aten.mul_, _aten.div_, _aten.masked_fill_])
+_BINARY = frozenset([_aten.add, _aten.sub, _aten.mul, _aten.div])
+_REDUCE = frozenset([_aten.sum, _aten.mean])
+
+
+def _meta(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.device.type == "meta"
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the strides of some permutation of a contiguous tensor."""
+    if x.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(
+        ((s, st) for s, st in zip(x.shape, x.stride(), strict=True) if s != 1),
+        key=lambda p: p[1],
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _broadcast(a: torch.Size, b: torch.Size) -> torch.Size | None:
+    try:
+        return torch.broadcast_shapes(a, b)
+    except RuntimeError:  # not broadcastable: the kernel raises its own error
+        return None
+
+
+def _like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """A new meta tensor with ``x``'s shape and strides (what an elementwise op on a dense ``x``
+    returns), or None when ``x`` is not dense."""
+    if not _dense(x):
+        return None
+    return torch.empty_strided(x.shape, x.stride(), dtype=dtype or x.dtype, device="meta")
+
+
+def _contiguous(shape, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=dtype, device="meta")
+
+
+def _binary(x: torch.Tensor, other: Any) -> torch.Tensor | None:
+    """add/sub/mul/div: the broadcast shape at the promoted floating dtype."""
+    if isinstance(other, torch.Tensor):
+        if not _meta(other):
+            return None
+        shape = _broadcast(x.shape, other.shape)
+        if shape is None:
+            return None
+    elif isinstance(other, (int, float, bool)):
+        shape = x.shape
+    else:
+        return None
+    dtype = torch.result_type(x, other)
+    if not dtype.is_floating_point:  # integer division gives floats: let PyTorch decide
+        return None
+    if not isinstance(other, torch.Tensor) or (
+        other.shape == x.shape and other.stride() == x.stride()
+    ):
+        return _like(x, dtype)
+    if x.is_contiguous() and other.is_contiguous():
+        return _contiguous(shape, dtype)
+    return None
+
+
+def _convolution(args: tuple) -> torch.Tensor | None:
+    x, w = args[0], args[1]
+    stride, padding, dilation, transposed = args[3], args[4], args[5], args[6]
+    groups = args[8]
+    if transposed or not (_meta(w) and x.is_contiguous() and w.is_contiguous()):
+        return None
+    if x.dim() != w.dim() or x.dim() < 3 or x.dtype != w.dtype or x.shape[1] != w.shape[1] * groups:
+        return None
+    spatial = []
+    for i, size in enumerate(x.shape[2:]):
+        out = (size + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+        if out <= 0:
+            return None
+        spatial.append(out)
+    return _contiguous((x.shape[0], w.shape[0], *spatial), x.dtype)
+
+
+def _cat(args: tuple) -> torch.Tensor | None:
+    tensors = args[0]
+    dim = args[1] if len(args) > 1 else 0
+    first = tensors[0] if tensors else None
+    if first is None or first.dim() == 0:
+        return None
+    rank, dtype = first.dim(), first.dtype
+    dim = dim + rank if dim < 0 else dim
+    total = 0
+    for t in tensors:
+        if not (_meta(t) and t.dim() == rank and t.dtype == dtype and t.is_contiguous()):
+            return None
+        if any(t.shape[i] != first.shape[i] for i in range(rank) if i != dim):
+            return None
+        total += t.shape[dim]
+    return _contiguous((*first.shape[:dim], total, *first.shape[dim + 1 :]), dtype)
+
+
+def _reduce(x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if kwargs.get("dtype") is not None or not x.is_floating_point() or not dims or x.dim() == 0:
+        return None
+    rank = x.dim()
+    reduced = {d + rank if d < 0 else d for d in dims}
+    if len(reduced) != len(dims) or not all(0 <= d < rank for d in reduced):
+        return None
+    if keepdim:
+        shape = [1 if i in reduced else s for i, s in enumerate(x.shape)]
+    else:
+        shape = [s for i, s in enumerate(x.shape) if i not in reduced]
+    return _contiguous(shape, x.dtype)
+
+
+def shortcut(func, args: tuple, kwargs: dict) -> Any:
+    """The output of ``func(*args, **kwargs)`` on meta tensors, or None (see module doc)."""
+    x = args[0] if args else None
+    packet = func.overloadpacket
+    if packet is _aten.cat:
+        return _cat(args) if not kwargs else None
+    if not _meta(x):
+        return None
+    if packet in _IN_PLACE:
+        return x
+    if packet in _IN_PLACE_BINARY and len(args) >= 2:
+        other = args[1]
+        if isinstance(other, (int, float, bool)):
+            return x
+        if _meta(other) and _broadcast(x.shape, other.shape) == x.shape:
+            return x
+        return None
+    if packet in _LIKE_INPUT:
+        return _like(x)
+    if packet in _CONTIGUOUS_LIKE_INPUT:
+        return _contiguous(x.shape, x.dtype)
+    if packet in _BINARY and len(args) >= 2:
+        return _binary(x, args[1])
+    if packet is _aten.masked_fill:  # the mask broadcasts to x; the output is like x
+        mask = args[1]
+        if not _meta(mask) or _broadcast(x.shape, mask.shape) != x.shape:
+            return None
+        return _like(x)
+    if packet is _aten.clone and kwargs.get("memory_format") in (None, torch.preserve_format):
+        return _like(x)
+    if packet in _REDUCE and func._overloadname in ("dim_IntList", "dim"):
+        return _reduce(x, args, kwargs)
+    if packet in (_aten._native_batch_norm_legit_no_training, _aten.native_batch_norm):
+        out = _like(x)
+        if out is None:
+            return None
+        channels = x.shape[1] if x.dim() > 1 else 1
+        return out, _contiguous((channels,), x.dtype), _contiguous((channels,), x.dtype)
+    if packet is _aten.native_layer_norm:  # (out, mean, rstd); the stats keep the batch dims
+        if not x.is_contiguous():
+            return None
+        kept = x.dim() - len(args[1])
+        stats = tuple(x.shape[:kept]) + (1,) * len(args[1])
+        return (
+            _contiguous(x.shape, x.dtype),
+            _contiguous(stats, x.dtype),
+            _contiguous(stats, x.dtype),
+        )
+    if packet in (_aten._softmax, _aten._safe_softmax):
+        if len(args) > 2 and args[2] or not x.is_contiguous():  # half_to_float
+            return None
+        return _contiguous(x.shape, x.dtype)
+    if packet is _aten.convolution:
+        return _convolution(args)
+    if packet in (_aten.mm, _aten.addmm, _aten.bmm):  # (.., n, k) @ (.., k, m) -> (.., n, m)
+        a, b = (args[1], args[2]) if packet is _aten.addmm else (args[0], args[1])
+        if not (_meta(a) and _meta(b) and a.dtype == b.dtype and a.shape[-1] == b.shape[-2]):
+            return None
+        if packet is _aten.bmm and a.shape[0] != b.shape[0]:
+            return None
+        return _contiguous((*a.shape[:-1], b.shape[-1]), a.dtype)
+    if packet is _aten.index_select:
+        dim, index = args[1], args[2]
+        if not (_meta(index) and index.dim() <= 1):
+            return None
+        dim = dim + x.dim() if dim < 0 else dim
+        return _contiguous((*x.shape[:dim], index.numel(), *x.shape[dim + 1 :]), x.dtype)
+    return None
