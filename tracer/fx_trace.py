@@ -174,6 +174,20 @@ class _Recorder:
             self.current.uncounted[name] += 1
 
 
+# id(overload) -> (overload, free?, formula or None, name): resolved once per overload (hashing
+# an OpOverload runs Python code; this is asked for every op of every trace).
+_OP_INFO: dict[int, tuple[Any, bool, formulas.Formula | None, str]] = {}
+
+
+def _op_info(func) -> tuple[Any, bool, formulas.Formula | None, str]:
+    info = _OP_INFO.get(id(func))
+    if info is None:
+        free = formulas.is_free(func)
+        f = None if free else formulas.lookup(func)
+        info = _OP_INFO[id(func)] = (func, free, f, formulas.op_name(func))
+    return info
+
+
 class _AtenCounter(TorchDispatchMode):
     def __init__(self, rec: _Recorder, meta: bool = False):
         super().__init__()
@@ -185,11 +199,11 @@ class _AtenCounter(TorchDispatchMode):
         out = meta_shapes.shortcut(func, args, kwargs) if self.meta else None
         if out is None:
             out = func(*args, **kwargs)
-        if self.rec.inside_formula or formulas.is_free(func):
+        _, free, f, name = _op_info(func)
+        if free or self.rec.inside_formula:
             return out
-        f = formulas.lookup(func)
         if f is None:
-            self.rec.miss(formulas.op_name(func))
+            self.rec.miss(name)
         else:
             self.rec.add(f, formulas.Call(tuple(args), dict(kwargs), out))
         return out

@@ -176,71 +176,135 @@ def _reduce(x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _contiguous(shape, x.dtype)
 
 
+# --- handlers: (func, x, args, kwargs) -> output or None; x = args[0], a meta tensor ----------
+
+
+def _in_place(func, x, args, kwargs):
+    return x
+
+
+def _in_place_binary(func, x, args, kwargs):
+    other = args[1] if len(args) > 1 else None
+    if isinstance(other, (int, float, bool)):
+        return x
+    if _meta(other) and _broadcast(x.shape, other.shape) == x.shape:
+        return x
+    return None
+
+
+def _like_input(func, x, args, kwargs):
+    return _like(x)
+
+
+def _contiguous_like_input(func, x, args, kwargs):
+    return _contiguous(x.shape, x.dtype)
+
+
+def _binary_op(func, x, args, kwargs):
+    return _binary(x, args[1]) if len(args) > 1 else None
+
+
+def _masked_fill(func, x, args, kwargs):  # the mask broadcasts to x; the output is like x
+    mask = args[1]
+    if not _meta(mask) or _broadcast(x.shape, mask.shape) != x.shape:
+        return None
+    return _like(x)
+
+
+def _clone(func, x, args, kwargs):
+    return _like(x) if kwargs.get("memory_format") in (None, torch.preserve_format) else None
+
+
+def _reduction(func, x, args, kwargs):
+    return _reduce(x, args, kwargs) if func._overloadname in ("dim_IntList", "dim") else None
+
+
+def _batch_norm(func, x, args, kwargs):
+    out = _like(x)
+    if out is None:
+        return None
+    channels = x.shape[1] if x.dim() > 1 else 1
+    return out, _contiguous((channels,), x.dtype), _contiguous((channels,), x.dtype)
+
+
+def _layer_norm(func, x, args, kwargs):  # (out, mean, rstd); the stats keep the batch dims
+    if not x.is_contiguous():
+        return None
+    kept = x.dim() - len(args[1])
+    stats = tuple(x.shape[:kept]) + (1,) * len(args[1])
+    return _contiguous(x.shape, x.dtype), _contiguous(stats, x.dtype), _contiguous(stats, x.dtype)
+
+
+def _softmax(func, x, args, kwargs):
+    if len(args) > 2 and args[2] or not x.is_contiguous():  # half_to_float
+        return None
+    return _contiguous(x.shape, x.dtype)
+
+
+def _conv(func, x, args, kwargs):
+    return _convolution(args)
+
+
+def _product(func, x, args, kwargs):  # (.., n, k) @ (.., k, m) -> (.., n, m)
+    a, b = (args[1], args[2]) if func.overloadpacket is _aten.addmm else (args[0], args[1])
+    if not (_meta(a) and _meta(b) and a.dtype == b.dtype and a.shape[-1] == b.shape[-2]):
+        return None
+    if func.overloadpacket is _aten.bmm and a.shape[0] != b.shape[0]:
+        return None
+    return _contiguous((*a.shape[:-1], b.shape[-1]), a.dtype)
+
+
+def _index_select(func, x, args, kwargs):
+    dim, index = args[1], args[2]
+    if not (_meta(index) and index.dim() <= 1):
+        return None
+    dim = dim + x.dim() if dim < 0 else dim
+    return _contiguous((*x.shape[:dim], index.numel(), *x.shape[dim + 1 :]), x.dtype)
+
+
+_BY_PACKET: dict[Any, Any] = (
+    dict.fromkeys(_IN_PLACE, _in_place)
+    | dict.fromkeys(_IN_PLACE_BINARY, _in_place_binary)
+    | dict.fromkeys(_LIKE_INPUT, _like_input)
+    | dict.fromkeys(_CONTIGUOUS_LIKE_INPUT, _contiguous_like_input)
+    | dict.fromkeys(_BINARY, _binary_op)
+    | dict.fromkeys(_REDUCE, _reduction)
+    | dict.fromkeys(
+        [_aten._native_batch_norm_legit_no_training, _aten.native_batch_norm], _batch_norm
+    )
+    | dict.fromkeys([_aten._softmax, _aten._safe_softmax], _softmax)
+    | dict.fromkeys([_aten.mm, _aten.addmm, _aten.bmm], _product)
+    | {
+        _aten.masked_fill: _masked_fill,
+        _aten.clone: _clone,
+        _aten.native_layer_norm: _layer_norm,
+        _aten.convolution: _conv,
+        _aten.index_select: _index_select,
+    }
+)
+# id(overload) -> (overload, handler or None). Resolved once per overload: hashing an OpOverload
+# runs Python code, and this is asked for every op of every trace. Holding the overload keeps
+# its id from being reused.
+_RESOLVED: dict[int, tuple[Any, Any]] = {}
+
+
+def _resolve(func) -> Any:
+    packet = func.overloadpacket
+    if packet is _aten.cat:  # its first argument is a list of tensors
+        return lambda func, args, kwargs: None if kwargs else _cat(args)
+    handler = _BY_PACKET.get(packet)
+    if handler is None:
+        return None
+
+    def tensor_first(func, args, kwargs):
+        return handler(func, args[0], args, kwargs) if _meta(args[0]) else None
+
+    return tensor_first
+
+
 def shortcut(func, args: tuple, kwargs: dict) -> Any:
     """The output of ``func(*args, **kwargs)`` on meta tensors, or None (see module doc)."""
-    x = args[0] if args else None
-    packet = func.overloadpacket
-    if packet is _aten.cat:
-        return _cat(args) if not kwargs else None
-    if not _meta(x):
-        return None
-    if packet in _IN_PLACE:
-        return x
-    if packet in _IN_PLACE_BINARY and len(args) >= 2:
-        other = args[1]
-        if isinstance(other, (int, float, bool)):
-            return x
-        if _meta(other) and _broadcast(x.shape, other.shape) == x.shape:
-            return x
-        return None
-    if packet in _LIKE_INPUT:
-        return _like(x)
-    if packet in _CONTIGUOUS_LIKE_INPUT:
-        return _contiguous(x.shape, x.dtype)
-    if packet in _BINARY and len(args) >= 2:
-        return _binary(x, args[1])
-    if packet is _aten.masked_fill:  # the mask broadcasts to x; the output is like x
-        mask = args[1]
-        if not _meta(mask) or _broadcast(x.shape, mask.shape) != x.shape:
-            return None
-        return _like(x)
-    if packet is _aten.clone and kwargs.get("memory_format") in (None, torch.preserve_format):
-        return _like(x)
-    if packet in _REDUCE and func._overloadname in ("dim_IntList", "dim"):
-        return _reduce(x, args, kwargs)
-    if packet in (_aten._native_batch_norm_legit_no_training, _aten.native_batch_norm):
-        out = _like(x)
-        if out is None:
-            return None
-        channels = x.shape[1] if x.dim() > 1 else 1
-        return out, _contiguous((channels,), x.dtype), _contiguous((channels,), x.dtype)
-    if packet is _aten.native_layer_norm:  # (out, mean, rstd); the stats keep the batch dims
-        if not x.is_contiguous():
-            return None
-        kept = x.dim() - len(args[1])
-        stats = tuple(x.shape[:kept]) + (1,) * len(args[1])
-        return (
-            _contiguous(x.shape, x.dtype),
-            _contiguous(stats, x.dtype),
-            _contiguous(stats, x.dtype),
-        )
-    if packet in (_aten._softmax, _aten._safe_softmax):
-        if len(args) > 2 and args[2] or not x.is_contiguous():  # half_to_float
-            return None
-        return _contiguous(x.shape, x.dtype)
-    if packet is _aten.convolution:
-        return _convolution(args)
-    if packet in (_aten.mm, _aten.addmm, _aten.bmm):  # (.., n, k) @ (.., k, m) -> (.., n, m)
-        a, b = (args[1], args[2]) if packet is _aten.addmm else (args[0], args[1])
-        if not (_meta(a) and _meta(b) and a.dtype == b.dtype and a.shape[-1] == b.shape[-2]):
-            return None
-        if packet is _aten.bmm and a.shape[0] != b.shape[0]:
-            return None
-        return _contiguous((*a.shape[:-1], b.shape[-1]), a.dtype)
-    if packet is _aten.index_select:
-        dim, index = args[1], args[2]
-        if not (_meta(index) and index.dim() <= 1):
-            return None
-        dim = dim + x.dim() if dim < 0 else dim
-        return _contiguous((*x.shape[:dim], index.numel(), *x.shape[dim + 1 :]), x.dtype)
-    return None
+    hit = _RESOLVED.get(id(func))
+    if hit is None:
+        hit = _RESOLVED[id(func)] = (func, _resolve(func))
+    return hit[1](func, args, kwargs) if hit[1] is not None and args else None
