@@ -261,11 +261,15 @@ def _module_formula_hooks(model: nn.Module, rec: _Recorder):
             h.remove()
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
 def _meta_of(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return TensorMeta(
-            tuple(int(d) for d in value.shape), str(value.dtype).removeprefix("torch.")
-        )
+        name = _DTYPE_NAMES.get(value.dtype)
+        if name is None:
+            name = _DTYPE_NAMES[value.dtype] = str(value.dtype).removeprefix("torch.")
+        return TensorMeta(tuple(map(int, value.shape)), name)
     if isinstance(value, (tuple, list)):
         return tuple(_meta_of(v) for v in value)
     return None
@@ -280,8 +284,9 @@ class _Interpreter(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         record = self.records.setdefault(n.name, NodeRecord())
         self.rec.current = record
-        try:
-            out = super().run_node(n)
+        try:  # fx.Interpreter.run_node without its bookkeeping for nested tracing
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            out = getattr(self, n.op)(n.target, args, kwargs)
         finally:
             self.rec.current = None
         with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
@@ -473,6 +478,13 @@ def build_units(
     names_used: Counter[str] = Counter()
     unit_nodes: list[tuple[fx.Node, str]] = []
 
+    stacks: dict[fx.Node, tuple[tuple[str, str, str], ...]] = {}
+
+    def stack_of(n: fx.Node) -> tuple[tuple[str, str, str], ...]:
+        if n not in stacks:
+            stacks[n] = _stack(n, prefix)
+        return stacks[n]
+
     def fresh(name: str) -> str:
         k = names_used[name]
         names_used[name] += 1
@@ -491,7 +503,7 @@ def build_units(
         elif not _tensors(rec.out):
             unit_of[n.name] = None  # sizes, flags: not data
         elif n.op == "call_module":
-            unit_of[n.name] = _stack(n, prefix)[-1][0]
+            unit_of[n.name] = stack_of(n)[-1][0]
             unit_nodes.append((n, unit_of[n.name]))
         else:
             inputs = tensor_inputs(n)
@@ -502,7 +514,7 @@ def build_units(
                 source_of[n.name] = inputs[0].name
                 unit_of[n.name] = unit_of[inputs[0].name]
             else:
-                enclosing = _stack(n, prefix)
+                enclosing = stack_of(n)
                 base = _op_base_name(n)
                 name = fresh(f"{enclosing[-1][0]}.{base}" if enclosing else base)
                 unit_of[n.name] = name
@@ -571,7 +583,7 @@ def build_units(
             role, kind, stack = "output", "output", ()
         else:
             role = "block"
-            stack = _stack(n, prefix)
+            stack = stack_of(n)
             kind = stack[-1][2] if n.op == "call_module" else _op_base_name(n)
         units.append(
             Unit(
