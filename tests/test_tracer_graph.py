@@ -532,14 +532,17 @@ def test_a_layer_named_output_stays_apart_from_the_graph_output():
     assert nx.is_directed_acyclic_graph(graph.graph)
 
 
-def test_tracer_loads_no_drawing_or_printing_package():
+def test_tracer_loads_no_drawing_or_printing_package_and_no_compiler():
+    # Drawing and printing live in reports; torch._dynamo (0.7 s to import) and sympy (0.3 s)
+    # are what a first trace would pay for if the dispatch mode or a shape shortcut pulled them in.
     import subprocess
     import sys
 
     code = (
         "import sys, tracer; from models import registry\n"
         "b = registry.build('lenet5'); tracer.trace(b.module, b.example_inputs('meta'))\n"
-        "print(sorted(m for m in ('rich', 'matplotlib', 'graphviz') if m in sys.modules))"
+        "heavy = ('rich', 'matplotlib', 'graphviz', 'torch._dynamo', 'sympy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

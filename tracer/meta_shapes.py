@@ -82,11 +82,18 @@ def _dense(x: torch.Tensor) -> bool:
     return True
 
 
-def _broadcast(a: torch.Size, b: torch.Size) -> torch.Size | None:
-    try:
-        return torch.broadcast_shapes(a, b)
-    except RuntimeError:  # not broadcastable: the kernel raises its own error
-        return None
+def _broadcast(a: torch.Size, b: torch.Size) -> tuple[int, ...] | None:
+    """The broadcast shape of ``a`` and ``b``, or None when they do not broadcast (the kernel
+    then raises its own error). torch.broadcast_shapes would do, but its first call imports
+    sympy (0.3 s)."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        m = a[-i] if i <= len(a) else 1
+        n = b[-i] if i <= len(b) else 1
+        if m != n and m != 1 and n != 1:
+            return None
+        out.append(n if m == 1 else m)
+    return tuple(reversed(out))
 
 
 def _like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
