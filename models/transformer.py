@@ -173,6 +173,10 @@ def _check_positive(name: str, value: Any) -> None:
 
 def sinusoid_table(length: int, emb: int) -> Tensor:
     """PE[pos, 2i] = sin(pos / 10000^(2i/E)), PE[pos, 2i+1] = cos(same) (paper, section 3.5)."""
+    if torch.get_default_device().type == "meta":
+        # A meta tensor holds no values, only the shape: computing them would change nothing
+        # but cost a second (PyTorch's meta arange is a Python decomposition that imports sympy).
+        return torch.empty(length, emb)
     position = torch.arange(length, dtype=torch.float32).unsqueeze(1)  # (L, 1)
     two_i = torch.arange(0, emb, 2, dtype=torch.float32)  # (ceil(E/2),)
     angles = position / torch.pow(10000.0, two_i / emb)  # (L, ceil(E/2))

@@ -534,13 +534,15 @@ def test_a_layer_named_output_stays_apart_from_the_graph_output():
 
 def test_tracer_loads_no_drawing_or_printing_package_and_no_compiler():
     # Drawing and printing live in reports; torch._dynamo (0.7 s to import) and sympy (0.3 s)
-    # are what a first trace would pay for if the dispatch mode or a shape shortcut pulled them in.
+    # are what a first build and trace would pay for if something on the way pulled them in (the
+    # dispatch mode's Dynamo wrapper, torch.broadcast_shapes, a meta arange in a constructor).
     import subprocess
     import sys
 
     code = (
         "import sys, tracer; from models import registry\n"
-        "b = registry.build('lenet5'); tracer.trace(b.module, b.example_inputs('meta'))\n"
+        "for name in ('lenet5', 'transformer'):\n"
+        "    b = registry.build(name); tracer.trace(b.module, b.example_inputs('meta'))\n"
         "heavy = ('rich', 'matplotlib', 'graphviz', 'torch._dynamo', 'sympy')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
