@@ -99,7 +99,7 @@ def analyse(model: nn.Module, inputs: Sequence[torch.Tensor], name: str | None =
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     precision = Precision.of_torch(str(dtype).removeprefix("torch.")) or Precision.FP32
     with fx_trace.eval_mode(model):
-        structure = fx_trace.trace_structure(model)
+        structure = fx_trace.trace_structure(model, len(inputs))
         records = fx_trace.run_counts(structure, model, list(inputs))
         units, crossings, info = fx_trace.build_units(structure, model, records)
     return Dataflow(

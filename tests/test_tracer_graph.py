@@ -463,6 +463,32 @@ def test_untraceable_top_level_still_gets_a_graph():
     assert [b.kind for b in g.blocks()] == ["TopBranch"]
 
 
+class TopBranchOptionalScale(nn.Module):
+    """Untraceable at the top, with an optional second input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, scale=None):
+        if x.shape[0] > 1:
+            x = self.fc(x)
+        if scale is not None:
+            x = x * scale
+        return x
+
+
+def test_untraceable_top_level_keeps_an_optional_input_given_positionally():
+    g = tracer.trace(TopBranchOptionalScale(), [(3, 4), (3, 4)])
+    # fc: 12 dot products of 4 + bias (48 multiplications, 48 additions); x * scale: 12 more
+    assert g.total() == OpCount(macs=48, multiplications=48 + 12, additions=48)
+    assert g.graph.has_edge("input:scale", "model")
+    # Given one input, the optional one keeps its default: no multiplication by scale.
+    g = tracer.trace(TopBranchOptionalScale(), [(3, 4)])
+    assert g.total() == OpCount(macs=48, multiplications=48, additions=48)
+    assert "input:scale" not in g.graph
+
+
 def test_untraceable_torch_modules_at_top_level():
     # nn.MultiheadAttention's own forward is not traceable; E 8, 2 heads, B 1, T 3, self-attention
     # 4 projections of 3 rows * 8 outputs * 8 inputs = 4 * 192 = 768; attention 2 heads * (3*3*4

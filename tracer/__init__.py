@@ -125,7 +125,7 @@ def trace(
     with _gc_paused():
         # Traced and run in eval mode (counts are of an inference pass); flags restored after.
         with fx_trace.eval_mode(model):
-            structure = fx_trace.trace_structure(model)
+            structure = fx_trace.trace_structure(model, len(tensors))
             records = fx_trace.run_counts(structure, model, tensors)
             units, crossings, info = fx_trace.build_units(structure, model, records)
             if measure:

@@ -82,14 +82,22 @@ class _Whole(nn.Module):
         return self.model(*args)
 
 
-def _whole_model_graph(model: nn.Module) -> fx.Graph:
-    """The graph of ``_Whole(model)``: one placeholder per required positional parameter of
-    ``model.forward``, one call of ``model``. Built by hand because fx cannot trace
-    ``_Whole.forward`` itself: ``*args`` becomes a single Proxy and unpacking it raises TraceError.
-    (Optional positional parameters get their defaults.)"""
+def _whole_model_graph(model: nn.Module, n_inputs: int | None = None) -> fx.Graph:
+    """The graph of ``_Whole(model)``: one placeholder per positional input, one call of
+    ``model``. Built by hand because fx cannot trace ``_Whole.forward`` itself: ``*args`` becomes
+    a single Proxy and unpacking it raises TraceError.
+
+    The inputs are ``model.forward``'s required positional parameters, and as many of its
+    optional ones (or of ``*args``) as the caller gives inputs for (``n_inputs``): an optional
+    mask passed positionally is an input like the others, not dropped."""
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    params = inspect.signature(model.forward).parameters.values()
-    names = [p.name for p in params if p.kind in positional and p.default is p.empty]
+    params = list(inspect.signature(model.forward).parameters.values())
+    named = [p for p in params if p.kind in positional]
+    required = sum(1 for p in named if p.default is p.empty)
+    count = max(required, n_inputs or 0, 1)
+    names = [p.name for p in named[:count]]
+    if len(names) < count and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        names += [f"arg{i}" for i in range(len(names), count)]
     graph = fx.Graph()
     args = tuple(graph.placeholder(name) for name in names or ["input"])
     call = graph.call_module("model", args)
@@ -118,8 +126,12 @@ class Structure:
         return self._graph_module
 
 
-def trace_structure(model: nn.Module, max_retries: int = 64) -> Structure:
-    """Symbolically trace ``model``; untraceable submodules become leaves (see module doc)."""
+def trace_structure(
+    model: nn.Module, n_inputs: int | None = None, max_retries: int = 64
+) -> Structure:
+    """Symbolically trace ``model``; untraceable submodules become leaves (see module doc).
+    ``n_inputs``, the number of positional inputs it will be run on, matters only when the
+    whole model has to become a leaf."""
     extra: set[str] = set()
     why: dict[str, str] = {}
     for _ in range(max_retries):
@@ -130,7 +142,8 @@ def trace_structure(model: nn.Module, max_retries: int = 64) -> Structure:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
                 why["model"] = _one_line(exc)
-                return Structure(_Whole(model), _whole_model_graph(model), why, "model.")
+                graph = _whole_model_graph(model, n_inputs)
+                return Structure(_Whole(model), graph, why, "model.")
             extra.add(failed)
             why[failed] = _one_line(tracer.failure or exc)
             continue
