@@ -259,6 +259,20 @@ def _results():
         "load": {"start": [0.5, 0.5, 0.5]},
         "source_digest": {"start": "abc", "end": "abc"},
         "analysis": analysis,
+        "phases": [
+            {
+                "model": "m1",
+                "fx_nodes": 40,
+                "phases_s": {
+                    "fx symbolic trace": 0.012,
+                    "counting run": 0.004,
+                    "units and edges": 0.002,
+                    "grouping": 0.001,
+                },
+                "trace_s": 0.02,
+                "repeats": 20,
+            }
+        ],
         "scale": cells,
         "training": training,
     }
@@ -290,6 +304,11 @@ def test_summary_states_where_flowprof_is_slower():
     assert "thop is exact on 0 of 1; it failed on m2" in text
     assert "timeout at emb 256" in text
     assert "99% of bare" in text and "91% of `train`" in text
+    # m1: flowprof 20 ms vs FlopCounterMode 10 ms; its fx trace alone is 12 ms of it
+    assert (
+        "the fx symbolic trace alone (40 nodes) takes 12 ms, longer than FlopCounterMode's whole "
+        "analysis (10 ms); the counting run 4 ms, units, edges and grouping 3 ms." in text
+    )
 
 
 def test_markdown_has_every_section_and_failure(tmp_path):
@@ -300,10 +319,13 @@ def test_markdown_has_every_section_and_failure(tmp_path):
         "## Summary",
         "## Exactness",
         "### m1",
+        "## Where flowprof's time goes",
         "## Scale",
         "## Training",
     ):
         assert heading in md
+    # 12 ms over 40 nodes = 300 us a node
+    assert "| m1 | 40 | 12 ms | 4 ms | 2 ms | 1 ms | 20 ms | 300 us | FlopCounterMode 10 ms |" in md
     assert "**timeout** (killed after 120 s; 5 GB resident when killed)" in md
     assert "thop: error: TypeError: boom" in md
     assert "| m1 | 100 | **exact** | +1.00% | - | **exact** |" in md
@@ -316,3 +338,14 @@ def test_markdown_has_every_section_and_failure(tmp_path):
 )
 def test_seconds_format(value, text):
     assert bench_run.fmt_s(value) == text
+
+
+def test_phases_of_a_real_trace_are_reported():
+    from bench import phases
+
+    r = phases.measure("lenet5", repeats=1)
+    assert r["model"] == "lenet5"
+    assert r["fx_nodes"] > 2  # the input, the output and the layers between
+
+    assert set(r["phases_s"]) == set(bench_run.PHASES)
+    assert all(t > 0 for t in r["phases_s"].values()) and r["trace_s"] > 0

@@ -1,0 +1,72 @@
+"""Where flowprof's analysis time goes: its four phases, timed one by one on a benchmark model.
+
+``tracer.trace`` is (1) the fx symbolic trace (structure), (2) the counting run on meta tensors,
+(3) leaf units and the tensors that cross between them, (4) grouping into the BlockGraph. Each is
+timed here on its own, warm, with the garbage collector paused as ``trace`` pauses it, next to the
+whole call, so the benchmark can say which phase a gap to a peer comes from.
+
+Run in a child process of bench/run.py (one model per process, like the tool runs):
+``python -m bench.phases MODEL REPEATS`` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def _median_s(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(key: str, repeats: int = 20) -> dict[str, Any]:
+    import torch
+
+    import tracer
+    from bench import peers
+    from tracer import fx_trace
+    from tracer.blocks import group
+
+    torch.set_num_threads(1)
+    model, inputs = peers.build(peers.MODELS[key], "meta")
+    inputs = list(inputs)
+    for _ in range(3):  # warm: lazy imports, caches
+        tracer.trace(model, inputs)
+    with tracer._gc_paused(), fx_trace.eval_mode(model):
+        structure = fx_trace.trace_structure(model, len(inputs))
+        records = fx_trace.run_counts(structure, model, inputs)
+        units, crossings, info = fx_trace.build_units(structure, model, records)
+        precision = tracer.Precision.FP32
+        phases = {
+            "fx symbolic trace": _median_s(
+                lambda: fx_trace.trace_structure(model, len(inputs)), repeats
+            ),
+            "counting run": _median_s(
+                lambda: fx_trace.run_counts(structure, model, inputs), repeats
+            ),
+            "units and edges": _median_s(
+                lambda: fx_trace.build_units(structure, model, records), repeats
+            ),
+            "grouping": _median_s(lambda: group(units, crossings, precision, None, {}), repeats),
+        }
+    whole = _median_s(lambda: tracer.trace(model, inputs), repeats)
+    return {
+        "model": key,
+        "fx_nodes": len(structure.graph.nodes),
+        "phases_s": phases,
+        "trace_s": whole,
+        "repeats": repeats,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20)))
