@@ -31,12 +31,30 @@ class _Parser(argparse.ArgumentParser):
 # --- argument types --------------------------------------------------------------------------
 
 
-def _shapes(text: str) -> list[tuple[int, ...]]:
-    """``1x3x224x224,1x10`` -> ``[(1, 3, 224, 224), (1, 10)]``."""
-    shapes = []
+# Input dtypes the --input suffix accepts (names only: parsing must not import torch).
+INPUT_DTYPES = "float64 float32 float16 bfloat16 int64 int32 int16 int8 uint8 bool".split()
+
+
+class Inputs(list):
+    """Parsed ``--input``: the shapes (this list) and, per shape, a dtype name or None."""
+
+    def __init__(self, shapes, dtypes):
+        super().__init__(shapes)
+        self.dtypes = list(dtypes)
+
+
+def _shapes(text: str) -> Inputs:
+    """``1x3x224x224,4x16:int64`` -> shapes ``[(1, 3, 224, 224), (4, 16)]``, dtypes
+    ``[None, "int64"]`` (None: the model's own floating dtype)."""
+    shapes, dtypes = [], []
     for part in text.split(","):
+        shape_text, _, dtype = part.strip().lower().partition(":")
+        if dtype and dtype not in INPUT_DTYPES:
+            raise argparse.ArgumentTypeError(
+                f"unknown input dtype {dtype!r} in {part!r} (known: {', '.join(INPUT_DTYPES)})"
+            )
         try:
-            dims = tuple(int(d) for d in part.strip().lower().split("x"))
+            dims = tuple(int(d) for d in shape_text.split("x"))
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"malformed shape {part!r}: expected sizes joined by 'x', e.g. 1x3x32x32"
@@ -44,7 +62,12 @@ def _shapes(text: str) -> list[tuple[int, ...]]:
         if any(d <= 0 for d in dims):
             raise argparse.ArgumentTypeError(f"malformed shape {part!r}: sizes must be positive")
         shapes.append(dims)
-    return shapes
+        dtypes.append(dtype or None)
+    return Inputs(shapes, dtypes)
+
+
+def _input_dtypes(args: argparse.Namespace) -> list[str | None] | None:
+    return getattr(args.input, "dtypes", None) if args.input else None
 
 
 def _positive_int(text: str) -> int:
@@ -86,8 +109,9 @@ def _add_model_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) 
     g.add_argument(
         "--input",
         type=_shapes,
-        metavar="SHAPE[,SHAPE]",
-        help="example input shapes, e.g. 1x3x224x224 (default: per model)",
+        metavar="SHAPE[:DTYPE][,...]",
+        help="example input shapes, e.g. 1x3x224x224 (default: per model); a dtype suffix "
+        "for inputs that are not floating point, e.g. token ids 4x16:int64",
     )
     for name, kind, text in MODEL_OPTIONS:
         if name not in exclude:
@@ -177,7 +201,11 @@ def _build(args: argparse.Namespace, device: str = "meta", exclude: Sequence[str
     from models import registry
 
     return registry.build(
-        args.model, device=device, input_shapes=args.input, **_model_options(args, exclude)
+        args.model,
+        device=device,
+        input_shapes=args.input,
+        input_dtypes=_input_dtypes(args),
+        **_model_options(args, exclude),
     )
 
 
@@ -282,7 +310,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from analyses.op_compare import compare
 
     cmp = compare(
-        args.model_a, args.model_b, depth=args.depth, input_shapes=args.input, dtype=args.dtype
+        args.model_a,
+        args.model_b,
+        depth=args.depth,
+        input_shapes=args.input,
+        input_dtypes=_input_dtypes(args),
+        dtype=args.dtype,
     )
     if args.format == "json":
         _print_json(cmp.to_dict())
@@ -370,6 +403,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         micro_batches=args.micro_batches,
         model_options=_model_options(args),
         input_shapes=args.input,
+        input_dtypes=_input_dtypes(args),
         depth=args.depth,
     )
     if args.format == "json":
@@ -630,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("model_a")
     cp.add_argument("model_b")
-    cp.add_argument("--input", type=_shapes, metavar="SHAPE[,SHAPE]")
+    cp.add_argument("--input", type=_shapes, metavar="SHAPE[:DTYPE][,...]")
     cp.add_argument(
         "--depth",
         type=_positive_int,

@@ -259,12 +259,19 @@ def trace_model(
     options: Mapping[str, Any] | None = None,
     input_shapes: Sequence[Sequence[int]] | None = None,
     dtype: str | None = None,
+    input_dtypes: Sequence[str | None] | None = None,
 ) -> Traced:
     """Build ``name`` through the registry on meta and trace it at leaf depth."""
     from models import registry
     from tracer import trace
 
-    built = registry.build(name, device="meta", input_shapes=input_shapes, **dict(options or {}))
+    built = registry.build(
+        name,
+        device="meta",
+        input_shapes=input_shapes,
+        input_dtypes=input_dtypes,
+        **dict(options or {}),
+    )
     graph = trace(built.module, built.example_inputs("meta"), dtype=dtype)
     return Traced(name, built.module, graph, dict(built.config))
 
@@ -277,15 +284,16 @@ def compare(
     options_a: Mapping[str, Any] | None = None,
     options_b: Mapping[str, Any] | None = None,
     input_shapes: Sequence[Sequence[int]] | None = None,
+    input_dtypes: Sequence[str | None] | None = None,
     dtype: str | None = None,
 ) -> Comparison:
     """Compare ``model_a`` and ``model_b`` (registry names), layer by layer at ``depth``.
 
     ``options_a`` / ``options_b`` are model options (as ``registry.build`` takes them);
-    ``input_shapes`` applies to both models.
+    ``input_shapes`` (and ``input_dtypes``) apply to both models.
     """
-    a = trace_model(model_a, options_a, input_shapes, dtype)
-    b = trace_model(model_b, options_b, input_shapes, dtype)
+    a = trace_model(model_a, options_a, input_shapes, dtype, input_dtypes)
+    b = trace_model(model_b, options_b, input_shapes, dtype, input_dtypes)
     return compare_traced(a, b, depth)
 
 

@@ -618,6 +618,7 @@ def run_pipeline(
     comm_weight: float = 1.0,
     measure: ComputeMeasure | str = ComputeMeasure.OPS,
     input_shapes: Sequence[Sequence[int]] | None = None,
+    input_dtypes: Sequence[str | None] | None = None,
     seed: int = 0,
     timeout_s: float = 120.0,
 ) -> PipelineResult:
@@ -634,7 +635,13 @@ def run_pipeline(
     options = {k: v for k, v in (model_options or {}).items() if v is not None}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        built = build(model_name, device="cpu", input_shapes=input_shapes, **options)
+        built = build(
+            model_name,
+            device="cpu",
+            input_shapes=input_shapes,
+            input_dtypes=input_dtypes,
+            **options,
+        )
     generator = torch.Generator().manual_seed(seed)
     batches = [built.example_inputs("cpu", generator) for _ in range(micro_batches)]
     return run_module_pipeline(

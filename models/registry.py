@@ -11,7 +11,7 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -109,9 +109,14 @@ def build(
     *,
     device: str | torch.device = "meta",
     input_shapes: Sequence[Sequence[int]] | None = None,
+    input_dtypes: Sequence[str | torch.dtype | None] | None = None,
     **options: Any,
 ) -> BuiltModel:
-    """Build model ``name`` on ``device`` (``meta`` by default: no weights are allocated)."""
+    """Build model ``name`` on ``device`` (``meta`` by default: no weights are allocated).
+
+    ``input_shapes`` replaces the model's example input shapes; ``input_dtypes`` (one per input,
+    a torch dtype or its name, None to keep the model's) their dtypes, e.g. int64 for token ids.
+    """
     if name.startswith("torchvision:"):
         factory = _torchvision_factory(name.split(":", 1)[1])
     elif ":" in name:
@@ -134,7 +139,25 @@ def build(
     with torch.device(device):
         built = factory(input_shapes=shapes, **options)
     built.module.eval()
+    if input_dtypes is not None and any(d is not None for d in input_dtypes):
+        built.inputs = _with_dtypes(built.inputs, input_dtypes)
     return built
+
+
+def _with_dtypes(
+    inputs: tuple[InputSpec, ...], dtypes: Sequence[str | torch.dtype | None]
+) -> tuple[InputSpec, ...]:
+    if len(dtypes) != len(inputs):
+        raise ModelError(f"{len(dtypes)} input dtypes for a model of {len(inputs)} inputs")
+    out = []
+    for spec, d in zip(inputs, dtypes, strict=True):
+        if isinstance(d, str):
+            dtype = getattr(torch, d, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ModelError(f"unknown input dtype {d!r}")
+            d = dtype
+        out.append(spec if d is None else replace(spec, dtype=d))
+    return tuple(out)
 
 
 def _single_input(shapes, default: tuple[int, ...]) -> tuple[InputSpec, ...]:

@@ -50,6 +50,7 @@ def test_every_command_has_help_with_an_example(command, capsys):
     [
         (["trace", "lenet6"], "unknown model 'lenet6'; did you mean lenet5"),
         (["trace", "lenet5", "--input", "1x1x3a"], "malformed shape"),
+        (["trace", "lenet5", "--input", "1x1x32x32:int65"], "unknown input dtype 'int65'"),
         (["trace", "lenet5", "--depth", "0"], "positive integer"),
         (["trace", "lenet5", "--dtype", "fp7"], "invalid choice"),
         (["trace", "transformer", "--emb", "100", "--heads", "8"], "divisible"),
@@ -229,3 +230,52 @@ def test_pipeline_command_agrees(capsys):
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert data["cuts"] and all(c["measured_bits"] == c["predicted_bits"] for c in data["cuts"])
+
+
+def test_input_dtypes_must_match_the_inputs():
+    from models import registry
+
+    with pytest.raises(registry.ModelError, match="2 input dtypes for a model of 1 inputs"):
+        registry.build("lenet5", input_dtypes=["int64", None])
+    built = registry.build("lenet5", input_dtypes=["float16"])
+    assert built.example_inputs("meta")[0].dtype.is_floating_point
+    assert str(built.inputs[0].dtype) == "torch.float16"
+
+
+def test_integer_inputs_of_a_user_model(tmp_path):
+    # A user model fed token ids: an Embedding needs an integer input, given as 4x16:int64.
+    (tmp_path / "tokmodel.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.embed = nn.Embedding(100, 8)\n"
+        "        self.head = nn.Linear(8, 3)\n"
+        "    def forward(self, tokens):\n"
+        "        return self.head(self.embed(tokens))\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "trace",
+            "tokmodel:Net",
+            "--input",
+            "4x16:int64",
+            "--format",
+            "csv",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr
+    edges = list(csv.DictReader(out.stdout.split("\n\n", 1)[1].splitlines()))
+    ids = next(e for e in edges if e["src"] == "input:tokens")
+    # 4 x 16 token ids, int64 whatever --dtype says: 64 elements x 64 bits
+    assert (ids["shape"], ids["dtype"], int(ids["bits"])) == ("4x16", "int64", 64 * 64)
+    blocks = list(csv.DictReader(out.stdout.split("\n\n", 1)[0].splitlines()))
+    head = next(b for b in blocks if b["block"] == "head")
+    # head: 4*16 rows x 3 outputs = 192 dot products of 8: 1,536 MACs
+    assert int(head["macs"]) == 192 * 8

@@ -887,3 +887,28 @@ def test_vector_norm_and_normalize():
     assert normalize == OpCount(
         multiplications=48, additions=42, square_roots=6, comparisons=6, divisions=48
     )
+
+
+# --- recurrent layers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_gru_counts_its_cell_arithmetic(batch_first):
+    # ATen's GRU cell (aten/src/ATen/native/RNN.cpp, GRUCell), per time step, on B rows:
+    #   igates = linear(x, W_ih, b_ih); hgates = linear(h, W_hh, b_hh)   3H outputs each
+    #   r = sigmoid(hr + ir); z = sigmoid(hz + iz)                        2H additions, 2H sigmoids
+    #   n = tanh(in + hn * r)                                             H mult, H add, H tanh
+    #   h' = (h - n) * z + n                                              H add (sub), H mult, H add
+    # The gates are split with unsafe_chunk (free). The first step runs on h0 = 0 like the rest.
+    I, H, B, T = 5, 6, 3, 4
+    gru = nn.GRU(I, H, batch_first=batch_first)
+    shape = (B, T, I) if batch_first else (T, B, I)
+    rows = B * T  # every step works on B rows
+    expected = (
+        dots(rows * 3 * H, I, bias=True)
+        + dots(rows * 3 * H, H, bias=True)
+        + OpCount(additions=rows * 5 * H, multiplications=rows * 2 * H)
+        + OpCount(exponentials=1, additions=1, divisions=1).scale(rows * 2 * H)  # sigmoids
+        + OpCount(nonlinearities=rows * H)  # tanh
+    )
+    assert counted(gru, shape) == expected

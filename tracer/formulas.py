@@ -110,6 +110,10 @@ _FREE_NAMES = (
     # copies, conversions and layout changes: data movement, no arithmetic
     "clone _to_copy copy_ copy contiguous _unsafe_view view reshape cat stack repeat flip roll "
     "constant_pad_nd split split_with_sizes unbind chunk index_select gather index "
+    # the same, without the view flag (RNN cells split their gates with these)
+    "unsafe_split unsafe_split_with_sizes unsafe_chunk "
+    # in-place changes of a tensor's view of its data (sizes and strides only)
+    "transpose_ t_ squeeze_ unsqueeze_ swapaxes_ swapdims_ "
     "_unsafe_index expand_copy permute_copy view_copy t_copy transpose_copy detach lift_fresh "
     # padding by copying edge values (padding_mode="reflect"/"replicate"), like constant_pad_nd
     "reflection_pad1d reflection_pad2d reflection_pad3d "
