@@ -43,6 +43,9 @@ from tracer.graph import Crossing, TensorMeta, Unit
 # --- 1. structure ----------------------------------------------------------------------------
 
 
+_PLAIN_ARGS = frozenset([int, float, bool, str, type(None), torch.dtype, torch.device])
+
+
 class _Tracer(fx.Tracer):
     """torch.nn modules are leaves (fx's default) plus ``extra_leaves``; remembers which module
     a trace failed in."""
@@ -60,6 +63,18 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return qualname in self.extra_leaves or super().is_leaf_module(m, qualname)
+
+    def create_arg(self, a: Any) -> Any:
+        # The common arguments first (fx's own create_arg tries a dozen cases before these, on
+        # every argument of every node); anything else goes to fx.
+        kind = type(a)
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is fx.Proxy:
+            return a.node
+        if kind is tuple or kind is list:
+            return kind(self.create_arg(x) for x in a)
+        return super().create_arg(a)
 
     def call_module(self, m, forward, args, kwargs):
         try:
@@ -317,13 +332,14 @@ class _Interpreter(fx.Interpreter):
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """Counts are of an inference forward pass: eval mode, restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    training = [m for m in model.modules() if m.training]
+    if training:  # (nothing to do for a model in eval mode, the usual case: no attribute writes)
+        model.eval()
     try:
         yield
     finally:
-        for m, training in modes:
-            m.training = training
+        for m in training:
+            m.training = True
 
 
 def model_device(model: nn.Module) -> torch.device:
