@@ -363,6 +363,25 @@ def test_profiling_never_changes_the_model():
     assert tracer.trace(model, [(1, 3, 8, 8)]).to_dict() == first.to_dict()
 
 
+def test_trace_leaves_the_garbage_collector_as_it_was():
+    # A trace pauses Python's cyclic collector (see tracer._gc_paused); it must hand it back in
+    # the state it found it, after an error too.
+    import gc
+
+    assert gc.isenabled()
+    tracer.trace(Residual(), [(2, 3, 8)])
+    assert gc.isenabled()
+    with pytest.raises(FlowprofError):
+        tracer.trace(Residual(), [(2, 3, 7)])  # 7 features into Linear(8, 8)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        tracer.trace(Residual(), [(2, 3, 8)])
+        assert not gc.isenabled()  # a caller who turned it off keeps it off
+    finally:
+        gc.enable()
+
+
 def test_profiling_twice_is_identical_on_resnet(resnet18):
     a = tracer.trace(resnet18, [(1, 3, 64, 64)], depth=2)
     b = tracer.trace(resnet18, [(1, 3, 64, 64)], depth=2)
