@@ -10,6 +10,7 @@ Expected counts are derived by hand in comments, never read back from the tool.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import networkx as nx
@@ -506,6 +507,90 @@ def test_untraceable_top_level_keeps_an_optional_input_given_positionally():
     g = tracer.trace(TopBranchOptionalScale(), [(3, 4)])
     assert g.total() == OpCount(macs=48, multiplications=48, additions=48)
     assert "input:scale" not in g.graph
+
+
+class TopBranchDict(TopBranch):
+    """Untraceable at the top, returning a dict (as Hugging Face models return a ModelOutput)."""
+
+    def forward(self, x):
+        return {"y": super().forward(x)}
+
+
+@dataclasses.dataclass
+class Output:
+    y: torch.Tensor
+    note: str = "not a tensor"
+
+
+class ChildWithDataclassOutput(nn.Module):
+    """An untraceable child (becomes a leaf) whose output is a dataclass holding the tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            x = torch.relu(self.fc(x))
+        return Output(x)
+
+
+class ParentOfDataclass(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.child = ChildWithDataclassOutput()
+
+    def forward(self, x):
+        return self.child(x).y * 2
+
+
+class Opaque:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+class OpaqueLeaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            x = self.fc(x)
+        return Opaque(x)
+
+
+class ParentOfOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.child = OpaqueLeaf()
+
+    def forward(self, x):
+        return self.child(x)
+
+
+# fc on 3 rows: 12 dot products of 4 + bias = 48 multiplications, 48 additions; relu 12
+FC = OpCount(macs=48, multiplications=48, additions=48)
+
+
+def test_leaf_outputs_in_containers_keep_their_counts_and_edges():
+    # A leaf whose output is a dict or a dataclass: its counts stay and its tensors flow on.
+    g = tracer.trace(TopBranchDict(), [(3, 4)])
+    assert g.total() == FC + OpCount(comparisons=12)
+    assert g.block("model").count == g.total()
+    assert g.graph.has_edge("model", "output:out")
+    assert g.graph.edges["model", "output:out"]["edge"].tensors[0].shape == (3, 4)
+    g = tracer.trace(ParentOfDataclass(), [(3, 4)])
+    assert g.total() == FC + OpCount(comparisons=12, multiplications=12)  # and * 2
+    assert g.block("child").count == FC + OpCount(comparisons=12)
+    assert g.graph.has_edge("child", "mul")
+
+
+def test_a_leaf_with_no_tensor_output_keeps_its_counts_and_parameters():
+    g = tracer.trace(ParentOfOpaque(), [(3, 4)])
+    assert g.total() == FC
+    assert g.block("child").count == FC
+    assert g.params() == 20 and g.meta["params_not_run"] == 0
 
 
 def test_untraceable_torch_modules_at_top_level():

@@ -19,10 +19,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import operator
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,6 +301,8 @@ _DTYPE_NAMES: dict[torch.dtype, str] = {}
 
 
 def _meta_of(value: Any) -> Any:
+    """The tensors in a node's output, as TensorMeta, nested like the output: tuples and lists,
+    dict values (a Hugging Face ModelOutput is a dict), dataclass fields; None where none."""
     if isinstance(value, torch.Tensor):
         name = _DTYPE_NAMES.get(value.dtype)
         if name is None:
@@ -307,6 +310,10 @@ def _meta_of(value: Any) -> Any:
         return TensorMeta(tuple(map(int, value.shape)), name)
     if isinstance(value, (tuple, list)):
         return tuple(_meta_of(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(_meta_of(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple(_meta_of(getattr(value, f.name)) for f in dataclasses.fields(value))
     return None
 
 
@@ -536,7 +543,7 @@ def build_units(
             unit_nodes.append((n, _OUTPUT))
         elif n.op == "get_attr":
             unit_of[n.name] = _PARAM
-        elif not _tensors(rec.out):
+        elif not _tensors(rec.out) and not (rec.ops or rec.uncounted or n.op == "call_module"):
             unit_of[n.name] = None  # sizes, flags: not data
         elif n.op == "call_module":
             unit_of[n.name] = stack_of(n)[-1][0]
