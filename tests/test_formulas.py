@@ -912,3 +912,50 @@ def test_gru_counts_its_cell_arithmetic(batch_first):
         + OpCount(nonlinearities=rows * H)  # tanh
     )
     assert counted(gru, shape) == expected
+
+
+# --- interpolation -------------------------------------------------------------------------------
+
+
+class Interpolate(nn.Module):
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+
+    def forward(self, x):
+        return F.interpolate(x, **self.options)
+
+
+@pytest.mark.parametrize(
+    ("options", "shape", "expected"),
+    [
+        # linear: each output w0*x0 + w1*x1; (1, 2, 4) -> (1, 2, 9): 18 outputs x (2 mult, 1 add)
+        ({"size": 9, "mode": "linear"}, (1, 2, 4), OpCount(multiplications=36, additions=18)),
+        # bilinear: two linear interpolations along w, one along h: 6 mult, 3 add per output;
+        # (1, 2, 3, 4) -> (1, 2, 6, 8) = 96 outputs
+        (
+            {"scale_factor": 2, "mode": "bilinear"},
+            (1, 2, 3, 4),
+            OpCount(multiplications=6 * 96, additions=3 * 96),
+        ),
+        (
+            {"scale_factor": 2, "mode": "bilinear", "align_corners": True},
+            (1, 2, 3, 4),
+            OpCount(multiplications=6 * 96, additions=3 * 96),
+        ),
+        # trilinear: two bilinear results combined: 2*6 + 2 = 14 mult, 2*3 + 1 = 7 add per output;
+        # (1, 1, 2, 3, 4) -> (1, 1, 5, 6, 7) = 210 outputs
+        (
+            {"size": (5, 6, 7), "mode": "trilinear"},
+            (1, 1, 2, 3, 4),
+            OpCount(multiplications=14 * 210, additions=7 * 210),
+        ),
+        # nearest: every output copies one input element: no arithmetic
+        ({"scale_factor": 2, "mode": "nearest"}, (1, 2, 3, 4), OpCount()),
+        ({"scale_factor": 2, "mode": "nearest-exact"}, (1, 2, 3, 4), OpCount()),
+        ({"scale_factor": 3, "mode": "nearest"}, (1, 2, 3, 4, 5), OpCount()),
+    ],
+    ids=["linear", "bilinear", "bilinear-corners", "trilinear", "nearest", "exact", "nearest-3d"],
+)
+def test_interpolation(options, shape, expected):
+    assert counted(Interpolate(**options), shape) == expected

@@ -119,8 +119,12 @@ _FREE_NAMES = (
     "reflection_pad1d reflection_pad2d reflection_pad3d "
     "replication_pad1d replication_pad2d replication_pad3d "
     "lift_fresh_copy alias _reshape_alias as_strided as_strided_ "
+    # nearest-neighbour resampling: each output copies one input element
+    "upsample_nearest1d upsample_nearest2d upsample_nearest3d "
+    "_upsample_nearest_exact1d _upsample_nearest_exact2d _upsample_nearest_exact3d "
     # creation of constants
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like arange "
+    "linspace logspace "
     "new_empty new_empty_strided new_zeros new_ones new_full scalar_tensor fill_ zero_ "
     # bookkeeping
     "_local_scalar_dense item _assert_async sym_size sym_stride sym_numel sym_storage_offset "
@@ -620,6 +624,22 @@ def adaptive_max_pool(call: Call) -> OpCount:
     """Like max pooling, over the adaptive windows."""
     planes, taps, outputs = _adaptive(call)
     return OpCount(comparisons=planes * (taps - outputs))
+
+
+# --- interpolation -----------------------------------------------------------------------------
+
+
+@formula(*_aten("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d"))
+def upsample_linear(call: Call) -> OpCount:
+    """Linear interpolation over the n = 1, 2 or 3 spatial dimensions, as PyTorch's kernels
+    compute it: along one dimension w0*x0 + w1*x1 (2 multiplications, 1 addition), and each further
+    dimension combines two such results the same way, so per output element 2^(n+1) - 2
+    multiplications and 2^n - 1 additions (bilinear: 6 and 3; trilinear: 14 and 7). The weights
+    and source indices, computed once per output row or column, not per element, are not
+    counted."""
+    out = _first_tensor(call.out)
+    n = out.dim() - 2
+    return OpCount(multiplications=2 ** (n + 1) - 2, additions=2**n - 1).scale(out.numel())
 
 
 def _reduced(call: Call) -> tuple[int, int]:

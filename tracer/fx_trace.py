@@ -31,6 +31,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.immutable_collections import immutable_list
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
@@ -317,6 +318,15 @@ def _meta_of(value: Any) -> Any:
     return None
 
 
+def _thaw(value: Any) -> Any:
+    """fx hands list arguments to the function it calls as its immutable lists; a function that
+    writes into a list argument (torchvision's video Swin transformer does) would fail on them,
+    where the model run without fx gets a plain list."""
+    if type(value) is immutable_list:
+        return [_thaw(v) for v in value]
+    return value
+
+
 class _Interpreter(fx.Interpreter):
     def __init__(self, structure: Structure, rec: _Recorder, records: dict[str, NodeRecord]):
         super().__init__(structure.root, garbage_collect_values=True, graph=structure.graph)
@@ -328,6 +338,8 @@ class _Interpreter(fx.Interpreter):
         self.rec.current = record
         try:  # fx.Interpreter.run_node without its bookkeeping for nested tracing
             args, kwargs = self.fetch_args_kwargs_from_env(n)
+            if any(type(a) is immutable_list for a in args):
+                args = tuple(_thaw(a) for a in args)
             out = getattr(self, n.op)(n.target, args, kwargs)
         finally:
             self.rec.current = None
