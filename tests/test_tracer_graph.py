@@ -593,6 +593,32 @@ def test_a_leaf_with_no_tensor_output_keeps_its_counts_and_parameters():
     assert g.params() == 20 and g.meta["params_not_run"] == 0
 
 
+class OptionalArguments(nn.Module):
+    """A forward with optional inputs, checked the way Hugging Face models check theirs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, embeds=None, mask=None, *, scale=2.0):
+        if x is not None and embeds is not None:
+            raise ValueError("give x or embeds, not both")
+        y = self.fc(x)
+        if mask is not None:
+            y = y * mask
+        return y * scale
+
+
+def test_optional_arguments_not_given_are_traced_as_their_defaults():
+    # Called with x alone: embeds and mask are None, scale 2.0. Traced with those defaults, the
+    # model is traced (not a whole-model leaf) and the unmasked path is what is counted:
+    # fc 48 multiplications and 48 additions (FC), then * scale: 12 multiplications.
+    g = tracer.trace(OptionalArguments(), [(3, 4)])
+    assert g.meta["untraceable_leaves"] == {}
+    assert g.total() == FC + OpCount(multiplications=12)
+    assert [n for n in g.graph if n.startswith("input:")] == ["input:x"]
+
+
 def test_untraceable_torch_modules_at_top_level():
     # nn.MultiheadAttention's own forward is not traceable; E 8, 2 heads, B 1, T 3, self-attention
     # 4 projections of 3 rows * 8 outputs * 8 inputs = 4 * 192 = 768; attention 2 heads * (3*3*4

@@ -154,7 +154,7 @@ def trace_structure(
     for _ in range(max_retries):
         tracer = _Tracer(extra)
         try:
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=_defaults_not_given(model, n_inputs))
         except Exception as exc:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
@@ -166,6 +166,22 @@ def trace_structure(
             continue
         return Structure(tracer.root, graph, why)
     raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
+
+
+def _defaults_not_given(model: nn.Module, n_inputs: int | None) -> dict[str, Any] | None:
+    """The optional parameters of ``model.forward`` that a run on ``n_inputs`` positional
+    inputs leaves at their defaults, with those defaults: fx traces them as those constants.
+    Without this fx makes every parameter a Proxy, so ``if mask is not None`` traces the masked
+    path of a model called without a mask, and checks such as "inputs_embeds and input_ids are
+    not both given" (Hugging Face models) fail the trace."""
+    if n_inputs is None:
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(inspect.signature(model.forward).parameters.values())
+    named = [p for p in params if p.kind in positional]
+    keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    defaults = {p.name: p.default for p in named[n_inputs:] + keyword if p.default is not p.empty}
+    return defaults or None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -547,7 +563,9 @@ def build_units(
 
     for n in nodes:
         rec = records.get(n.name, NodeRecord())
-        if n.op == "placeholder":
+        if n.op == "placeholder" and not _tensors(rec.out):
+            unit_of[n.name] = None  # an optional parameter left at its default (not data)
+        elif n.op == "placeholder":
             unit_of[n.name] = _INPUT + n.name
             unit_nodes.append((n, unit_of[n.name]))
         elif n.op == "output":
