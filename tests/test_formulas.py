@@ -831,8 +831,8 @@ def test_embedding_is_counted_as_zero_not_uncounted():
 
 @pytest.mark.parametrize(
     ("fn", "name"),
-    [(lambda x: torch.cumsum(x, 1), "aten.cumsum"), (lambda x: torch.sort(x, 1)[0], "aten.sort")],
-    ids=["cumsum", "sort"],
+    [(lambda x: torch.topk(x, 2, 1)[0], "aten.topk"), (lambda x: torch.sort(x, 1)[0], "aten.sort")],
+    ids=["topk", "sort"],
 )
 def test_op_without_formula_is_reported_uncounted(fn, name):
     assert formulas.lookup(getattr(torch.ops.aten, name.split(".")[1])) is None
@@ -863,7 +863,7 @@ def test_registry_refuses_a_duplicate():
         formulas.formula(torch.ops.aten.mm)(lambda call: OpCount())
     # a refused registration leaves no half-registered op behind
     with pytest.raises(RuntimeError, match="already has a formula"):
-        formulas.formula(torch.ops.aten.cumsum, torch.ops.aten.mm)(lambda call: OpCount())
+        formulas.formula(torch.ops.aten.topk, torch.ops.aten.mm)(lambda call: OpCount())
     assert dict(formulas._TABLE) == before
 
 
@@ -959,3 +959,75 @@ class Interpolate(nn.Module):
 )
 def test_interpolation(options, shape, expected):
     assert counted(Interpolate(**options), shape) == expected
+
+
+# --- more activations, scans, logsumexp ----------------------------------------------------------
+
+E = 2 * 8 * 16  # elements of a (2, 8, 16) input
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        # PReLU: x if x > 0 else w*x: 1 comparison, 1 multiplication
+        (nn.PReLU(), OpCount(comparisons=E, multiplications=E)),
+        # softplus: b*x, > threshold, exp, log1p (1 addition + 1 logarithm), / b
+        (
+            nn.Softplus(),
+            OpCount(
+                multiplications=E,
+                comparisons=E,
+                exponentials=E,
+                additions=E,
+                logarithms=E,
+                divisions=E,
+            ),
+        ),
+        # mish: x * tanh(log(1 + exp(x))): exp, addition, log, tanh, multiplication
+        (
+            nn.Mish(),
+            OpCount(exponentials=E, additions=E, logarithms=E, nonlinearities=E, multiplications=E),
+        ),
+        # log-sigmoid: min(x, 0) - log(1 + exp(-|x|)): 2 comparisons, exp, log, 2 additions
+        (
+            nn.LogSigmoid(),
+            OpCount(comparisons=2 * E, exponentials=E, logarithms=E, additions=2 * E),
+        ),
+        # ELU (alpha 1): x <= 0, exp, - 1, * alpha
+        (nn.ELU(), OpCount(comparisons=E, exponentials=E, additions=E, multiplications=E)),
+        # SELU: ELU with scale 1.0507...: one more multiplication
+        (nn.SELU(), OpCount(comparisons=E, exponentials=E, additions=E, multiplications=2 * E)),
+        # CELU alpha 1 is ELU; alpha 2 divides x by alpha first: one more multiplication
+        (nn.CELU(), OpCount(comparisons=E, exponentials=E, additions=E, multiplications=E)),
+        (
+            nn.CELU(2.0),
+            OpCount(comparisons=E, exponentials=E, additions=E, multiplications=2 * E),
+        ),
+        # GLU halves the last dimension: E/2 outputs, each a sigmoid (exp, addition, division)
+        # times the other half (a multiplication)
+        (
+            nn.GLU(),
+            OpCount(
+                exponentials=E // 2, additions=E // 2, divisions=E // 2, multiplications=E // 2
+            ),
+        ),
+    ],
+    ids=["prelu", "softplus", "mish", "logsigmoid", "elu", "selu", "celu", "celu2", "glu"],
+)
+def test_more_activations(module, expected):
+    assert counted(module, (2, 8, 16)) == expected
+
+
+def test_scans_logsumexp_and_pixel_shuffle():
+    # cumsum over the last dimension (16): 15 additions per row, 2*8 = 16 rows
+    assert counted(Op1(lambda t: t.cumsum(-1)), (2, 8, 16)) == OpCount(additions=16 * 15)
+    # over the middle one (8): 7 additions per row, 2*16 = 32 rows
+    assert counted(Op1(lambda t: t.cumsum(1)), (2, 8, 16)) == OpCount(additions=32 * 7)
+    assert counted(Op1(lambda t: t.cumprod(-1)), (2, 8, 16)) == OpCount(multiplications=16 * 15)
+    # logsumexp over 16 elements for each of 16 outputs: max 15 comparisons, 16 subtractions,
+    # 16 exponentials, 15 additions (the sum), 1 logarithm, 1 addition (the max back)
+    per = OpCount(comparisons=15, additions=16 + 15 + 1, exponentials=16, logarithms=1)
+    assert counted(Op1(lambda t: t.logsumexp(-1)), (2, 8, 16)) == per.scale(16)
+    # pixel (un)shuffle only moves data
+    assert counted(Op1(lambda t: F.pixel_shuffle(t, 2)), (1, 8, 3, 4)) == OpCount()
+    assert counted(Op1(lambda t: F.pixel_unshuffle(t, 2)), (1, 2, 4, 6)) == OpCount()

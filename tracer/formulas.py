@@ -118,7 +118,7 @@ _FREE_NAMES = (
     # padding by copying edge values (padding_mode="reflect"/"replicate"), like constant_pad_nd
     "reflection_pad1d reflection_pad2d reflection_pad3d "
     "replication_pad1d replication_pad2d replication_pad3d "
-    "lift_fresh_copy alias _reshape_alias as_strided as_strided_ "
+    "lift_fresh_copy alias _reshape_alias as_strided as_strided_ pixel_shuffle pixel_unshuffle "
     # nearest-neighbour resampling: each output copies one input element
     "upsample_nearest1d upsample_nearest2d upsample_nearest3d "
     "_upsample_nearest_exact1d _upsample_nearest_exact2d _upsample_nearest_exact3d "
@@ -785,6 +785,106 @@ _elementwise(
 _elementwise(
     "where masked_fill masked_fill_ triu tril", "One select per output element.", selects=1
 )
+_elementwise(
+    "_prelu_kernel",
+    "PReLU, x if x > 0 else w*x: one comparison, one multiplication (as leaky_relu).",
+    comparisons=1,
+    multiplications=1,
+)
+_elementwise(
+    "softplus",
+    "log(1 + exp(b*x)) / b, or x where b*x > threshold (PyTorch's kernel): one multiplication "
+    "(b*x), one comparison, one exponential, one addition and one logarithm (log1p), one "
+    "division; the cost of the nonlinear branch.",
+    multiplications=1,
+    comparisons=1,
+    exponentials=1,
+    additions=1,
+    logarithms=1,
+    divisions=1,
+)
+_elementwise(
+    "mish mish_",
+    "x * tanh(log(1 + exp(x))): one exponential, one addition and one logarithm (softplus), "
+    "one tanh, one multiplication.",
+    exponentials=1,
+    additions=1,
+    logarithms=1,
+    nonlinearities=1,
+    multiplications=1,
+)
+_elementwise(
+    "log_sigmoid_forward",
+    "log(sigmoid(x)), computed stably as min(x, 0) - log(1 + exp(-|x|)): two comparisons (min, "
+    "|x|), one exponential, one logarithm, two additions (1 + z, and the subtraction).",
+    comparisons=2,
+    exponentials=1,
+    logarithms=1,
+    additions=2,
+)
+
+
+@formula(*_aten("elu", "elu_"))
+def elu(call: Call) -> OpCount:
+    """ELU as PyTorch's kernel computes it, x <= 0 ? (exp(x * input_scale) - 1) * alpha * scale :
+    x * scale, at the cost of its nonlinear branch: one comparison, one exponential, one
+    addition, one multiplication by alpha, and one more multiplication each for a scale and an
+    input scale other than 1 (SELU has scale 1.0507...)."""
+    scale, input_scale = call.arg(2, "scale", 1), call.arg(3, "input_scale", 1)
+    mults = 1 + (scale != 1) + (input_scale != 1)
+    kinds = OpCount(comparisons=1, exponentials=1, additions=1, multiplications=mults)
+    return kinds.scale(_out_numel(call))
+
+
+@formula(*_aten("celu", "celu_"))
+def celu(call: Call) -> OpCount:
+    """CELU, max(0, x) + min(0, alpha * (exp(x / alpha) - 1)): ELU with input scale 1/alpha (see
+    :func:`elu`): one comparison, one exponential, one addition, one multiplication, and one more
+    (x / alpha) when alpha is not 1."""
+    mults = 1 + (call.arg(1, "alpha", 1.0) != 1)
+    kinds = OpCount(comparisons=1, exponentials=1, additions=1, multiplications=mults)
+    return kinds.scale(_out_numel(call))
+
+
+@formula(*_aten("glu"))
+def glu(call: Call) -> OpCount:
+    """a * sigmoid(b) for the two halves a, b of the input: per output element one sigmoid (one
+    exponential, one addition, one division) and one multiplication."""
+    kinds = OpCount(exponentials=1, additions=1, divisions=1, multiplications=1)
+    return kinds.scale(_out_numel(call))
+
+
+def _scan_lengths(call: Call) -> tuple[int, int]:
+    """(elements, length of the scanned dimension) of a cumulative op's input."""
+    x = call.args[0]
+    dim = call.arg(1, "dim")
+    return x.numel(), (x.shape[dim] if x.dim() else 1)
+
+
+@formula(*_aten("cumsum", "cumsum_"))
+def cumsum(call: Call) -> OpCount:
+    """A running sum along a dimension of length n: n - 1 additions per row."""
+    elements, n = _scan_lengths(call)
+    return OpCount(additions=elements - elements // max(n, 1))
+
+
+@formula(*_aten("cumprod", "cumprod_"))
+def cumprod(call: Call) -> OpCount:
+    """A running product along a dimension of length n: n - 1 multiplications per row."""
+    elements, n = _scan_lengths(call)
+    return OpCount(multiplications=elements - elements // max(n, 1))
+
+
+@formula(*_aten("logsumexp"))
+def logsumexp(call: Call) -> OpCount:
+    """log(sum(exp(x - m))) + m with m = max(x), PyTorch's stable form, over n elements per
+    output: n - 1 comparisons (the max), n subtractions, n exponentials, n - 1 additions (the
+    sum), one logarithm and one addition (m back): 2n additions in all."""
+    outputs, n = _reduced(call)
+    per = OpCount(comparisons=n - 1, additions=2 * n, exponentials=n, logarithms=1)
+    return per.scale(outputs)
+
+
 _elementwise(
     "native_dropout",
     "Training-mode dropout: one comparison (against the random "
