@@ -176,8 +176,11 @@ def _defaults_not_given(model: nn.Module, n_inputs: int | None) -> dict[str, Any
     not both given" (Hugging Face models) fail the trace."""
     if n_inputs is None:
         return None
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a forward Python cannot describe: trace it as it is
+        return None
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    params = list(inspect.signature(model.forward).parameters.values())
     named = [p for p in params if p.kind in positional]
     keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     defaults = {p.name: p.default for p in named[n_inputs:] + keyword if p.default is not p.empty}
