@@ -795,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if _is_user_error(exc):
-            print(f"{PROG}: error: {_first_line(exc)}", file=sys.stderr)
+            print(f"{PROG}: error: {_first_line(exc)}{_hint(exc)}", file=sys.stderr)
             return 2
         if os.environ.get("FLOWPROF_DEBUG"):
             raise
@@ -805,6 +805,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about a known cause, appended to the error line."""
+    text = str(exc)
+    if "'indices'" in text and "Long" in text:  # an Embedding given a floating input
+        return " (inputs that hold token ids need an integer dtype: --input SHAPE:int64)"
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

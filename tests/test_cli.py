@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -254,23 +255,23 @@ def test_integer_inputs_of_a_user_model(tmp_path):
         "    def forward(self, tokens):\n"
         "        return self.head(self.embed(tokens))\n"
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "trace",
-            "tokmodel:Net",
-            "--input",
-            "4x16:int64",
-            "--format",
-            "csv",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
-    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+    def trace(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), "trace", "tokmodel:Net", *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    out = trace("--input", "4x16:int64", "--format", "csv")
     assert out.returncode == 0, out.stderr
+    # Without the dtype the Embedding refuses the floating input: one line, saying what to do.
+    wrong = trace("--input", "4x16")
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "--input SHAPE:int64" in wrong.stderr
     edges = list(csv.DictReader(out.stdout.split("\n\n", 1)[1].splitlines()))
     ids = next(e for e in edges if e["src"] == "input:tokens")
     # 4 x 16 token ids, int64 whatever --dtype says: 64 elements x 64 bits
