@@ -81,6 +81,15 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
     return t
 
 
+def untraceable_notes(graph: BlockGraph) -> list[str]:
+    """One line per module torch.fx could not trace: counted in full, but shown as one block,
+    so a coarse graph is not mistaken for the model's structure."""
+    return [
+        f"note: {name} is one block: torch.fx cannot trace it ({why})"
+        for name, why in graph.meta.get("untraceable_leaves", {}).items()
+    ]
+
+
 def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Table:
     """Seconds per block, and measured edge bits beside the static figure at the traced dtype."""
     t = Table(title=title, header_style="bold")

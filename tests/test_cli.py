@@ -280,3 +280,29 @@ def test_integer_inputs_of_a_user_model(tmp_path):
     head = next(b for b in blocks if b["block"] == "head")
     # head: 4*16 rows x 3 outputs = 192 dot products of 8: 1,536 MACs
     assert int(head["macs"]) == 192 * 8
+
+
+def test_a_module_fx_cannot_trace_is_named_with_the_reason(tmp_path):
+    # The top-level forward branches on a shape, so the whole model becomes one block; the
+    # output says so and why, instead of showing a one-block graph without comment.
+    (tmp_path / "branchy.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 4)\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] > 1:\n"
+        "            x = torch.relu(self.fc(x))\n"
+        "        return x\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "trace", "branchy:Net", "--input", "3x4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "note: model is one block: torch.fx cannot trace it (TraceError" in out.stdout
