@@ -106,7 +106,7 @@ def trace(
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes) into a BlockGraph.
 
-    Nothing is allocated: the graph is run on fake tensors. ``dtype`` is the precision that
+    Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot). ``dtype`` is the precision that
     floating-point bits are accounted at (default: the model's own dtype); ``depth`` groups the
     leaf units by module hierarchy (None: leaf modules and computing functions). The model is left
     as it was (its train/eval flags included). ``measure`` also runs it for real (it needs real

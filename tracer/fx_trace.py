@@ -4,8 +4,11 @@
    flow, e.g. torch.nn.Transformer's fast-path checks) is made a leaf and the trace is retried, so
    the user never sees a TraceError; if the top-level forward itself cannot be traced, the whole
    model becomes one leaf.
-2. An fx Interpreter runs the graph on fake tensors (no weight or activation is allocated). Three
-   interceptors attribute every operation to the fx node that is running:
+2. An fx Interpreter runs the graph on meta tensors (no weight or activation is allocated; fake
+   tensors where meta cannot, real ones only for a model that branches on values and was given
+   real inputs and weights). Ops whose meta kernels are slow Python decompositions get their
+   outputs from tracer/meta_shapes.py. Three interceptors attribute every operation to the fx
+   node that is running:
    - module formulas, via forward hooks on modules counted as a whole (nn.MultiheadAttention),
    - function formulas, via a TorchFunctionMode (F.scaled_dot_product_attention, before PyTorch
      picks a fused kernel or decomposes it),
@@ -147,8 +150,9 @@ def trace_structure(
     model: nn.Module, n_inputs: int | None = None, max_retries: int = 64
 ) -> Structure:
     """Symbolically trace ``model``; untraceable submodules become leaves (see module doc).
-    ``n_inputs``, the number of positional inputs it will be run on, matters only when the
-    whole model has to become a leaf."""
+    ``n_inputs``, the number of positional inputs it will be run on, decides which optional
+    parameters keep their defaults (:func:`_defaults_not_given`) and, when the whole model has
+    to become a leaf, how many inputs that leaf takes."""
     extra: set[str] = set()
     why: dict[str, str] = {}
     for _ in range(max_retries):
