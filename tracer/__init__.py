@@ -106,11 +106,12 @@ def trace(
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes) into a BlockGraph.
 
-    Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot). ``dtype`` is the precision that
-    floating-point bits are accounted at (default: the model's own dtype); ``depth`` groups the
-    leaf units by module hierarchy (None: leaf modules and computing functions). The model is left
-    as it was (its train/eval flags included). ``measure`` also runs it for real (it needs real
-    weights) and adds seconds per block and the measured bytes of every edge.
+    Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot).
+    ``dtype`` is the precision that floating-point bits are accounted at (default: the model's
+    own dtype); ``depth`` groups the leaf units by module hierarchy (None: leaf modules and
+    computing functions). The model is left as it was (its train/eval flags included).
+    ``measure`` also runs it for real (it needs real weights) and adds seconds per block and the
+    measured bytes of every edge.
     """
     from tracer import fx_trace
     from tracer.blocks import group
