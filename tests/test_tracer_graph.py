@@ -609,6 +609,24 @@ def test_optional_arguments_not_given_are_traced_as_their_defaults():
     assert [n for n in g.graph if n.startswith("input:")] == ["input:x"]
 
 
+@torch.fx.wrap
+def _grow(x, sizes):
+    sizes[0] = sizes[0] * 2  # writes into its list argument, as torchvision's video Swin does
+    return x.repeat(*sizes)
+
+
+class WritesIntoListArguments(nn.Module):
+    def forward(self, x):
+        return _grow(x, [1, 1]) * 2 + _grow(x, sizes=[1, 1])
+
+
+def test_a_wrapped_function_may_write_into_its_list_arguments():
+    # fx keeps list arguments as immutable lists; the function gets plain ones, as without fx.
+    # (2, 3) repeated (2, 1) -> (4, 3) = 12 elements: 12 multiplications, then 12 additions
+    g = tracer.trace(WritesIntoListArguments(), [(2, 3)])
+    assert g.total() == OpCount(multiplications=12, additions=12)
+
+
 def test_untraceable_torch_modules_at_top_level():
     # nn.MultiheadAttention's own forward is not traceable; E 8, 2 heads, B 1, T 3, self-attention
     # 4 projections of 3 rows * 8 outputs * 8 inputs = 4 * 192 = 768; attention 2 heads * (3*3*4

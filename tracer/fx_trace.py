@@ -363,6 +363,8 @@ class _Interpreter(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if any(type(a) is immutable_list for a in args):
                 args = tuple(_thaw(a) for a in args)
+            if any(type(v) is immutable_list for v in kwargs.values()):
+                kwargs = {k: _thaw(v) for k, v in kwargs.items()}
             out = getattr(self, n.op)(n.target, args, kwargs)
         finally:
             self.rec.current = None
