@@ -581,7 +581,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     for e in registry.entries():
         t.add_row(e.name, e.summary)
     t.add_row("torchvision:NAME", "any torchvision classification model, random weights")
-    t.add_row("package.module:factory", "any model of yours: a factory returning an nn.Module")
+    t.add_row(
+        "package.module:factory",
+        "any model of yours: a factory (or class) returning an nn.Module; also path/to/file.py:Net",
+    )
     _console().print(t)
     return 0
 
@@ -628,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "model",
         help="lenet5, lenet5-dws, lenet5-modern[-dws], transformer, "
-        "torchvision:NAME or package.module:factory",
+        "torchvision:NAME, package.module:factory or path/to/file.py:factory",
     )
     _add_model_options(t)
     _add_analysis_options(t)

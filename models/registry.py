@@ -1,7 +1,8 @@
 """Model names -> factories, and the example inputs each model is traced with.
 
 Names are a contract (DESIGN.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
-``lenet5-modern-dws``, ``transformer``, ``torchvision:NAME`` and ``package.module:factory``.
+``lenet5-modern-dws``, ``transformer``, ``torchvision:NAME`` and ``package.module:factory`` (or
+``path/to/file.py:factory``).
 Each model file registers itself with :func:`register`; this module never lists models by hand.
 """
 
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -190,13 +194,27 @@ def _torchvision_factory(arch: str) -> Factory:
     return factory
 
 
+def _load_module(name: str) -> Any:
+    """An importable module (``package.module``), or a Python file (``path/to/file.py``)."""
+    if not name.endswith(".py"):
+        return importlib.import_module(name)
+    path = Path(name)
+    if not path.is_file():
+        raise ImportError(f"no file {name}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # (dataclasses and pickling look modules up)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _user_factory(spec: str) -> Factory:
-    module_name, _, attr = spec.partition(":")
+    module_name, _, attr = spec.rpartition(":")
 
     def factory(input_shapes=None, **options) -> BuiltModel:
         try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
+            fn = getattr(_load_module(module_name), attr)
+        except (ImportError, AttributeError, SyntaxError) as exc:
             raise ModelError(f"cannot load model factory {spec!r}: {exc}") from None
         made = fn(**options)
         if isinstance(made, BuiltModel):

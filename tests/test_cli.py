@@ -306,3 +306,21 @@ def test_a_module_fx_cannot_trace_is_named_with_the_reason(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "note: model is one block: torch.fx cannot trace it (TraceError" in out.stdout
+
+
+def test_a_model_from_a_python_file(tmp_path):
+    # path/to/file.py:Net works without PYTHONPATH; a missing file is one line and exit 2
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Sequential):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(nn.Linear(4, 3))\n"
+    )
+    out = run("trace", f"{tmp_path / 'net.py'}:Net", "--input", "2x4", "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    blocks = list(csv.DictReader(out.stdout.split("\n\n", 1)[0].splitlines()))
+    # Linear(4, 3) on 2 rows: 6 dot products of 4 = 24 MACs
+    assert sum(int(b["macs"]) for b in blocks) == 24
+    out = run("trace", f"{tmp_path / 'nope.py'}:Net", "--input", "2x4")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "no file" in out.stderr
