@@ -364,6 +364,27 @@ def test_profiling_never_changes_the_model():
     assert tracer.trace(model, [(1, 3, 8, 8)]).to_dict() == first.to_dict()
 
 
+class MakesAConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) * torch.ones(4)  # fx folds torch.ones(4) into a constant tensor
+
+
+def test_tracing_adds_no_attribute_to_the_model():
+    # torch.fx stores folded constants as attributes (_tensor_constant0, 1, ...) of the module it
+    # traces, a new one each time; the tracer traces a twin of the model, never the model.
+    model = MakesAConstant()
+    before = {name: set(vars(m)) for name, m in model.named_modules()}
+    for _ in range(3):
+        g = tracer.trace(model, [(2, 4)])
+    assert {name: set(vars(m)) for name, m in model.named_modules()} == before
+    # fc: 2*4 = 8 dot products of 4 + bias (32 / 32), then * ones: 8 multiplications
+    assert g.total() == OpCount(macs=32, multiplications=40, additions=32)
+
+
 def test_trace_leaves_the_garbage_collector_as_it_was():
     # A trace pauses Python's cyclic collector (see tracer._gc_paused); it must hand it back in
     # the state it found it, after an error too.

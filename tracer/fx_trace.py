@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 import operator
@@ -155,10 +156,11 @@ def trace_structure(
     to become a leaf, how many inputs that leaf takes."""
     extra: set[str] = set()
     why: dict[str, str] = {}
+    root = _shallow_twin(model)
     for _ in range(max_retries):
         tracer = _Tracer(extra)
         try:
-            graph = tracer.trace(model, concrete_args=_defaults_not_given(model, n_inputs))
+            graph = tracer.trace(root, concrete_args=_defaults_not_given(model, n_inputs))
         except Exception as exc:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
@@ -170,6 +172,18 @@ def trace_structure(
             continue
         return Structure(tracer.root, graph, why)
     raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
+
+
+def _shallow_twin(model: nn.Module) -> nn.Module:
+    """A second module object sharing ``model``'s submodules, parameters and buffers, to trace in
+    its place: torch.fx stores the tensors it folds into constants (``_tensor_constant0``, ...) as
+    attributes of the module it traces, a new one each trace, and the user's model is not ours to
+    change. (The model itself when it cannot be copied.)"""
+    try:
+        twin = copy.copy(model)
+    except Exception:
+        return model
+    return twin if type(twin) is type(model) else model
 
 
 def _defaults_not_given(model: nn.Module, n_inputs: int | None) -> dict[str, Any] | None:
