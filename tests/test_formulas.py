@@ -592,6 +592,22 @@ def test_multihead_attention_cross_and_masks():
     assert expected.selects == 196
     assert counted(Padded(), (B, S, E)) == expected
 
+    class PaddedAndCausal(Padded):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("causal", torch.ones(S, S, dtype=torch.bool).triu(1))
+
+        def forward(self, x):
+            return self.attn(
+                x, x, x, key_padding_mask=self.pad, attn_mask=self.causal, need_weights=False
+            )[0]
+
+    # both masks: PyTorch adds them into one (B*heads, S, S) mask first, one addition per score
+    # (196), then applies it as one mask (one select per score)
+    expected = mha_expected(B, S, S, E, 2, average=False, mask="bool")
+    expected += OpCount(additions=196)
+    assert counted(PaddedAndCausal(), (B, S, E)) == expected
+
 
 # --- normalisation and softmax -------------------------------------------------------------------
 

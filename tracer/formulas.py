@@ -357,15 +357,19 @@ def _mha_count(
     masked: str | None,
     head_average: bool,
     extra_keys: int = 0,
+    two_masks: bool = False,
 ) -> OpCount:
     """Projections (q: q_len rows, k and v: kv_len rows, each embed dot products of length
     embed/kdim/vdim, + bias), attention per head (:func:`attention_math`) over kv_len +
     ``extra_keys`` keys, output projection; with ``need_weights`` and averaging, the mean of the
     weights over heads. ``extra_keys`` (add_bias_kv, add_zero_attn) are appended after the
-    projections: they are attended to but not projected."""
+    projections: they are attended to but not projected. Given both an attention mask and a
+    key-padding mask, PyTorch adds the two (booleans made additive first) into one mask per
+    score before applying it: one more addition per score."""
     head_dim = embed // heads
     keys = kv_len + extra_keys
-    count = dot_products(batch * q_len * embed, embed, in_bias)
+    count = OpCount(additions=batch * heads * q_len * keys) if two_masks else OpCount()
+    count = count + dot_products(batch * q_len * embed, embed, in_bias)
     count = count + dot_products(batch * kv_len * embed, kdim, in_bias)
     count = count + dot_products(batch * kv_len * embed, vdim, in_bias)
     count = count + attention_math(batch * heads, q_len, keys, head_dim, head_dim, masked)
@@ -412,6 +416,7 @@ def multihead_attention(call: Call) -> OpCount:
         masked,
         bool(need_weights and average),
         extra_keys,
+        two_masks=all(isinstance(x, torch.Tensor) for x in masks),
     )
 
 
