@@ -383,6 +383,10 @@ def test_tracing_adds_no_attribute_to_the_model():
     assert {name: set(vars(m)) for name, m in model.named_modules()} == before
     # fc: 2*4 = 8 dot products of 4 + bias (32 / 32), then * ones: 8 multiplications
     assert g.total() == OpCount(macs=32, multiplications=40, additions=32)
+    # The folded constant is made on the CPU while tracing; a model on meta still traces.
+    with torch.device("meta"):
+        on_meta = MakesAConstant()
+    assert tracer.trace(on_meta, [(2, 4)]).total() == g.total()
 
 
 def test_trace_leaves_the_garbage_collector_as_it_was():

@@ -455,10 +455,18 @@ def _on_meta(inputs: Sequence[Any]) -> list[Any]:
     ]
 
 
-def _meta_state(root: nn.Module) -> dict[str, torch.Tensor]:
-    """Meta stand-ins (no storage) for every parameter and buffer not on meta already."""
+def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
+    """Meta stand-ins (no storage) for every parameter and buffer not on meta already, and for
+    the tensor constants torch.fx folded while tracing (made on the CPU, whatever the model's
+    device)."""
+    root = structure.root
     named = dict(root.named_parameters(remove_duplicate=False))
     named |= dict(root.named_buffers(remove_duplicate=False))
+    for n in structure.graph.nodes:
+        if n.op == "get_attr" and n.target not in named:
+            value = _fetch(root, str(n.target))
+            if isinstance(value, torch.Tensor):
+                named[str(n.target)] = value
     return {
         n: torch.empty_like(t, device="meta") for n, t in named.items() if t.device.type != "meta"
     }
@@ -477,7 +485,7 @@ def run_counts(
     # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
     # parameter nor buffer, a branch on values) falls through to fake tensors below.
     try:
-        meta_state = _meta_state(structure.root)
+        meta_state = _meta_state(structure)
         return _run(structure, model, _on_meta(inputs), torch.device("meta"), None, meta_state)
     except Exception:
         pass
