@@ -111,13 +111,11 @@ def _whole_model_graph(model: nn.Module, n_inputs: int | None = None) -> fx.Grap
     The inputs are ``model.forward``'s required positional parameters, and as many of its
     optional ones (or of ``*args``) as the caller gives inputs for (``n_inputs``): an optional
     mask passed positionally is an input like the others, not dropped."""
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    params = list(inspect.signature(model.forward).parameters.values())
-    named = [p for p in params if p.kind in positional]
+    named, _, var_positional = _forward_parameters(model)
     required = sum(1 for p in named if p.default is p.empty)
     count = max(required, n_inputs or 0, 1)
     names = [p.name for p in named[:count]]
-    if len(names) < count and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+    if len(names) < count and var_positional:
         names += [f"arg{i}" for i in range(len(names), count)]
     graph = fx.Graph()
     args = tuple(graph.placeholder(name) for name in names or ["input"])
@@ -129,8 +127,8 @@ def _whole_model_graph(model: nn.Module, n_inputs: int | None = None) -> fx.Grap
 
 @dataclass
 class Structure:
-    """A traced model: the fx graph and the module it runs against (the model itself, or the
-    wrapper when the whole model had to become a leaf)."""
+    """A traced model: the fx graph and the module it runs against (a shallow twin of the model,
+    see :func:`_shallow_twin`, or the wrapper when the whole model had to become a leaf)."""
 
     root: nn.Module
     graph: fx.Graph
@@ -194,15 +192,26 @@ def _defaults_not_given(model: nn.Module, n_inputs: int | None) -> dict[str, Any
     not both given" (Hugging Face models) fail the trace."""
     if n_inputs is None:
         return None
-    try:
-        params = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):  # a forward Python cannot describe: trace it as it is
-        return None
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    named = [p for p in params if p.kind in positional]
-    keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    named, keyword, _ = _forward_parameters(model)
     defaults = {p.name: p.default for p in named[n_inputs:] + keyword if p.default is not p.empty}
     return defaults or None
+
+
+def _forward_parameters(
+    model: nn.Module,
+) -> tuple[list[inspect.Parameter], list[inspect.Parameter], bool]:
+    """``model.forward``'s positional parameters, its keyword-only ones, and whether it takes
+    ``*args``; nothing of a forward whose signature Python cannot read."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return [], [], False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return (
+        [p for p in params if p.kind in positional],
+        [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY],
+        any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params),
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -241,17 +250,19 @@ class _Recorder:
             self.current.uncounted[name] += 1
 
 
-# id(overload) -> (overload, free?, formula or None, name): resolved once per overload (hashing
-# an OpOverload runs Python code; this is asked for every op of every trace).
-_OP_INFO: dict[int, tuple[Any, bool, formulas.Formula | None, str]] = {}
+# id(overload) -> (overload, meta shortcut or None, free?, formula or None, name): resolved once
+# per overload (hashing an OpOverload runs Python code; this is asked for every op of every
+# trace). Holding the overload keeps its id from being reused.
+_OP_INFO: dict[int, tuple[Any, Any, bool, formulas.Formula | None, str]] = {}
 
 
-def _op_info(func) -> tuple[Any, bool, formulas.Formula | None, str]:
+def _op_info(func) -> tuple[Any, Any, bool, formulas.Formula | None, str]:
     info = _OP_INFO.get(id(func))
     if info is None:
         free = formulas.is_free(func)
         f = None if free else formulas.lookup(func)
-        info = _OP_INFO[id(func)] = (func, free, f, formulas.op_name(func))
+        shortcut = meta_shapes.handler(func)
+        info = _OP_INFO[id(func)] = (func, shortcut, free, f, formulas.op_name(func))
     return info
 
 
@@ -270,10 +281,10 @@ class _AtenCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = meta_shapes.shortcut(func, args, kwargs) if self.meta else None
+        _, shortcut, free, f, name = _op_info(func)
+        out = shortcut(func, args, kwargs) if self.meta and shortcut is not None else None
         if out is None:
             out = func(*args, **kwargs)
-        _, free, f, name = _op_info(func)
         if free or self.rec.inside_formula:
             return out
         if f is None:
@@ -433,7 +444,6 @@ def _run(
     records: dict[str, NodeRecord] = {}
     rec = _Recorder()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(eval_mode(model))
         stack.enter_context(torch.no_grad())
         stack.enter_context(_module_formula_hooks(model, rec))
         if meta_state:  # real weights stand in as meta tensors for this run only
@@ -446,9 +456,10 @@ def _run(
     return records
 
 
-def _on_meta(inputs: Sequence[Any]) -> list[Any]:
+def _empty_on(inputs: Sequence[Any], device: torch.device | str) -> list[Any]:
+    """Empty tensors of the inputs' shapes and dtypes on ``device`` (other inputs as they are)."""
     return [
-        torch.empty(tuple(x.shape), dtype=x.dtype, device="meta")
+        torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
         if isinstance(x, torch.Tensor)
         else x
         for x in inputs
@@ -475,29 +486,27 @@ def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
 def run_counts(
     structure: Structure, model: nn.Module, inputs: Sequence[Any]
 ) -> dict[str, NodeRecord]:
-    """Run the traced graph with the counters on; one record per fx node.
+    """Run the traced graph with the counters on; one record per fx node. Call it inside
+    ``eval_mode(model)``, the mode the graph was traced in (as ``tracer.trace`` does).
 
-    On fake tensors (nothing allocated), unless the model branches on tensor values, which fake
-    tensors cannot decide: then, given real inputs and real weights, it runs on those (the counts
-    depend on shapes only, so they are the same numbers a fake run would give for that path).
+    On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
+    values, which they cannot decide: then, given real inputs and real weights, it runs on those
+    (the counts depend on shapes only, so they are the numbers a fake run would give for that
+    path).
     """
     # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
     # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
     # parameter nor buffer, a branch on values) falls through to fake tensors below.
     try:
         meta_state = _meta_state(structure)
-        return _run(structure, model, _on_meta(inputs), torch.device("meta"), None, meta_state)
+        meta_inputs = _empty_on(inputs, "meta")
+        return _run(structure, model, meta_inputs, torch.device("meta"), None, meta_state)
     except Exception:
         pass
     device = model_device(model)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
-        fake_inputs = [
-            torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
-            if isinstance(x, torch.Tensor)
-            else x
-            for x in inputs
-        ]
+        fake_inputs = _empty_on(inputs, device)
     try:
         return _run(structure, model, fake_inputs, device, fake_mode)
     except UnsupportedModelError:

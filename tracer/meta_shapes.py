@@ -13,6 +13,7 @@ arguments the real kernel would reject) gets None, and the kernel decides, error
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -289,29 +290,26 @@ _BY_PACKET: dict[Any, Any] = (
         _aten.index_select: _index_select,
     }
 )
-# id(overload) -> (overload, handler or None). Resolved once per overload: hashing an OpOverload
-# runs Python code, and this is asked for every op of every trace. Holding the overload keeps
-# its id from being reused.
-_RESOLVED: dict[int, tuple[Any, Any]] = {}
 
 
-def _resolve(func) -> Any:
+def handler(func) -> Callable[[Any, tuple, dict], Any] | None:
+    """The shortcut for ATen overload ``func``, called as ``handler(func, args, kwargs)`` (it
+    returns the output or None), or None when ``func`` has none. The tracer resolves it once per
+    overload (see fx_trace._op_info)."""
     packet = func.overloadpacket
     if packet is _aten.cat:  # its first argument is a list of tensors
-        return lambda func, args, kwargs: None if kwargs else _cat(args)
-    handler = _BY_PACKET.get(packet)
-    if handler is None:
+        return lambda func, args, kwargs: None if kwargs or not args else _cat(args)
+    per_tensor = _BY_PACKET.get(packet)
+    if per_tensor is None:
         return None
 
     def tensor_first(func, args, kwargs):
-        return handler(func, args[0], args, kwargs) if _meta(args[0]) else None
+        return per_tensor(func, args[0], args, kwargs) if args and _meta(args[0]) else None
 
     return tensor_first
 
 
 def shortcut(func, args: tuple, kwargs: dict) -> Any:
     """The output of ``func(*args, **kwargs)`` on meta tensors, or None (see module doc)."""
-    hit = _RESOLVED.get(id(func))
-    if hit is None:
-        hit = _RESOLVED[id(func)] = (func, _resolve(func))
-    return hit[1](func, args, kwargs) if hit[1] is not None and args else None
+    found = handler(func)
+    return None if found is None else found(func, args, kwargs)
