@@ -95,7 +95,7 @@ def run(
     median = {name: statistics.median(r) for name, r in rates.items()}
     return {
         "model": model,
-        "data": data.subset(samples, 500).description,
+        "data": data.subset(config.train_samples, config.test_samples).description,
         "batch_size": batch_size,
         "threads": threads,
         "epochs_measured": {name: len(r) for name, r in rates.items()},

@@ -450,8 +450,8 @@ def _pick_threads(counter, model, inputs) -> dict[int, float]:
 
 
 def _child(argv: list[str]) -> None:
-    job = json.loads(argv[0])
-    spec = ModelSpec(**job["spec"])
+    job = json.loads(argv[0])  # run_isolated's job: measure's arguments, the spec as a dict
+    spec = ModelSpec(**job.pop("spec"))
     out = Path(argv[1])
     phases = out.with_suffix(".phase")
 
@@ -459,15 +459,7 @@ def _child(argv: list[str]) -> None:
         with open(phases, "a") as f:
             f.write(f"{name} {time.perf_counter()}\n")
 
-    result = measure(
-        job["tool"],
-        spec,
-        job["repeats"],
-        job["warmup"],
-        job["mem_limit_bytes"],
-        job["threads"],
-        on_phase,
-    )
+    result = measure(job.pop("tool"), spec, on_phase=on_phase, **job)
     out.write_text(json.dumps(result))
 
 

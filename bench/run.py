@@ -51,21 +51,13 @@ def load_average() -> list[float]:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
+        (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
         platform.processor() or "unknown",
     )
     flags = next(
-        (
-            line.split(":", 1)[1].split()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        ),
-        [],
+        (line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []
     )
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
     meminfo = dict(
@@ -301,6 +293,21 @@ def fmt_int(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
+def tools_in(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The tools (in TOOLS order) that have a result on some model of ``by_model``'s table."""
+    return [t for t in peers.TOOLS if any(t in r for r in rows.values())]
+
+
+def scale_tools_in(cells: list[dict[str, Any]]) -> list[str]:
+    """The scale tools (in SCALE_TOOLS order) that have a cell in ``cells``."""
+    return [t for t in scale.SCALE_TOOLS if any(c["tool"] == t for c in cells)]
+
+
+def seen_peak(r: dict[str, Any]) -> int | None:
+    """Peak memory of a run, or for a child killed before reporting it, what the parent saw."""
+    return r.get("peak_bytes") or r.get("seen_peak_rss_bytes")
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
     """A Markdown table; ``align`` has one letter per column (l or r, default r after the first)."""
     align = align or "l" + "r" * (len(header) - 1)
@@ -321,7 +328,7 @@ def status_cell(r: dict[str, Any]) -> str:
     if status == "not run":
         reason = r.get("reason", "")
         return "-" if reason.startswith("size not selected") else f"not run ({reason})"
-    seen = r.get("peak_bytes") or r.get("seen_peak_rss_bytes")
+    seen = seen_peak(r)
     if status == "timeout":
         return f"**timeout** ({r.get('error')}; {fmt_bytes(seen)} resident when killed)"
     if status == "out of memory":
@@ -389,8 +396,11 @@ def summary(results: dict[str, Any]) -> list[str]:
             + (f" ({', '.join(beat_all)})" if beat_all else "")
             + "."
         )
-        firsts = {t: [r.get("first_s") for r in analysis if r["tool"] == t] for t in peers.TOOLS}
-        mine_first = [s for s in firsts.get("flowprof", []) if s is not None]
+        mine_first = [
+            r["first_s"]
+            for r in analysis
+            if r["tool"] == "flowprof" and r.get("first_s") is not None
+        ]
         if mine_first:
             lines.append(
                 f"First call in a fresh process (lazy imports and caches included): flowprof "
@@ -531,7 +541,7 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
 
 def _analysis_section(analysis: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
     rows = by_model(analysis)
-    tools = [t for t in peers.TOOLS if any(t in r for r in rows.values())]
+    tools = tools_in(rows)
     out = [
         "## Exactness: MACs reported vs the exact total",
         "",
@@ -624,7 +634,7 @@ PHASES = ("fx symbolic trace", "counting run", "units and edges", "grouping")
 
 
 def _phases_section(phases: list[dict[str, Any]], analysis: list[dict[str, Any]]) -> list[str]:
-    exact_peer = {c["model"]: c for c in comparisons(analysis)} if analysis else {}
+    exact_peer = {c["model"]: c for c in comparisons(analysis)}
     out = [
         "## Where flowprof's time goes",
         "",
@@ -677,7 +687,7 @@ def phase_line(results: dict[str, Any], c: dict[str, Any]) -> list[str]:
 
 
 def _scale_section(cells: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
-    tools = [t for t in scale.SCALE_TOOLS if any(c["tool"] == t for c in cells)]
+    tools = scale_tools_in(cells)
     embs = sorted({c["emb"] for c in cells})
     seq = cells[0]["seq_len"]
     out = [
@@ -789,7 +799,7 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
     colors = {t: f"C{i}" for i, t in enumerate(peers.TOOLS)}
     rows = by_model(analysis)
     models = list(rows)
-    tools = [t for t in peers.TOOLS if any(t in r for r in rows.values())]
+    tools = tools_in(rows)
     width = 0.8 / max(len(tools), 1)
     for ax, key, label in (
         (axes[0, 0], "median_s", "warm analysis time (s), median, min-max"),
@@ -818,7 +828,7 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
     limit = results["settings"].get("time_limit_s")
     markers = {"timeout": "x", "out of memory": "v", "error": "D", "crashed": "D"}
     embs = sorted({c["emb"] for c in cells})
-    scale_tools = [t for t in scale.SCALE_TOOLS if any(c["tool"] == t for c in cells)]
+    scale_tools = scale_tools_in(cells)
     for ax, key, label in (
         (axes[1, 0], "first_s", "time of one analysis (s); failures drawn at the time limit"),
         (axes[1, 1], "peak_bytes", "peak memory above imports (GB)"),
@@ -836,7 +846,7 @@ def plot(results: dict[str, Any], stem: Path) -> list[Path]:
                     label=tool,
                 )
             for c in bad:  # spread side by side so that several failures at one size show
-                seen = c.get("peak_bytes") or c.get("seen_peak_rss_bytes") or 0
+                seen = seen_peak(c) or 0
                 y = limit if key == "first_s" else max(seen / 1e9, 1e-4)
                 x = c["emb"] * 2 ** (0.06 * (i - len(scale_tools) / 2))
                 ax.plot(x, y, markers.get(c["status"], "D"), color=colors[tool], ms=9, mew=2)

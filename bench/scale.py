@@ -18,10 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-try:  # run as part of the bench package (tests) or as a sibling module (bench/run.py)
-    from bench import peers
-except ImportError:  # pragma: no cover
-    import peers
+from bench import peers
 
 SEQ_LEN = 2048
 EMBS = (256, 512, 1024, 2048, 4096, 8192, 12288)
