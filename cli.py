@@ -67,7 +67,7 @@ def _shapes(text: str) -> Inputs:
 
 
 def _input_dtypes(args: argparse.Namespace) -> list[str | None] | None:
-    return getattr(args.input, "dtypes", None) if args.input else None
+    return args.input.dtypes if args.input else None
 
 
 def _positive_int(text: str) -> int:
