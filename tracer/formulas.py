@@ -836,8 +836,13 @@ def elu(call: Call) -> OpCount:
     addition, one multiplication by alpha, and one more multiplication each for a scale and an
     input scale other than 1 (SELU has scale 1.0507...)."""
     scale, input_scale = call.arg(2, "scale", 1), call.arg(3, "input_scale", 1)
-    mults = 1 + (scale != 1) + (input_scale != 1)
-    kinds = OpCount(comparisons=1, exponentials=1, additions=1, multiplications=mults)
+    return _elu_like(call, 1 + (scale != 1) + (input_scale != 1))
+
+
+def _elu_like(call: Call, multiplications: int) -> OpCount:
+    """Per output element: one comparison, one exponential, one addition (the - 1) and
+    ``multiplications``."""
+    kinds = OpCount(comparisons=1, exponentials=1, additions=1, multiplications=multiplications)
     return kinds.scale(_out_numel(call))
 
 
@@ -846,17 +851,18 @@ def celu(call: Call) -> OpCount:
     """CELU, max(0, x) + min(0, alpha * (exp(x / alpha) - 1)): ELU with input scale 1/alpha (see
     :func:`elu`): one comparison, one exponential, one addition, one multiplication, and one more
     (x / alpha) when alpha is not 1."""
-    mults = 1 + (call.arg(1, "alpha", 1.0) != 1)
-    kinds = OpCount(comparisons=1, exponentials=1, additions=1, multiplications=mults)
-    return kinds.scale(_out_numel(call))
+    return _elu_like(call, 1 + (call.arg(1, "alpha", 1.0) != 1))
 
 
-@formula(*_aten("glu"))
-def glu(call: Call) -> OpCount:
-    """a * sigmoid(b) for the two halves a, b of the input: per output element one sigmoid (one
-    exponential, one addition, one division) and one multiplication."""
-    kinds = OpCount(exponentials=1, additions=1, divisions=1, multiplications=1)
-    return kinds.scale(_out_numel(call))
+_elementwise(
+    "glu",
+    "a * sigmoid(b) for the two halves a, b of the input: per output element one sigmoid (one "
+    "exponential, one addition, one division) and one multiplication.",
+    exponentials=1,
+    additions=1,
+    divisions=1,
+    multiplications=1,
+)
 
 
 def _scan_lengths(call: Call) -> tuple[int, int]:
