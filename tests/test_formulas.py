@@ -966,12 +966,29 @@ class Interpolate(nn.Module):
             (1, 1, 2, 3, 4),
             OpCount(multiplications=14 * 210, additions=7 * 210),
         ),
+        # bicubic: a 4-tap cubic interpolation along w in each of 4 rows (4 mult, 3 add each),
+        # then one along h of those 4 results: 5 x 4 = 20 mult, 5 x 3 = 15 add per output;
+        # (1, 2, 3, 4) -> (1, 2, 6, 8) = 96 outputs
+        (
+            {"scale_factor": 2, "mode": "bicubic"},
+            (1, 2, 3, 4),
+            OpCount(multiplications=20 * 96, additions=15 * 96),
+        ),
         # nearest: every output copies one input element: no arithmetic
         ({"scale_factor": 2, "mode": "nearest"}, (1, 2, 3, 4), OpCount()),
         ({"scale_factor": 2, "mode": "nearest-exact"}, (1, 2, 3, 4), OpCount()),
         ({"scale_factor": 3, "mode": "nearest"}, (1, 2, 3, 4, 5), OpCount()),
     ],
-    ids=["linear", "bilinear", "bilinear-corners", "trilinear", "nearest", "exact", "nearest-3d"],
+    ids=[
+        "linear",
+        "bilinear",
+        "bilinear-corners",
+        "trilinear",
+        "bicubic",
+        "nearest",
+        "exact",
+        "nearest-3d",
+    ],
 )
 def test_interpolation(options, shape, expected):
     assert counted(Interpolate(**options), shape) == expected

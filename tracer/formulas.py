@@ -136,7 +136,9 @@ FREE_ATEN: frozenset[Any] = frozenset(op for op in _aten(*_FREE_NAMES) if op is 
 def is_free(op: Any) -> bool:
     """True for ops that cost nothing: views, copies, creation of constants, bookkeeping."""
     if isinstance(op, torch._ops.OpOverload):
-        if op.is_view or op.namespace == "prim":
+        # prim: shape bookkeeping; profiler: torch.profiler.record_function's range markers
+        # (DataParallel and many libraries wrap their forward in one)
+        if op.is_view or op.namespace in ("prim", "profiler"):
             return True
         op = op.overloadpacket
     return op in FREE_ATEN
@@ -645,6 +647,16 @@ def upsample_linear(call: Call) -> OpCount:
     out = _first_tensor(call.out)
     n = out.dim() - 2
     return OpCount(multiplications=2 ** (n + 1) - 2, additions=2**n - 1).scale(out.numel())
+
+
+@formula(*_aten("upsample_bicubic2d"))
+def upsample_bicubic(call: Call) -> OpCount:
+    """Bicubic interpolation, as PyTorch's kernel computes it: one output element is a cubic
+    interpolation along the width for each of 4 input rows, w0*x0 + w1*x1 + w2*x2 + w3*x3 (4
+    multiplications, 3 additions each), then one along the height of those 4 results (4 and 3
+    more): 20 multiplications and 15 additions per output element. The 4 weights, computed once
+    per output row or column, not per element, are not counted (as for linear upsampling)."""
+    return OpCount(multiplications=20, additions=15).scale(_out_numel(call))
 
 
 def _reduced(call: Call) -> tuple[int, int]:
