@@ -237,7 +237,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         console.print(tables.blocks_table(graph, title=f"{built.name}: blocks"))
         console.print(tables.edges_table(graph, title=f"{built.name}: tensors between blocks"))
         console.print(tables.totals_table(graph, title=f"{built.name}: totals"))
-        for line in tables.untraceable_notes(graph):
+        for line in tables.trace_notes(graph):
             console.print(line, markup=False, highlight=False)
         if args.measure:
             console.print(tables.measured_table(graph))

@@ -8,6 +8,7 @@ Each model file registers itself with :func:`register`; this module never lists 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -142,7 +143,8 @@ def build(
             raise ModelError(f"model {name} does not take {flags}")
     with torch.device(device):
         built = factory(input_shapes=shapes, **options)
-    built.module.eval()
+    with contextlib.suppress(NotImplementedError):  # torch.export's modules refuse eval()
+        built.module.eval()
     if input_dtypes is not None and any(d is not None for d in input_dtypes):
         built.inputs = _with_dtypes(built.inputs, input_dtypes)
     return built
@@ -208,6 +210,31 @@ def _load_module(name: str) -> Any:
     return module
 
 
+def _call_factory(fn: Callable[..., Any], spec: str, options: dict[str, Any]) -> Any:
+    """Call a user's factory: first as asked (on meta, for the tracer: no weights allocated),
+    then, if it fails there, on the CPU. A factory may run its model while building it
+    (torch.jit.trace, torch.export, a width computed from a tensor), which meta tensors cannot;
+    the tracer still analyses the CPU-built model on meta stand-ins of its weights. A factory
+    that fails on the CPU too is the user's to mend: its error, in one line."""
+    try:
+        return fn(**options)
+    except ModelError:
+        raise
+    except Exception as first:
+        if torch.get_default_device().type != "meta":
+            raise ModelError(_raised(spec, first)) from None
+        try:
+            with torch.device("cpu"):
+                return fn(**options)
+        except Exception as exc:
+            raise ModelError(_raised(spec, exc)) from None
+
+
+def _raised(spec: str, exc: BaseException) -> str:
+    first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return f"{spec} raised {type(exc).__name__}: {first_line}"
+
+
 def _user_factory(spec: str) -> Factory:
     module_name, _, attr = spec.rpartition(":")
 
@@ -216,7 +243,7 @@ def _user_factory(spec: str) -> Factory:
             fn = getattr(_load_module(module_name), attr)
         except (ImportError, AttributeError, SyntaxError) as exc:
             raise ModelError(f"cannot load model factory {spec!r}: {exc}") from None
-        made = fn(**options)
+        made = _call_factory(fn, spec, options)
         if isinstance(made, BuiltModel):
             return made
         if not isinstance(made, nn.Module):

@@ -81,10 +81,14 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
     return t
 
 
-def untraceable_notes(graph: BlockGraph) -> list[str]:
-    """One line per module torch.fx could not trace: counted in full, but shown as one block,
-    so a coarse graph is not mistaken for the model's structure."""
+def trace_notes(graph: BlockGraph) -> list[str]:
+    """One line per wrapper the tracer looked through (torch.compile, DataParallel), and one per
+    module torch.fx could not trace: counted in full, but shown as one block, so a coarse graph
+    is not mistaken for the model's structure."""
     return [
+        f"note: traced the model inside {wrapper}: the wrapper adds no arithmetic"
+        for wrapper in graph.meta.get("wrappers", [])
+    ] + [
         f"note: {name} is one block: torch.fx cannot trace it ({why})"
         for name, why in graph.meta.get("untraceable_leaves", {}).items()
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,30 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float32
+
+
+def _unwrapped(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module a wrapper runs, and the wrappers peeled off it (outermost first).
+
+    torch.compile's OptimizedModule runs ``_orig_mod`` (compiled, but the same arithmetic);
+    DataParallel and DistributedDataParallel run ``module`` on each device's share of the batch,
+    so the whole batch costs what ``module`` costs on it. torch.fx cannot trace the wrappers
+    themselves (OptimizedModule has no ``forward`` of its own; the parallel wrappers scatter
+    their inputs), so the model they wrap is traced in their place.
+    """
+    peeled = []
+    while True:
+        # OptimizedModule lives in torch._dynamo, which takes 0.7 s to import: a model can only
+        # be one if the user's program has imported it already.
+        eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+        if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+            peeled.append("torch.compile (OptimizedModule)")
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            peeled.append(type(model).__name__)
+            model = model.module
+        else:
+            return model, peeled
 
 
 def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
@@ -109,13 +134,15 @@ def trace(
     Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot).
     ``dtype`` is the precision that floating-point bits are accounted at (default: the model's
     own dtype); ``depth`` groups the leaf units by module hierarchy (None: leaf modules and
-    computing functions). The model is left as it was (its train/eval flags included).
+    computing functions). The model is left as it was (its train/eval flags included). A model
+    wrapped by torch.compile or (Distributed)DataParallel is traced as the model they wrap.
     ``measure`` also runs it for real (it needs real weights) and adds seconds per block and the
     measured bytes of every edge.
     """
     from tracer import fx_trace
     from tracer.blocks import group
 
+    model, wrappers = _unwrapped(model)
     tensors = _as_inputs(model, inputs)
     if dtype is None:
         float_inputs = [t.dtype for t in tensors if t.is_floating_point()]
@@ -142,6 +169,7 @@ def trace(
             "convention_version": CONVENTION_VERSION,
             "tool_version": TOOL_VERSION,
             "untraceable_leaves": info["leaves_added"],
+            "wrappers": wrappers,
             "params_not_run": info["params_not_run"],
         } | dict(meta or {})
         return group(units, crossings, precision, depth, info_meta)

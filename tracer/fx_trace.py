@@ -400,10 +400,16 @@ class _Interpreter(fx.Interpreter):
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """Counts are of an inference forward pass: eval mode, restored afterwards."""
+    """Counts are of an inference forward pass: eval mode, restored afterwards.
+
+    A module that refuses eval() (torch.export's modules: their mode was fixed when they were
+    exported) is run as it is."""
     training = [m for m in model.modules() if m.training]
     if training:  # (nothing to do for a model in eval mode, the usual case: no attribute writes)
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:
+            training = []
     try:
         yield
     finally:
