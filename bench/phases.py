@@ -3,7 +3,8 @@
 ``tracer.trace`` is (1) the fx symbolic trace (structure), (2) the counting run on meta tensors,
 (3) leaf units and the tensors that cross between them, (4) grouping into the BlockGraph. Each is
 timed here on its own, warm, with the garbage collector paused as ``trace`` pauses it, next to the
-whole call, so the benchmark can say which phase a gap to a peer comes from.
+whole call, so the benchmark can say which phase a gap to a peer comes from; and torch.fx's own
+symbolic trace of the model, with no flowprof code, as the floor the fx design sets.
 
 Run in a child process of bench/run.py (one model per process, like the tool runs):
 ``python -m bench.phases MODEL REPEATS`` prints one JSON object.
@@ -64,8 +65,26 @@ def measure(key: str, repeats: int = 20) -> dict[str, Any]:
         "fx_nodes": len(structure.graph.nodes),
         "phases_s": phases,
         "trace_s": whole,
+        "stock_fx_s": _stock_fx_s(model, repeats),
         "repeats": repeats,
     }
+
+
+def _stock_fx_s(model, repeats: int) -> float | None:
+    """torch.fx's own symbolic trace of the model, with no flowprof code: ``fx.Tracer().trace``
+    with its default leaves, in eval mode. A floor under any analysis that traces with torch.fx,
+    as the design card has flowprof do. None where the stock tracer fails on the model (flowprof
+    then makes the failing module a leaf and retries)."""
+    import torch.fx as fx
+
+    from tracer import fx_trace
+
+    with fx_trace.eval_mode(model):
+        try:
+            fx.Tracer().trace(model)
+        except Exception:
+            return None
+        return _median_s(lambda: fx.Tracer().trace(model), repeats)
 
 
 if __name__ == "__main__":
