@@ -100,7 +100,8 @@ def analyse(model: nn.Module, inputs: Sequence[torch.Tensor], name: str | None =
     precision = Precision.of_torch(str(dtype).removeprefix("torch.")) or Precision.FP32
     with fx_trace.eval_mode(model):
         structure = fx_trace.trace_structure(model, len(inputs))
-        records = fx_trace.run_counts(structure, model, list(inputs))
+        # the fx graph's own records: the stages run its nodes, even where fx made a module a leaf
+        records = fx_trace.run_counts(structure, model, list(inputs), hooks=False)
         units, crossings, info = fx_trace.build_units(structure, model, records)
     return Dataflow(
         name or type(model).__name__,

@@ -89,7 +89,10 @@ def trace_notes(graph: BlockGraph) -> list[str]:
         f"note: traced the model inside {wrapper}: the wrapper adds no arithmetic"
         for wrapper in graph.meta.get("wrappers", [])
     ] + [
-        f"note: {name} is one block: torch.fx cannot trace it ({why})"
+        f"note: torch.fx cannot trace {name} ({why}): the blocks were recorded by hooks as the "
+        "model ran on these inputs"
+        if graph.meta.get("blocks_by_hooks")
+        else f"note: {name} is one block: torch.fx cannot trace it ({why})"
         for name, why in graph.meta.get("untraceable_leaves", {}).items()
     ]
 
@@ -105,13 +108,18 @@ def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Ta
     for b in graph.blocks():
         t.add_row(b.name, f"{b.seconds:.6f}" if b.seconds is not None else "-", "", "", "")
     for e in graph.edges():
-        ok = e.measured_bits == e.native_bits
+        if e.measured_bits is None:  # not measured (blocks recorded by hooks are not timed)
+            agree: Text | str = "-"
+        elif e.measured_bits == e.native_bits:
+            agree = Text("yes", style="green")
+        else:
+            agree = Text("NO", style="bold red")
         t.add_row(
             f"{e.src} -> {e.dst}",
             "",
             count(e.native_bits),
             count(e.measured_bits) if e.measured_bits is not None else "-",
-            Text("yes", style="green") if ok else Text("NO", style="bold red"),
+            agree,
         )
     return t
 

@@ -283,8 +283,8 @@ def test_integer_inputs_of_a_user_model(tmp_path):
 
 
 def test_a_module_fx_cannot_trace_is_named_with_the_reason(tmp_path):
-    # The top-level forward branches on a shape, so the whole model becomes one block; the
-    # output says so and why, instead of showing a one-block graph without comment.
+    # The top-level forward branches on a shape, so torch.fx cannot trace it and hooks record
+    # its blocks as it runs; the output says so and why.
     (tmp_path / "branchy.py").write_text(
         "import torch\n"
         "from torch import nn\n"
@@ -305,7 +305,10 @@ def test_a_module_fx_cannot_trace_is_named_with_the_reason(tmp_path):
         env={**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stderr
-    assert "note: model is one block: torch.fx cannot trace it (TraceError" in out.stdout
+    note = " ".join(out.stdout.split())  # (Rich wraps long lines)
+    assert "note: torch.fx cannot trace model (TraceError: symbolically traced" in note
+    assert "the blocks were recorded by hooks as the model ran on these inputs" in note
+    assert "│ fc " in out.stdout and "│ relu " in out.stdout
 
 
 def test_a_model_from_a_python_file(tmp_path):

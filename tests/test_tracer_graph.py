@@ -454,13 +454,20 @@ class Parent(nn.Module):
         return self.out(self.child(x))
 
 
-def test_untraceable_child_becomes_a_leaf():
+def test_untraceable_child_is_seen_through_by_hooks():
     g = tracer.trace(Parent(ShapeBranch()), [(3, 4)])
-    assert "child" in g.meta["untraceable_leaves"]
+    assert "child" in g.meta["untraceable_leaves"] and g.meta["blocks_by_hooks"]
     # child.fc: 3 rows * 4 outputs = 12 dot products of 4 + bias: macs 48, additions 36 + 12 = 48
     # out: 3 * 2 = 6 dot products of 4 + bias: macs 24, additions 18 + 6 = 24
     assert g.total() == OpCount(macs=72, multiplications=72, additions=72)
-    assert g.block("child").macs == 48
+    assert [b.name for b in g.blocks()] == ["child.fc", "out"]
+    assert g.block("child.fc").macs == 48 and g.block("out").macs == 24
+    assert list(g.graph.edges) == [
+        ("input:x", "child.fc"),
+        ("child.fc", "out"),
+        ("out", "output:out"),
+    ]
+    assert g.by_block(1).block("child").macs == 48  # the untraceable module, as a group
     assert g.params() == (16 + 4) + (8 + 2)
 
 
@@ -499,13 +506,18 @@ class TopBranch(nn.Module):
 
 
 def test_untraceable_top_level_still_gets_a_graph():
+    # fx cannot trace the forward; hooks record its blocks as it runs (tracer/hook_trace.py)
     g = tracer.trace(TopBranch(), [(3, 4)])
-    assert "model" in g.meta["untraceable_leaves"]
+    assert "model" in g.meta["untraceable_leaves"] and g.meta["blocks_by_hooks"]
     # fc: 12 dot products of 4 + bias (48 / 48), relu: 12 comparisons
     assert g.total() == OpCount(macs=48, multiplications=48, additions=48, comparisons=12)
-    assert g.params() == 20
+    assert g.block("fc").count == OpCount(macs=48, multiplications=48, additions=48)
+    assert g.block("relu").count == OpCount(comparisons=12)
+    assert g.params() == 20 and g.block("fc").params == 20
     assert nx.is_directed_acyclic_graph(g.graph)
-    assert [b.kind for b in g.blocks()] == ["TopBranch"]
+    assert [(b.name, b.kind) for b in g.blocks()] == [("fc", "Linear"), ("relu", "relu")]
+    assert list(g.graph.edges) == [("input:x", "fc"), ("fc", "relu"), ("relu", "output:out")]
+    assert g.graph.edges["fc", "relu"]["edge"].tensors[0].shape == (3, 4)
 
 
 class TopBranchOptionalScale(nn.Module):
@@ -527,7 +539,7 @@ def test_untraceable_top_level_keeps_an_optional_input_given_positionally():
     g = tracer.trace(TopBranchOptionalScale(), [(3, 4), (3, 4)])
     # fc: 12 dot products of 4 + bias (48 multiplications, 48 additions); x * scale: 12 more
     assert g.total() == OpCount(macs=48, multiplications=48 + 12, additions=48)
-    assert g.graph.has_edge("input:scale", "model")
+    assert g.graph.has_edge("input:scale", "mul") and g.graph.has_edge("fc", "mul")
     # Given one input, the optional one keeps its default: no multiplication by scale.
     g = tracer.trace(TopBranchOptionalScale(), [(3, 4)])
     assert g.total() == OpCount(macs=48, multiplications=48, additions=48)
@@ -586,19 +598,19 @@ def test_leaf_outputs_in_containers_keep_their_counts_and_edges():
     # A leaf whose output is a dict or a dataclass: its counts stay and its tensors flow on.
     g = tracer.trace(TopBranchDict(), [(3, 4)])
     assert g.total() == FC + OpCount(comparisons=12)
-    assert g.block("model").count == g.total()
-    assert g.graph.has_edge("model", "output:out")
-    assert g.graph.edges["model", "output:out"]["edge"].tensors[0].shape == (3, 4)
+    assert g.block("fc").count == FC
+    assert g.graph.has_edge("relu", "output:out")
+    assert g.graph.edges["relu", "output:out"]["edge"].tensors[0].shape == (3, 4)
     g = tracer.trace(Holder(ChildWithDataclassOutput(), lambda out: out.y * 2), [(3, 4)])
     assert g.total() == FC + OpCount(comparisons=12, multiplications=12)  # and * 2
-    assert g.block("child").count == FC + OpCount(comparisons=12)
-    assert g.graph.has_edge("child", "mul")
+    assert g.by_block(1).block("child").count == FC + OpCount(comparisons=12)
+    assert g.graph.has_edge("child.relu", "mul")
 
 
 def test_a_leaf_with_no_tensor_output_keeps_its_counts_and_parameters():
     g = tracer.trace(Holder(OpaqueLeaf()), [(3, 4)])
     assert g.total() == FC + OpCount(comparisons=12)
-    assert g.block("child").count == FC + OpCount(comparisons=12)
+    assert g.by_block(1).block("child").count == FC + OpCount(comparisons=12)
     assert g.params() == 20 and g.meta["params_not_run"] == 0
 
 
@@ -689,17 +701,19 @@ def test_transformer_encoder_layer_is_a_counted_leaf():
         divisions=200 + 2 * 10,
         square_roots=2 * 10,
     )
-    for model in (Encoder(), layer):  # as a child (a torch.nn leaf) and as the model itself
+    # As a child it is a torch.nn leaf: one block. As the model itself fx traces its forward,
+    # which it cannot (it branches on its inputs), so hooks record its parts as it runs.
+    for model, blocks in ((Encoder(), ["enc"]), (layer, ["self_attn", "linear1", "linear2"])):
         g = tracer.trace(model, [(B, T, d)])
         assert g.total() == expected
         assert g.uncounted() == {}
-        leaf = [u for u in g.units if u.role == "block"]
-        assert len(leaf) == 1 and leaf[0].kind == "TransformerEncoderLayer"
-        ops = dict(leaf[0].ops)
+        assert g.params() == sum(p.numel() for p in layer.parameters())
+        attention = [u for u in g.units if u.name == blocks[0]]
+        ops = dict(attention[0].ops)
         assert ops["torch.nn.modules.activation.MultiheadAttention"] == 1
         # the attention's matmuls are inside the module formula, not counted again
         assert "aten.bmm" not in ops and "aten.baddbmm" not in ops
-        assert g.params() == sum(p.numel() for p in layer.parameters())
+        assert all(b in [u.name for u in g.units] for b in blocks)
     assert layer.training  # built in training mode, left so
 
 

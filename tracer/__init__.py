@@ -106,14 +106,17 @@ def _gc_paused() -> Iterator[None]:
             gc.collect(0)
 
 
-def _measure(structure, model, tensors, info, units, crossings):
+def _measure(structure, model, tensors, info, units, crossings, hooked: bool):
     import dataclasses
 
-    from tracer.measure import measure
+    from tracer.measure import measure, measure_hooked
 
-    values = {c.value for c in crossings}
-    m = measure(structure.graph_module, model, tensors, info["node_units"], values)
-    units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name, 0.0)) for u in units)
+    if hooked:
+        m = measure_hooked(structure, model, tensors)
+    else:
+        values = {c.value for c in crossings}
+        m = measure(structure.graph_module, model, tensors, info["node_units"], values)
+    units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name)) for u in units)
     crossings = tuple(
         dataclasses.replace(c, measured_bytes=m.value_bytes.get(c.value)) for c in crossings
     )
@@ -156,8 +159,11 @@ def trace(
             structure = fx_trace.trace_structure(model, len(tensors))
             records = fx_trace.run_counts(structure, model, tensors)
             units, crossings, info = fx_trace.build_units(structure, model, records)
+            hooked = fx_trace.by_hooks(structure, model)
             if measure:
-                units, crossings = _measure(structure, model, tensors, info, units, crossings)
+                units, crossings = _measure(
+                    structure, model, tensors, info, units, crossings, hooked
+                )
         info_meta = {
             "model_class": type(model).__name__,
             "inputs": [
@@ -169,6 +175,7 @@ def trace(
             "convention_version": CONVENTION_VERSION,
             "tool_version": TOOL_VERSION,
             "untraceable_leaves": info["leaves_added"],
+            "blocks_by_hooks": hooked,
             "wrappers": wrappers,
             "params_not_run": info["params_not_run"],
         } | dict(meta or {})

@@ -3,7 +3,9 @@
 1. A custom fx Tracer records the graph. A submodule that fx cannot trace (data-dependent control
    flow, e.g. torch.nn.Transformer's fast-path checks) is made a leaf and the trace is retried, so
    the user never sees a TraceError; if the top-level forward itself cannot be traced, the whole
-   model becomes one leaf.
+   model becomes one leaf. Either way fx has not seen all of the model: its blocks are then
+   recorded by hooks as it runs instead (tracer/hook_trace.py; not for TorchScript, which runs
+   no Python to hook), and those leaves stay leaves only for a pipeline, which runs fx nodes.
 2. An fx Interpreter runs the graph on meta tensors (no weight or activation is allocated; fake
    tensors where meta cannot, real ones only for a model that branches on values and was given
    real inputs and weights). Ops whose meta kernels are slow Python decompositions get their
@@ -41,7 +43,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tracer import formulas, meta_shapes
+from tracer import formulas, hook_trace, meta_shapes
 from tracer.counts import OpCount
 from tracer.errors import UnsupportedModelError
 from tracer.graph import Crossing, TensorMeta, Unit
@@ -306,8 +308,16 @@ class _FunctionCounter(TorchFunctionMode):
         self.device = device
         self.constructors = _device_constructors()
 
+    hooks: hook_trace.HookRun | None = None  # set for a hooked run: it records the calls
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        hooks = self.hooks
+        if hooks is not None and not self.rec.inside_formula and hooks.active():
+            return hooks.function_call(func, args, kwargs, lambda: self._call(func, args, kwargs))
+        return self._call(func, args, kwargs)
+
+    def _call(self, func, args, kwargs):
         f = self.table.get(func)
         if f is None or self.rec.inside_formula:
             if func in self.constructors and kwargs.get("device") is None:
@@ -446,7 +456,9 @@ def _run(
     device: torch.device,
     fake_mode: FakeTensorMode | None,
     meta_state: dict[str, torch.Tensor] | None = None,
-) -> dict[str, NodeRecord]:
+    hooks: bool = False,
+    clock: bool = False,
+) -> dict[str, NodeRecord] | hook_trace.HookRecords:
     records: dict[str, NodeRecord] = {}
     rec = _Recorder()
     with contextlib.ExitStack() as stack:
@@ -457,9 +469,60 @@ def _run(
         if fake_mode is not None:
             stack.enter_context(fake_mode)
         stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
-        stack.enter_context(_FunctionCounter(rec, formulas.function_formulas(), device))
+        functions = _FunctionCounter(rec, formulas.function_formulas(), device)
+        stack.enter_context(functions)
+        if hooks:
+            return _hooked_run(structure, model, inputs, rec, functions, clock)
         _Interpreter(structure, rec, records).run(*inputs)
     return records
+
+
+def by_hooks(structure: Structure, model: nn.Module) -> bool:
+    """True when torch.fx could not trace all of the model (its own forward, or a module in
+    it): the blocks are then recorded by hooks as the model runs (tracer/hook_trace.py), which
+    sees through what fx cannot, rather than shown as one block per untraceable module. Not for
+    a model with TorchScript in it: a scripted forward runs no Python the hooks could see."""
+    if not structure.leaves_added:
+        return False
+    return not any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+
+
+def _hooked_run(
+    structure: Structure,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    rec: _Recorder,
+    functions: _FunctionCounter,
+    clock: bool = False,
+) -> hook_trace.HookRecords:
+    leaf_rule = _Tracer(set())  # torch.fx's default leaves, so both paths make the same units
+    run = hook_trace.HookRun(model, rec, lambda m: leaf_rule.is_leaf_module(m, ""), clock)
+    handles = []
+    for m in model.modules():
+        if m is not model:
+            handles.append(m.register_forward_pre_hook(run.pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(run.post, with_kwargs=True))
+    # (the fx graph's placeholders name the inputs, as on the fx path: forward's parameter names)
+    run.inputs([n.name for n in structure.graph.nodes if n.op == "placeholder"], inputs)
+    functions.hooks = run
+    try:
+        out = model(*inputs)
+    finally:
+        functions.hooks = None
+        for h in handles:
+            h.remove()
+    run.output(out)
+    return run.records()
+
+
+def timed_hooked_run(
+    structure: Structure, model: nn.Module, inputs: Sequence[torch.Tensor]
+) -> hook_trace.HookRecords:
+    """``--measure`` for a model whose blocks hooks record: one hooked run on real inputs and
+    weights, each unit timed and each value weighed. The counting modes are on (the units are
+    told apart by what they compute), so each unit's time includes their per-op overhead."""
+    device = model_device(model)
+    return _run(structure, model, inputs, device, None, hooks=True, clock=True)
 
 
 def _empty_on(inputs: Sequence[Any], device: torch.device | str) -> list[Any]:
@@ -490,10 +553,13 @@ def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
 
 
 def run_counts(
-    structure: Structure, model: nn.Module, inputs: Sequence[Any]
-) -> dict[str, NodeRecord]:
-    """Run the traced graph with the counters on; one record per fx node. Call it inside
-    ``eval_mode(model)``, the mode the graph was traced in (as ``tracer.trace`` does).
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool = True
+) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+    """Run the traced graph with the counters on; one record per fx node. For a model torch.fx
+    could not trace in full (:func:`by_hooks`), unless ``hooks`` is False (a pipeline needs the
+    fx graph's nodes), the model itself is run with hooks instead and the result is the units
+    they recorded. Call it inside ``eval_mode(model)``, the mode the graph was traced in (as
+    ``tracer.trace`` does).
 
     On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
     values, which they cannot decide: then, given real inputs and real weights, it runs on those
@@ -503,10 +569,12 @@ def run_counts(
     # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
     # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
     # parameter nor buffer, a branch on values) falls through to fake tensors below.
+    hooks = hooks and by_hooks(structure, model)
     try:
         meta_state = _meta_state(structure)
         meta_inputs = _empty_on(inputs, "meta")
-        return _run(structure, model, meta_inputs, torch.device("meta"), None, meta_state)
+        meta = torch.device("meta")
+        return _run(structure, model, meta_inputs, meta, None, meta_state, hooks)
     except Exception:
         pass
     device = model_device(model)
@@ -514,7 +582,7 @@ def run_counts(
     with fake_mode:
         fake_inputs = _empty_on(inputs, device)
     try:
-        return _run(structure, model, fake_inputs, device, fake_mode)
+        return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
     except UnsupportedModelError:
         raise
     except Exception as exc:
@@ -531,7 +599,7 @@ def run_counts(
                 "decide: trace it with real inputs and weights"
             ) from exc
     try:
-        return _run(structure, model, inputs, device, None)
+        return _run(structure, model, inputs, device, None, hooks=hooks)
     except Exception as exc:
         raise UnsupportedModelError(
             f"running {type(model).__name__} failed: {_one_line(exc)}"
@@ -579,9 +647,19 @@ _INPUT, _OUTPUT, _PARAM = "input:", "output:out", object()
 
 
 def build_units(
-    structure: Structure, model: nn.Module, records: dict[str, NodeRecord]
+    structure: Structure,
+    model: nn.Module,
+    records: dict[str, NodeRecord] | hook_trace.HookRecords,
 ) -> tuple[tuple[Unit, ...], tuple[Crossing, ...], dict[str, Any]]:
-    """Leaf units and crossings from the traced graph and its run (see module doc)."""
+    """Leaf units and crossings from the traced graph and its run (see module doc), or from
+    the hooked run of a model whose own forward could not be traced."""
+    if isinstance(records, hook_trace.HookRecords):
+        info = {
+            "leaves_added": structure.leaves_added,
+            "node_units": {},
+            "params_not_run": records.params_not_run,
+        }
+        return records.units, records.crossings, info
     top, prefix = structure.root, structure.root_prefix
     nodes = list(structure.graph.nodes)
     out_of = {n.name: records.get(n.name, NodeRecord()).out for n in nodes}

@@ -51,15 +51,9 @@ class _TimingInterpreter(fx.Interpreter):
         return out
 
 
-def measure(
-    gm: fx.GraphModule,
-    model: nn.Module,
-    inputs: Sequence[Any],
-    node_units: dict[str, str],
-    values: set[str],
-    runs: int = 3,
-) -> Measured:
-    """Run ``gm`` ``runs`` times after one warm-up (eval mode, no grad) on real inputs."""
+def real_inputs(model: nn.Module, inputs: Sequence[Any]) -> list[Any]:
+    """The inputs as real tensors (random floats, zero integers in place of meta ones), after
+    checking that the model has real weights to run them on."""
     if any(p.device.type == "meta" for p in model.parameters()):
         raise UnsupportedModelError("--measure needs a model with real weights, not meta ones")
     real = []
@@ -71,6 +65,40 @@ def measure(
                 else torch.zeros(x.shape, dtype=x.dtype)
             )
         real.append(x)
+    return real
+
+
+def measure_hooked(
+    structure: Any, model: nn.Module, inputs: Sequence[Any], runs: int = 3
+) -> Measured:
+    """:func:`measure` for a model whose blocks were recorded by hooks: its hooked run, timed,
+    ``runs`` times after one warm-up (see fx_trace.timed_hooked_run)."""
+    from tracer import fx_trace
+
+    real = real_inputs(model, inputs)
+    per_run: list[dict[str, float]] = []
+    value_bytes: dict[str, int] = {}
+    with torch.no_grad():
+        for i in range(runs + 1):
+            records = fx_trace.timed_hooked_run(structure, model, real)
+            if i:
+                per_run.append(records.unit_seconds)
+            value_bytes = records.value_bytes
+    units = per_run[0].keys() if per_run else ()
+    seconds = {u: statistics.median(r.get(u, 0.0) for r in per_run) for u in units}
+    return Measured(seconds, value_bytes, runs)
+
+
+def measure(
+    gm: fx.GraphModule,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    node_units: dict[str, str],
+    values: set[str],
+    runs: int = 3,
+) -> Measured:
+    """Run ``gm`` ``runs`` times after one warm-up (eval mode, no grad) on real inputs."""
+    real = real_inputs(model, inputs)
     per_run: list[dict[str, float]] = []
     value_bytes: dict[str, int] = {}
     with torch.no_grad():
