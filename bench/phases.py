@@ -3,8 +3,9 @@
 ``tracer.trace`` is (1) the fx symbolic trace (structure), (2) the counting run on meta tensors,
 (3) leaf units and the tensors that cross between them, (4) grouping into the BlockGraph. Each is
 timed here on its own, warm, with the garbage collector paused as ``trace`` pauses it, next to the
-whole call, so the benchmark can say which phase a gap to a peer comes from; and torch.fx's own
-symbolic trace of the model, with no flowprof code, as the floor the fx design sets.
+whole call, so the benchmark can say which phase a gap to a peer comes from; torch.fx's own
+symbolic trace of the model, with no flowprof code, as the floor the fx design sets; and the whole
+call on the path without fx (``hooks=True``: blocks recorded by hooks as the model runs).
 
 Run in a child process of bench/run.py (one model per process, like the tool runs):
 ``python -m bench.phases MODEL REPEATS`` prints one JSON object.
@@ -66,6 +67,8 @@ def measure(key: str, repeats: int = 20) -> dict[str, Any]:
         "phases_s": phases,
         "trace_s": whole,
         "stock_fx_s": _stock_fx_s(model, repeats),
+        # the path without torch.fx: blocks recorded by hooks (what models fx cannot trace take)
+        "hooks_s": _median_s(lambda: tracer.trace(model, inputs, hooks=True), repeats),
         "repeats": repeats,
     }
 

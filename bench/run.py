@@ -646,7 +646,9 @@ def _phases_section(phases: list[dict[str, Any]], analysis: list[dict[str, Any]]
         "The floor is torch.fx's, not flowprof's: the last column but one is torch.fx's own "
         "symbolic trace of the model (`torch.fx.Tracer().trace(model)`, default leaves, no "
         "flowprof code), which any tool that traces with torch.fx, as flowprof's design card "
-        "has it do, pays before counting anything.",
+        "has it do, pays before counting anything. The last column but two is flowprof's whole "
+        "call on its path without torch.fx (`hooks=True`: the blocks recorded by hooks as the "
+        "model runs, the path models fx cannot trace take), the same graph on these models.",
         "",
     ]
     header = [
@@ -654,6 +656,7 @@ def _phases_section(phases: list[dict[str, Any]], analysis: list[dict[str, Any]]
         "fx nodes",
         *PHASES,
         "trace() total",
+        "without fx (hooks)",
         "fx per node",
         "torch.fx alone",
         "fastest exact peer",
@@ -673,6 +676,7 @@ def _phases_section(phases: list[dict[str, Any]], analysis: list[dict[str, Any]]
                 str(r["fx_nodes"]),
                 *(fmt_s(r["phases_s"][p]) for p in PHASES),
                 fmt_s(r["trace_s"]),
+                fmt_s(r.get("hooks_s")),
                 f"{fx_s / r['fx_nodes'] * 1e6:.0f} us",
                 fmt_s(r["stock_fx_s"]) if r.get("stock_fx_s") is not None else "fails",
                 peer,
@@ -691,14 +695,22 @@ def phase_line(results: dict[str, Any], c: dict[str, Any]) -> list[str]:
     peer_s = c["fastest_exact_peer_s"]
     verdict = "longer than" if fx_s > peer_s else f"{fx_s / peer_s:.0%} of"
     rest = r["phases_s"]["units and edges"] + r["phases_s"]["grouping"]
-    stock = r.get("stock_fx_s")
+
+    def against_peer(seconds: float) -> str:
+        return "longer than" if seconds > peer_s else f"{seconds / peer_s:.0%} of"
+
+    stock, hooks = r.get("stock_fx_s"), r.get("hooks_s")
     floor = (
         ""
         if stock is None
         else f" torch.fx's own Tracer on this model, without flowprof, takes {fmt_s(stock)}, "
-        f"{'longer than' if stock > peer_s else f'{stock / peer_s:.0%} of'} the peer's whole "
-        "analysis."
+        f"{against_peer(stock)} the peer's whole analysis."
     )
+    if hooks is not None:
+        floor += (
+            f" Without torch.fx (blocks recorded by hooks) the whole call takes {fmt_s(hooks)}, "
+            f"{against_peer(hooks)} the peer's."
+        )
     return [
         f"    - where the time goes: the fx symbolic trace alone ({r['fx_nodes']} nodes) takes "
         f"{fmt_s(fx_s)}, {verdict} {c['fastest_exact_peer']}'s whole analysis "

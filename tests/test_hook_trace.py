@@ -21,7 +21,7 @@ from torch import nn
 
 import tracer
 from models import registry
-from tracer import OpCount, fx_trace
+from tracer import OpCount
 
 
 class Conv1D(nn.Module):
@@ -140,6 +140,13 @@ class Ones(nn.Module):
         return x
 
 
+def test_hooks_false_keeps_one_block_per_untraceable_module():
+    g = tracer.trace(Tiny(), [(2, 3, 4)], hooks=False)
+    assert not g.meta["blocks_by_hooks"]
+    assert [b.name for b in g.blocks()] == ["model"]
+    assert g.total() == tracer.trace(Tiny(), [(2, 3, 4)]).total()
+
+
 def test_work_on_a_constant_is_counted_without_an_edge():
     g = tracer.trace(Ones(), [(2, 5)])
     assert g.total() == OpCount(multiplications=10)  # 2 x 5 products; arange makes, not computes
@@ -147,18 +154,6 @@ def test_work_on_a_constant_is_counted_without_an_edge():
 
 
 # --- the hooked path agrees with the fx path ------------------------------------------------------
-
-
-def _hooked(model, inputs, monkeypatch):
-    """Trace ``model`` as if torch.fx could not trace its forward: hooks record everything."""
-
-    def whole(model, n_inputs=None, max_retries=64):
-        graph = fx_trace._whole_model_graph(model, n_inputs)
-        return fx_trace.Structure(fx_trace._Whole(model), graph, {"model": "forced"}, "model.")
-
-    with monkeypatch.context() as m:
-        m.setattr(fx_trace, "trace_structure", whole)
-        return tracer.trace(model, inputs)
 
 
 # What the two paths name differently, and why:
@@ -213,11 +208,11 @@ def _ops(g):
         ("torchvision:vit_b_16", {}),
     ],
 )
-def test_hooked_path_gives_the_fx_path_graph(name, options, monkeypatch):
+def test_hooked_path_gives_the_fx_path_graph(name, options):
     built = registry.build(name, **options)
     inputs = built.example_inputs("meta")
     fx_graph = tracer.trace(built.module, inputs)
-    hooked = _hooked(built.module, inputs, monkeypatch)
+    hooked = tracer.trace(built.module, inputs, hooks=True)
     assert hooked.meta["blocks_by_hooks"] and not fx_graph.meta["blocks_by_hooks"]
     assert _units(hooked) == _units(fx_graph)
     assert _edges(hooked) == _edges(fx_graph)

@@ -131,6 +131,7 @@ def trace(
     depth: int | None = None,
     meta: Mapping[str, Any] | None = None,
     measure: bool = False,
+    hooks: bool | None = None,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes) into a BlockGraph.
 
@@ -140,7 +141,10 @@ def trace(
     computing functions). The model is left as it was (its train/eval flags included). A model
     wrapped by torch.compile or (Distributed)DataParallel is traced as the model they wrap.
     ``measure`` also runs it for real (it needs real weights) and adds seconds per block and the
-    measured bytes of every edge.
+    measured bytes of every edge. ``hooks``: None (default) traces with torch.fx and records the
+    blocks by hooks as the model runs where fx cannot trace all of it; True records them by hooks
+    whatever fx could do (to compare the two, or to time the path fx's failures take); False
+    keeps fx's one block per module it cannot trace.
     """
     from tracer import fx_trace
     from tracer.blocks import group
@@ -156,10 +160,13 @@ def trace(
     with _gc_paused():
         # Traced and run in eval mode (counts are of an inference pass); flags restored after.
         with fx_trace.eval_mode(model):
-            structure = fx_trace.trace_structure(model, len(tensors))
-            records = fx_trace.run_counts(structure, model, tensors)
+            if hooks:
+                structure = fx_trace.whole_structure(model, len(tensors))
+            else:
+                structure = fx_trace.trace_structure(model, len(tensors))
+            hooked = fx_trace.uses_hooks(structure, model, hooks)
+            records = fx_trace.run_counts(structure, model, tensors, hooked)
             units, crossings, info = fx_trace.build_units(structure, model, records)
-            hooked = fx_trace.by_hooks(structure, model)
             if measure:
                 units, crossings = _measure(
                     structure, model, tensors, info, units, crossings, hooked

@@ -477,14 +477,20 @@ def _run(
     return records
 
 
-def by_hooks(structure: Structure, model: nn.Module) -> bool:
-    """True when torch.fx could not trace all of the model (its own forward, or a module in
-    it): the blocks are then recorded by hooks as the model runs (tracer/hook_trace.py), which
-    sees through what fx cannot, rather than shown as one block per untraceable module. Not for
-    a model with TorchScript in it: a scripted forward runs no Python the hooks could see."""
-    if not structure.leaves_added:
+def uses_hooks(structure: Structure, model: nn.Module, hooks: bool | None = None) -> bool:
+    """Whether the blocks are recorded by hooks as the model runs (tracer/hook_trace.py) rather
+    than read from the fx graph: ``hooks`` when given (True: even where fx traced all of the
+    model), else where torch.fx could not trace all of it (its own forward, or a module in it),
+    since hooks see through what fx cannot, where fx leaves one block per untraceable module.
+    Never for a model with TorchScript in it: a scripted forward runs no Python to hook."""
+    if hooks is False or any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
         return False
-    return not any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+    return bool(hooks) or bool(structure.leaves_added)
+
+
+def whole_structure(model: nn.Module, n_inputs: int | None = None) -> Structure:
+    """The structure of a model not traced by fx at all (for a hooked run only)."""
+    return Structure(_Whole(model), _whole_model_graph(model, n_inputs), {}, "model.")
 
 
 def _hooked_run(
@@ -553,12 +559,12 @@ def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
 
 
 def run_counts(
-    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool = True
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool | None = None
 ) -> dict[str, NodeRecord] | hook_trace.HookRecords:
-    """Run the traced graph with the counters on; one record per fx node. For a model torch.fx
-    could not trace in full (:func:`by_hooks`), unless ``hooks`` is False (a pipeline needs the
-    fx graph's nodes), the model itself is run with hooks instead and the result is the units
-    they recorded. Call it inside ``eval_mode(model)``, the mode the graph was traced in (as
+    """Run the traced graph with the counters on; one record per fx node. Where the blocks are
+    recorded by hooks (:func:`uses_hooks`; ``hooks=False`` for a pipeline, which needs the fx
+    graph's nodes), the model itself is run with hooks instead and the result is the units they
+    recorded. Call it inside ``eval_mode(model)``, the mode the graph was traced in (as
     ``tracer.trace`` does).
 
     On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
@@ -569,7 +575,7 @@ def run_counts(
     # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
     # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
     # parameter nor buffer, a branch on values) falls through to fake tensors below.
-    hooks = hooks and by_hooks(structure, model)
+    hooks = uses_hooks(structure, model, hooks)
     try:
         meta_state = _meta_state(structure)
         meta_inputs = _empty_on(inputs, "meta")
