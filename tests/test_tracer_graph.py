@@ -745,3 +745,25 @@ def test_tracer_loads_no_drawing_or_printing_package_and_no_compiler():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class AutocastOff(nn.Module):
+    """Disables autocast for its device, as Hugging Face's rotary embeddings do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.fc(x).float()
+
+
+def test_autocast_on_meta_tensors_is_no_error():
+    # torch.autocast has no meta backend; during the run it is the CPU's, which leaves meta ops
+    # alone. fc on 3 rows: FC (48 multiplications, 48 additions); .float() on fp32 is free.
+    with torch.device("meta"):  # (with CPU weights the fake-tensor run is on the CPU: no error)
+        model = AutocastOff()
+    g = tracer.trace(model, [(3, 4)])
+    assert g.total() == FC
+    assert torch.amp.autocast_mode.autocast.__init__.__name__ == "__init__"  # restored

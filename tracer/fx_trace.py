@@ -466,6 +466,8 @@ def _run(
         stack.enter_context(_module_formula_hooks(model, rec))
         if meta_state:  # real weights stand in as meta tensors for this run only
             stack.enter_context(_reparametrize_module(structure.root, meta_state, tie_weights=True))
+        if device.type == "meta":
+            stack.enter_context(_autocast_on_meta())
         if fake_mode is not None:
             stack.enter_context(fake_mode)
         stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
@@ -475,6 +477,25 @@ def _run(
             return _hooked_run(structure, model, inputs, rec, functions, clock)
         _Interpreter(structure, rec, records).run(*inputs)
     return records
+
+
+@contextlib.contextmanager
+def _autocast_on_meta():
+    """torch.autocast has no meta backend: ``torch.autocast(device_type=x.device.type)`` (Hugging
+    Face's rotary embeddings disable autocast so) raises on meta tensors. During a meta run it is
+    autocast on the CPU instead, which changes no meta op: the forward runs as it would without
+    autocast. (torch.autocast is one class; its __init__ is restored on exit.)"""
+    autocast = torch.amp.autocast_mode.autocast
+    init = autocast.__init__
+
+    def on_cpu(self, device_type, *args, **kwargs):
+        init(self, "cpu" if device_type == "meta" else device_type, *args, **kwargs)
+
+    autocast.__init__ = on_cpu
+    try:
+        yield
+    finally:
+        autocast.__init__ = init
 
 
 def uses_hooks(structure: Structure, model: nn.Module, hooks: bool | None = None) -> bool:
