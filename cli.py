@@ -36,19 +36,27 @@ INPUT_DTYPES = "float64 float32 float16 bfloat16 int64 int32 int16 int8 uint8 bo
 
 
 class Inputs(list):
-    """Parsed ``--input``: the shapes (this list) and, per shape, a dtype name or None."""
+    """Parsed ``--input``: the shapes (this list), per shape a dtype name or None, and the
+    forward parameter each is for (``names``; empty when given in forward's order)."""
 
-    def __init__(self, shapes, dtypes):
+    def __init__(self, shapes, dtypes, names=()):
         super().__init__(shapes)
         self.dtypes = list(dtypes)
+        self.names = list(names)
 
 
 def _shapes(text: str) -> Inputs:
     """``1x3x224x224,4x16:int64`` -> shapes ``[(1, 3, 224, 224), (4, 16)]``, dtypes
-    ``[None, "int64"]`` (None: the model's own floating dtype)."""
-    shapes, dtypes = [], []
+    ``[None, "int64"]`` (None: the model's own floating dtype). With names,
+    ``input_ids=1x32:int64,decoder_input_ids=1x8:int64``: the inputs of those forward parameters
+    (all named or none)."""
+    shapes, dtypes, names = [], [], []
     for part in text.split(","):
-        shape_text, _, dtype = part.strip().lower().partition(":")
+        name, eq, spec = part.strip().rpartition("=")
+        if eq and not name.isidentifier():
+            raise argparse.ArgumentTypeError(f"not a parameter name: {name!r} in {part!r}")
+        names.append(name or None)
+        shape_text, _, dtype = spec.lower().partition(":")
         if dtype and dtype not in INPUT_DTYPES:
             raise argparse.ArgumentTypeError(
                 f"unknown input dtype {dtype!r} in {part!r} (known: {', '.join(INPUT_DTYPES)})"
@@ -63,11 +71,25 @@ def _shapes(text: str) -> Inputs:
             raise argparse.ArgumentTypeError(f"malformed shape {part!r}: sizes must be positive")
         shapes.append(dims)
         dtypes.append(dtype or None)
-    return Inputs(shapes, dtypes)
+    if any(names) and not all(names):
+        raise argparse.ArgumentTypeError(
+            f"name every input or none: {text!r} (e.g. input_ids=1x32:int64,mask=1x32)"
+        )
+    return Inputs(shapes, dtypes, names if all(names) else ())
 
 
 def _input_dtypes(args: argparse.Namespace) -> list[str | None] | None:
     return args.input.dtypes if args.input else None
+
+
+def _positional_inputs(args: argparse.Namespace) -> Inputs | None:
+    """``--input`` for a command that gives inputs in forward's order only."""
+    if args.input and args.input.names:
+        raise UsageError(
+            f"{PROG} {args.command}: --input takes shapes in forward's order here, without "
+            "names (names are for trace)"
+        )
+    return args.input
 
 
 def _positive_int(text: str) -> int:
@@ -109,9 +131,11 @@ def _add_model_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) 
     g.add_argument(
         "--input",
         type=_shapes,
-        metavar="SHAPE[:DTYPE][,...]",
+        metavar="[NAME=]SHAPE[:DTYPE][,...]",
         help="example input shapes, e.g. 1x3x224x224 (default: per model); a dtype suffix "
-        "for inputs that are not floating point, e.g. token ids 4x16:int64",
+        "for inputs that are not floating point, e.g. token ids 4x16:int64; named for "
+        "forward's parameters to give them by name (trace), e.g. "
+        "input_ids=1x32:int64,decoder_input_ids=1x8:int64",
     )
     for name, kind, text in MODEL_OPTIONS:
         if name not in exclude:
@@ -213,9 +237,12 @@ def _trace_built(built, args: argparse.Namespace, measure: bool = False):
     import tracer
 
     meta = {"model": built.name, "config": dict(built.config)}
+    inputs = built.example_inputs("cpu" if measure else "meta")
+    if args.input and args.input.names:  # given by forward's parameter names
+        inputs = dict(zip(args.input.names, inputs, strict=True))
     return tracer.trace(
         built.module,
-        built.example_inputs("cpu" if measure else "meta"),
+        inputs,
         dtype=args.dtype,
         depth=args.depth,
         meta=meta,
@@ -315,7 +342,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.model_a,
         args.model_b,
         depth=args.depth,
-        input_shapes=args.input,
+        input_shapes=_positional_inputs(args),
         input_dtypes=_input_dtypes(args),
         dtype=args.dtype,
     )
@@ -404,7 +431,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         args.stages,
         micro_batches=args.micro_batches,
         model_options=_model_options(args),
-        input_shapes=args.input,
+        input_shapes=_positional_inputs(args),
         input_dtypes=_input_dtypes(args),
         depth=args.depth,
     )

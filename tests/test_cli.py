@@ -327,3 +327,31 @@ def test_a_model_from_a_python_file(tmp_path):
     out = run("trace", f"{tmp_path / 'nope.py'}:Net", "--input", "2x4")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "no file" in out.stderr
+
+
+def test_inputs_given_by_name(tmp_path):
+    # --input NAME=SHAPE gives forward's parameters by name; skipped ones keep their defaults
+    (tmp_path / "kw.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.emb = nn.Embedding(100, 8)\n"
+        "    def forward(self, ids, mask=None, extra=None):\n"
+        "        h = self.emb(ids)\n"
+        "        return h if extra is None else h + extra\n"
+    )
+    net = f"{tmp_path / 'kw.py'}:Net"
+    out = run("trace", net, "--input", "ids=2x5:int64,extra=2x5x8", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    graph = json.loads(out.stdout)
+    assert graph["totals"]["additions"] == 2 * 5 * 8  # h + extra; mask stays None
+    assert {(e["src"], e["dst"]) for e in graph["edges"]} >= {("input:extra", "add")}
+    for argv, message in (
+        (["trace", net, "--input", "ids=2x5:int64,2x5x8"], "name every input or none"),
+        (["trace", net, "--input", "idz=2x5:int64"], "has no positional parameter 'idz'"),
+        (["compare", "lenet5", "lenet5-dws", "--input", "x=1x1x32x32"], "without names"),
+    ):
+        out = run(*argv)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert message in out.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 
 import networkx as nx
 import pytest
@@ -767,3 +768,47 @@ def test_autocast_on_meta_tensors_is_no_error():
     g = tracer.trace(model, [(3, 4)])
     assert g.total() == FC
     assert torch.amp.autocast_mode.autocast.__init__.__name__ == "__init__"  # restored
+
+
+class KeywordInputs(nn.Module):
+    """Inputs a caller gives by name, as Hugging Face encoder-decoders take decoder_input_ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 8)
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, ids, mask=None, extra=None):
+        h = self.fc(self.emb(ids))
+        if mask is not None:
+            h = h * mask.unsqueeze(-1)
+        if extra is not None:
+            h = h + extra
+        return h
+
+
+def test_inputs_given_by_name_reach_forward_in_its_order():
+    ids = torch.empty(2, 5, dtype=torch.long, device="meta")
+    g = tracer.trace(KeywordInputs(), {"ids": ids, "extra": (2, 5, 8)})
+    # mask is skipped: forward's default (None) takes its place, so nothing is masked.
+    # fc: 10 rows x 8 outputs = 80 dot products of 8: 640 products, 80 x 7 + 80 bias = 640
+    # additions; + extra: 80 additions.
+    assert g.total() == OpCount(macs=640, multiplications=640, additions=640 + 80)
+    assert [b.name for b in g.blocks()] == ["emb", "fc", "add"]
+    assert g.graph.has_edge("input:extra", "add") and "input:mask" not in g.graph
+    assert [i["shape"] for i in g.meta["inputs"]] == [[2, 5], [2, 5, 8]]
+    # Given a mask too: one multiplication per element of h (80).
+    g = tracer.trace(KeywordInputs(), {"ids": ids, "mask": (2, 5)})
+    assert g.total() == OpCount(macs=640, multiplications=640 + 80, additions=640)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"idz": (2, 5)}, "has no positional parameter 'idz' (it has: ids, mask, extra)"),
+        ({"extra": (2, 5, 8)}, "give KeywordInputs.forward's input 'ids'"),
+    ],
+)
+def test_inputs_by_an_unknown_name_or_missing_a_required_one_are_bad_input(inputs, message):
+    with pytest.raises(FlowprofError, match=re.escape(message)):
+        tracer.trace(KeywordInputs(), inputs)

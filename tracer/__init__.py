@@ -66,23 +66,55 @@ def _unwrapped(model: nn.Module) -> tuple[nn.Module, list[str]]:
             return model, peeled
 
 
+def _by_position(model: nn.Module, inputs: Mapping[str, Any]) -> tuple[list[Any], set[int]]:
+    """Inputs given by name, in the order of ``model.forward``'s parameters, and the positions
+    filled with defaults: up to the last one given, a parameter not given takes its default (a
+    None in a mask's place), so that keyword inputs (a Hugging Face encoder-decoder's
+    ``decoder_input_ids``) reach the model by position, as every other input does."""
+    from tracer.fx_trace import _forward_parameters
+
+    named, _, _ = _forward_parameters(model)
+    names = [p.name for p in named]
+    unknown = [k for k in inputs if k not in names]
+    if unknown:
+        raise BadSpecError(
+            f"{type(model).__name__}.forward has no positional parameter {unknown[0]!r} "
+            f"(it has: {', '.join(names) or 'none'})"
+        )
+    out, filled = [], set()
+    for i, p in enumerate(named[: max(names.index(k) for k in inputs) + 1]):
+        if p.name in inputs:
+            out.append(inputs[p.name])
+        elif p.default is p.empty:
+            raise BadSpecError(f"give {type(model).__name__}.forward's input {p.name!r}")
+        else:
+            out.append(p.default)
+            filled.add(i)
+    return out, filled
+
+
 def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
-    """Tensors stay (only their shape and dtype are used); shapes become meta tensors."""
+    """Tensors stay (only their shape and dtype are used); shapes become meta tensors; None
+    stays (an optional input given as absent). Inputs given by name (a mapping) are put in
+    forward's order (:func:`_by_position`), with forward's defaults where a name is skipped."""
     if isinstance(inputs, torch.Tensor):
         return [inputs]
+    filled: set[int] = set()
+    if isinstance(inputs, Mapping) and inputs:
+        inputs, filled = _by_position(model, inputs)
     if isinstance(inputs, Sequence) and inputs and all(isinstance(d, int) for d in inputs):
         inputs = [tuple(inputs)]
     if not isinstance(inputs, Sequence) or not inputs:
         raise BadSpecError("give the model's example inputs as tensors or shapes")
     dtype = _model_dtype(model)
     out = []
-    for x in inputs:
-        if isinstance(x, torch.Tensor):
+    for i, x in enumerate(inputs):
+        if isinstance(x, torch.Tensor) or x is None or i in filled:
             out.append(x)
         elif isinstance(x, Sequence) and all(isinstance(d, int) and d > 0 for d in x):
             out.append(torch.empty(tuple(x), dtype=dtype, device="meta"))
         else:
-            raise BadSpecError(f"not a tensor or a shape of positive sizes: {x!r}")
+            raise BadSpecError(f"not a tensor, a shape of positive sizes or None: {x!r}")
     return out
 
 
@@ -133,7 +165,8 @@ def trace(
     measure: bool = False,
     hooks: bool | None = None,
 ) -> BlockGraph:
-    """Trace ``model`` on ``inputs`` (tensors, or shapes) into a BlockGraph.
+    """Trace ``model`` on ``inputs`` (tensors, or shapes, in forward's order; or a mapping of
+    forward's parameter names to them) into a BlockGraph.
 
     Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot).
     ``dtype`` is the precision that floating-point bits are accounted at (default: the model's
@@ -150,9 +183,10 @@ def trace(
     from tracer.blocks import group
 
     model, wrappers = _unwrapped(model)
-    tensors = _as_inputs(model, inputs)
+    tensors = _as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
+    given = [t for t in tensors if isinstance(t, torch.Tensor)]
     if dtype is None:
-        float_inputs = [t.dtype for t in tensors if t.is_floating_point()]
+        float_inputs = [t.dtype for t in given if t.is_floating_point()]
         own = str(_model_dtype(model) if not float_inputs else float_inputs[0])
         precision = Precision.of_torch(own.removeprefix("torch.")) or Precision.FP32
     else:
@@ -163,7 +197,13 @@ def trace(
             if hooks:
                 structure = fx_trace.whole_structure(model, len(tensors))
             else:
-                structure = fx_trace.trace_structure(model, len(tensors))
+                names = [p.name for p in fx_trace._forward_parameters(model)[0]]
+                constants = {
+                    name: x
+                    for name, x in zip(names, tensors, strict=False)
+                    if not isinstance(x, torch.Tensor)
+                }
+                structure = fx_trace.trace_structure(model, len(tensors), constants=constants)
             hooked = fx_trace.uses_hooks(structure, model, hooks)
             records = fx_trace.run_counts(structure, model, tensors, hooked)
             units, crossings, info = fx_trace.build_units(structure, model, records)
@@ -175,7 +215,7 @@ def trace(
             "model_class": type(model).__name__,
             "inputs": [
                 {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-                for t in tensors
+                for t in given
             ],
             "precision": precision.value,
             "convention": CONVENTION,

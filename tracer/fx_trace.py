@@ -148,19 +148,24 @@ class Structure:
 
 
 def trace_structure(
-    model: nn.Module, n_inputs: int | None = None, max_retries: int = 64
+    model: nn.Module,
+    n_inputs: int | None = None,
+    max_retries: int = 64,
+    constants: Mapping[str, Any] | None = None,
 ) -> Structure:
     """Symbolically trace ``model``; untraceable submodules become leaves (see module doc).
     ``n_inputs``, the number of positional inputs it will be run on, decides which optional
     parameters keep their defaults (:func:`_defaults_not_given`) and, when the whole model has
-    to become a leaf, how many inputs that leaf takes."""
+    to become a leaf, how many inputs that leaf takes. ``constants``: inputs given as values that
+    are not tensors (a None in a mask's place), by parameter name: traced as those constants."""
+    concrete = (_defaults_not_given(model, n_inputs) or {}) | dict(constants or {})
     extra: set[str] = set()
     why: dict[str, str] = {}
     root = _shallow_twin(model)
     for _ in range(max_retries):
         tracer = _Tracer(extra)
         try:
-            graph = tracer.trace(root, concrete_args=_defaults_not_given(model, n_inputs))
+            graph = tracer.trace(root, concrete_args=concrete or None)
         except Exception as exc:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
