@@ -82,19 +82,33 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
 
 
 def trace_notes(graph: BlockGraph) -> list[str]:
-    """One line per wrapper the tracer looked through (torch.compile, DataParallel), and one per
-    module torch.fx could not trace: counted in full, but shown as one block, so a coarse graph
-    is not mistaken for the model's structure."""
-    return [
-        f"note: traced the model inside {wrapper}: the wrapper adds no arithmetic"
-        for wrapper in graph.meta.get("wrappers", [])
-    ] + [
-        f"note: torch.fx cannot trace {name} ({why}): the blocks were recorded by hooks as the "
-        "model ran on these inputs"
-        if graph.meta.get("blocks_by_hooks")
-        else f"note: {name} is one block: torch.fx cannot trace it ({why})"
-        for name, why in graph.meta.get("untraceable_leaves", {}).items()
-    ]
+    """One line per wrapper the tracer looked through (torch.compile, DataParallel), one if the
+    model was run as torch.compile sees it (it branches on tensor values), and one per module
+    torch.fx could not trace (its blocks recorded by hooks, or it is one block), so that how the
+    graph was made is never left unsaid."""
+    compiled = graph.meta.get("run_as_compiled")
+    return (
+        [
+            f"note: traced the model inside {wrapper}: the wrapper adds no arithmetic"
+            for wrapper in graph.meta.get("wrappers", [])
+        ]
+        + (
+            [
+                f"note: the model branches on tensor values ({compiled}); it was run as "
+                "torch.compile sees it (torch.compiler.is_compiling() true), which takes no "
+                "value-dependent shortcut: the counts are of that general path"
+            ]
+            if compiled
+            else []
+        )
+        + [
+            f"note: torch.fx cannot trace {name} ({why}): the blocks were recorded by hooks as the "
+            "model ran on these inputs"
+            if graph.meta.get("blocks_by_hooks")
+            else f"note: {name} is one block: torch.fx cannot trace it ({why})"
+            for name, why in graph.meta.get("untraceable_leaves", {}).items()
+        ]
+    )
 
 
 def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Table:

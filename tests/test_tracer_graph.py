@@ -812,3 +812,31 @@ def test_inputs_given_by_name_reach_forward_in_its_order():
 def test_inputs_by_an_unknown_name_or_missing_a_required_one_are_bad_input(inputs, message):
     with pytest.raises(FlowprofError, match=re.escape(message)):
         tracer.trace(KeywordInputs(), inputs)
+
+
+class MaskShortcut(nn.Module):
+    """Drops an all-ones mask unless compiling, as Hugging Face's attention-mask helpers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, mask):
+        if not torch.compiler.is_compiling() and torch.all(mask == 1):
+            mask = None  # a value-dependent shortcut: meta and fake tensors cannot decide it
+        h = self.fc(x)
+        return h if mask is None else h * mask
+
+
+def test_a_value_dependent_shortcut_is_run_as_compiled():
+    g = tracer.trace(MaskShortcut(), [(3, 4), (3, 4)])
+    # The general path, mask applied: fc (FC) and 12 multiplications by the mask.
+    assert g.total() == FC + OpCount(multiplications=12)
+    assert "DataDependentOutputException" in g.meta["run_as_compiled"]
+    assert not torch.compiler.is_compiling()  # restored
+    from reports.tables import trace_notes
+
+    assert any("it was run as torch.compile sees it" in line for line in trace_notes(g))
+    # A branch on values that compiling does not remove still cannot be decided on shapes.
+    with pytest.raises(FlowprofError, match="branches on tensor values"):
+        tracer.trace(ValueBranch(), [(3, 4)])

@@ -223,6 +223,7 @@ def trace(
             "tool_version": TOOL_VERSION,
             "untraceable_leaves": info["leaves_added"],
             "blocks_by_hooks": hooked,
+            "run_as_compiled": structure.run_as_compiled,
             "wrappers": wrappers,
             "params_not_run": info["params_not_run"],
         } | dict(meta or {})

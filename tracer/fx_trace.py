@@ -136,6 +136,8 @@ class Structure:
     graph: fx.Graph
     leaves_added: dict[str, str]  # qualified name -> why fx could not trace it
     root_prefix: str = ""  # "model." when the whole model had to become a leaf
+    # why the counting run had to be made as torch.compile sees the model (a branch on values)
+    run_as_compiled: str | None = None
     _graph_module: fx.GraphModule | None = field(default=None, repr=False)
 
     @property
@@ -557,6 +559,45 @@ def timed_hooked_run(
     return _run(structure, model, inputs, device, None, hooks=True, clock=True)
 
 
+@contextlib.contextmanager
+def _as_if_compiling():
+    """``torch.compiler.is_compiling()`` answers True: libraries skip their value-dependent
+    shortcuts for torch.compile and torch.export, which cannot decide them either (Hugging Face
+    drops an all-ones attention mask after ``torch.all(mask == 1)``, and checks input ids for
+    padding, unless compiling). Restored on exit."""
+    compiler = torch.compiler
+    is_compiling = compiler.is_compiling
+    compiler.is_compiling = lambda: True
+    try:
+        yield
+    finally:
+        compiler.is_compiling = is_compiling
+
+
+def _run_as_compiled(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
+) -> dict[str, NodeRecord] | hook_trace.HookRecords | None:
+    """The meta (else fake) run again, as torch.compile would see the model
+    (:func:`_as_if_compiling`), for a model that branched on values; None if it still cannot
+    run. What it counts is the path a compiled model takes: the general one, e.g. with the
+    attention mask applied whatever its values."""
+    with _as_if_compiling():
+        try:
+            meta_inputs = _empty_on(inputs, "meta")
+            meta = torch.device("meta")
+            return _run(structure, model, meta_inputs, meta, None, _meta_state(structure), hooks)
+        except Exception:
+            pass
+        device = model_device(model)
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with fake_mode:
+            fake_inputs = _empty_on(inputs, device)
+        try:
+            return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
+        except Exception:
+            return None
+
+
 def _empty_on(inputs: Sequence[Any], device: torch.device | str) -> list[Any]:
     """Empty tensors of the inputs' shapes and dtypes on ``device`` (other inputs as they are)."""
     return [
@@ -596,7 +637,8 @@ def run_counts(
     On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
     values, which they cannot decide: then, given real inputs and real weights, it runs on those
     (the counts depend on shapes only, so they are the numbers a fake run would give for that
-    path).
+    path); not given them, it runs again as torch.compile sees the model (libraries skip their
+    value-dependent shortcuts there), and ``structure.run_as_compiled`` says why.
     """
     # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
     # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
@@ -626,10 +668,14 @@ def run_counts(
             p.device.type != "meta" for p in model.parameters()
         )
         if not real:
-            raise UnsupportedModelError(
-                f"{type(model).__name__} branches on tensor values, which shapes alone cannot "
-                "decide: trace it with real inputs and weights"
-            ) from exc
+            records = _run_as_compiled(structure, model, inputs, hooks)
+            if records is None:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} branches on tensor values, which shapes alone "
+                    "cannot decide: trace it with real inputs and weights"
+                ) from exc
+            structure.run_as_compiled = _one_line(exc)
+            return records
     try:
         return _run(structure, model, inputs, device, None, hooks=hooks)
     except Exception as exc:
