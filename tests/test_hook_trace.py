@@ -222,3 +222,31 @@ def test_hooked_path_gives_the_fx_path_graph(name, options):
         a, b = fx_graph.by_block(depth), hooked.by_block(depth)
         assert [(x.name, x.count) for x in a.blocks()] == [(x.name, x.count) for x in b.blocks()]
         assert sorted(a.graph.edges) == sorted(b.graph.edges)
+
+
+@torch.jit.script
+def _scripted_double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+class CallsScript(nn.Module):
+    """Calls a TorchScript function, whose ops no torch-function mode sees (they still reach the
+    counting dispatch mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.size(0) > 0:
+            x = _scripted_double(self.fc(x))
+        return x
+
+
+def test_work_outside_any_call_the_hooks_see_is_kept_as_a_block():
+    g = tracer.trace(CallsScript(), [(3, 4)])
+    # fc on 3 rows: 12 dot products of 4 + bias (48 / 48); x * 2 in TorchScript: 12 products
+    fc = OpCount(macs=48, multiplications=48, additions=48)
+    assert g.total() == fc + OpCount(multiplications=12)
+    assert g.block("fc").count == fc
+    assert g.block("forward:rest").count == OpCount(multiplications=12)

@@ -299,8 +299,8 @@ class HookRun:
     # -- result ---------------------------------------------------------------------------
 
     def records(self) -> HookRecords:
-        if not self.rest.is_empty():
-            rest = _UnitRecord("model", type(self.model).__name__, (), [])
+        if not self.rest.is_empty():  # (named with a colon, like the ends: no module path)
+            rest = _UnitRecord("forward:rest", type(self.model).__name__, (), [])
             rest.count, rest.ops, rest.uncounted = (
                 self.rest.count,
                 self.rest.ops,
