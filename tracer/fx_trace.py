@@ -46,7 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tracer import formulas, hook_trace, meta_shapes
 from tracer.counts import OpCount
 from tracer.errors import UnsupportedModelError
-from tracer.graph import Crossing, TensorMeta, Unit
+from tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
 
 # --- 1. structure ----------------------------------------------------------------------------
 
@@ -583,19 +583,29 @@ def _run_as_compiled(
     attention mask applied whatever its values."""
     with _as_if_compiling():
         try:
-            meta_inputs = _empty_on(inputs, "meta")
-            meta = torch.device("meta")
-            return _run(structure, model, meta_inputs, meta, None, _meta_state(structure), hooks)
-        except Exception:
-            pass
-        device = model_device(model)
-        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-        with fake_mode:
-            fake_inputs = _empty_on(inputs, device)
-        try:
-            return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
+            return _on_meta_else_fake(structure, model, inputs, hooks)
         except Exception:
             return None
+
+
+def _on_meta_else_fake(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
+) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+    """The counting run on meta tensors, the fastest way that allocates nothing (real weights
+    swapped for meta stand-ins during the run); where meta cannot (a tensor attribute that is
+    neither parameter nor buffer, a branch on values), on fake tensors, whose error it raises."""
+    try:
+        meta_state = _meta_state(structure)
+        meta_inputs = _empty_on(inputs, "meta")
+        meta = torch.device("meta")
+        return _run(structure, model, meta_inputs, meta, None, meta_state, hooks)
+    except Exception:
+        pass
+    device = model_device(model)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        fake_inputs = _empty_on(inputs, device)
+    return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
 
 
 def _empty_on(inputs: Sequence[Any], device: torch.device | str) -> list[Any]:
@@ -640,23 +650,9 @@ def run_counts(
     path); not given them, it runs again as torch.compile sees the model (libraries skip their
     value-dependent shortcuts there), and ``structure.run_as_compiled`` says why.
     """
-    # First on meta tensors: the fastest way that allocates nothing. Real weights are swapped for
-    # meta ones during the run. Anything meta cannot do (a tensor attribute that is neither
-    # parameter nor buffer, a branch on values) falls through to fake tensors below.
     hooks = uses_hooks(structure, model, hooks)
     try:
-        meta_state = _meta_state(structure)
-        meta_inputs = _empty_on(inputs, "meta")
-        meta = torch.device("meta")
-        return _run(structure, model, meta_inputs, meta, None, meta_state, hooks)
-    except Exception:
-        pass
-    device = model_device(model)
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_mode:
-        fake_inputs = _empty_on(inputs, device)
-    try:
-        return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
+        return _on_meta_else_fake(structure, model, inputs, hooks)
     except UnsupportedModelError:
         raise
     except Exception as exc:
@@ -677,7 +673,7 @@ def run_counts(
             structure.run_as_compiled = _one_line(exc)
             return records
     try:
-        return _run(structure, model, inputs, device, None, hooks=hooks)
+        return _run(structure, model, inputs, model_device(model), None, hooks=hooks)
     except Exception as exc:
         raise UnsupportedModelError(
             f"running {type(model).__name__} failed: {_one_line(exc)}"
@@ -807,16 +803,7 @@ def build_units(
             name = source_of[name]
         return name
 
-    # Parameters and buffers, each counted once (tied weights are shared).
-    seen: set[int] = set()
-
-    def own_tensors(tensors) -> int:
-        total = 0
-        for t in tensors:
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += t.numel()
-        return total
+    own_tensors = CountedOnce()  # parameters and buffers, each counted once
 
     by_name = {n.name: n for n in nodes}
     units: list[Unit] = []
@@ -882,11 +869,11 @@ def build_units(
     node_units = {k: v for k, v in unit_of.items() if isinstance(v, str)}
     # Parameters of modules that an inference pass never calls (e.g. GoogLeNet's auxiliary
     # classifiers, which run in training only): in no block, but reported, so totals reconcile.
-    idle = [p for p in model.parameters() if id(p) not in seen]
+    params_not_run = own_tensors.not_counted(model.parameters())
     info = {
         "leaves_added": structure.leaves_added,
         "node_units": node_units,
-        "params_not_run": sum(p.numel() for p in idle),
+        "params_not_run": params_not_run,
     }
     return tuple(units), tuple(crossings), info
 

@@ -91,6 +91,25 @@ class TensorMeta:
         return "x".join(str(d) for d in self.shape) or "scalar"
 
 
+class CountedOnce:
+    """Elements of parameters and buffers, each tensor counted once however many units read it
+    (tied weights are one tensor); ``not_counted`` gives the ones no unit read."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def __call__(self, tensors: Any) -> int:
+        total = 0
+        for t in tensors:
+            if id(t) not in self.seen:
+                self.seen.add(id(t))
+                total += t.numel()
+        return total
+
+    def not_counted(self, tensors: Any) -> int:
+        return sum(t.numel() for t in tensors if id(t) not in self.seen)
+
+
 @dataclass(frozen=True)
 class Unit:
     """A leaf-level block: one call of a leaf module, or one computing function call.

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from tracer.counts import OpCount
-from tracer.graph import Crossing, TensorMeta, Unit
+from tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
 
 # Python's operator dunders as torch.fx names the same call (``x + y`` is operator.add there).
 _REFLECTED = {
@@ -307,15 +307,7 @@ class HookRun:
                 self.rest.uncounted,
             )
             self.units.insert(-1, rest)  # before the output
-        seen: set[int] = set()
-
-        def own(tensors) -> int:
-            total = 0
-            for t in tensors:
-                if id(t) not in seen:
-                    seen.add(id(t))
-                    total += t.numel()
-            return total
+        own = CountedOnce()  # parameters and buffers, each counted once
 
         def whole(v: _Value) -> _Value:
             """Back through folded views and copies that keep all the data (as fx_trace)."""
@@ -372,7 +364,7 @@ class HookRun:
                     role=u.role,
                 )
             )
-        idle = sum(p.numel() for p in self.model.parameters() if id(p) not in seen)
+        idle = own.not_counted(self.model.parameters())
         seconds = {u.name: u.seconds for u in self.units if u.role == "block"} if self.clock else {}
         return HookRecords(tuple(units), tuple(crossings), idle, seconds, dict(self.value_bytes))
 
