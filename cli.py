@@ -210,11 +210,12 @@ def _dot_available() -> bool:
 
 
 def _write_diagram(dot, out: Path, stem: str, formats: Sequence[str] = ("svg",)) -> list[Path]:
-    """DOT always; rendered formats when Graphviz's dot is installed."""
+    """DOT always; rendered formats when Graphviz's dot is installed. dot's warnings (a large
+    graph's bitmap scaled to fit) are not passed on; its errors still raise."""
     written = [write_atomic(out / f"{stem}.dot", dot.source)]
     if _dot_available():
         for fmt in formats:
-            written.append(write_atomic(out / f"{stem}.{fmt}", dot.pipe(format=fmt)))
+            written.append(write_atomic(out / f"{stem}.{fmt}", dot.pipe(format=fmt, quiet=True)))
     return written
 
 

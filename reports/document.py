@@ -158,7 +158,7 @@ class Figure:
         the DOT source only (renderers show that instead)."""
         if shutil.which("dot") is None:
             return cls(name, caption, {}, digraph.source)
-        images = {fmt: digraph.pipe(format=fmt) for fmt in formats}
+        images = {fmt: digraph.pipe(format=fmt, quiet=True) for fmt in formats}  # (no warnings)
         return cls(name, caption, images, digraph.source)
 
 
