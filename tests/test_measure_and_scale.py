@@ -37,10 +37,12 @@ def test_measure_needs_real_weights():
         raise AssertionError("measuring a meta model must fail clearly")
 
 
-def test_four_billion_parameters_on_meta():
+@pytest.mark.parametrize("hooks", [None, True], ids=["fx", "hooks"])
+def test_four_billion_parameters_on_meta(hooks):
+    # on both paths: the hooked one (models fx cannot trace) allocates nothing either
     built = registry.build("transformer", emb=12288, heads=96, seq_len=2048)
     assert all(p.device.type == "meta" for p in built.module.parameters())
-    graph = tracer.trace(built.module, built.example_inputs("meta"))
+    graph = tracer.trace(built.module, built.example_inputs("meta"), hooks=hooks)
     e, f = 12288, 4 * 12288
     attention = 4 * (e * e + e)  # q, k, v, out projections with biases
     ffn = e * f + f + f * e + e  # linear1 and linear2 with biases
@@ -51,3 +53,10 @@ def test_four_billion_parameters_on_meta():
     # the residual stream into the encoder: 1 x 2048 x 12288 fp16 = 25165824 elements * 16 bits
     src = [edge for edge in graph.edges() if edge.src == "input:src"]
     assert src and all(edge.bits == 2048 * 12288 * 16 for edge in src)
+    # MACs, L = 2048 tokens: encoder q/k/v/out 4 L E^2, scores and context 2 L^2 E, FFN 2 L E F;
+    # decoder twice the attention (self and cross: 8 L E^2 + 4 L^2 E) and the FFN
+    n = 2048
+    macs = (4 * n * e * e + 2 * n * n * e + 2 * n * e * f) + (
+        8 * n * e * e + 4 * n * n * e + 2 * n * e * f
+    )
+    assert graph.total().macs == macs == 8_967_891_714_048
