@@ -250,3 +250,29 @@ def test_work_outside_any_call_the_hooks_see_is_kept_as_a_block():
     assert g.total() == fc + OpCount(multiplications=12)
     assert g.block("fc").count == fc
     assert g.block("forward:rest").count == OpCount(multiplications=12)
+
+
+def test_a_run_on_real_tensors_keeps_no_activation_alive(monkeypatch):
+    """On meta tensors every tensor is kept for the run (ids stay unique, no memory spent); on
+    real ones each is forgotten as it dies, so the run frees activations as the model does, and
+    the graph is the same."""
+    from tracer import hook_trace
+
+    kept = []
+    records = hook_trace.HookRun.records
+
+    def spy(run):
+        kept.append([t for t in run.keep if not isinstance(t, nn.Parameter)])
+        return records(run)
+
+    monkeypatch.setattr(hook_trace.HookRun, "records", spy)
+    model = Tiny().eval()
+    on_meta = tracer.trace(model, [(2, 3, 4)])
+    measured = tracer.trace(model, [torch.randn(2, 3, 4)], measure=True)  # a real hooked run
+    assert len(kept[0]) > 10  # the meta run's activations (and input)
+    assert kept[-1] == []  # the real run's: none held
+    assert [(u.name, u.count) for u in measured.units] == [(u.name, u.count) for u in on_meta.units]
+    assert measured.crossings and all(e.measured_bits == e.native_bits for e in measured.edges())
+    assert [(c.src, c.dst, c.tensors) for c in measured.crossings] == [
+        (c.src, c.dst, c.tensors) for c in on_meta.crossings
+    ]

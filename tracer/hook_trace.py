@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from tracer.counts import OpCount
 from tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
@@ -150,7 +152,11 @@ class HookRun:
         self.depth_in_leaf = 0  # > 0 inside a leaf module call (and modules it calls)
         self.in_function = False
         self.values: dict[int, _Value] = {}
-        self.keep: list[torch.Tensor] = []  # every tensor seen stays alive: ids stay unique
+        # Values are keyed by id(tensor), so an id must not be reused by a new tensor while its
+        # old value is still known: tensors without storage (meta, fake) are kept alive for the
+        # run; a real one (a run on real tensors) is forgotten when it dies, so that the run
+        # frees activations as the model would.
+        self.keep: list[torch.Tensor] = []
         self.units: list[_UnitRecord] = []
         self.open: list[tuple[_UnitRecord, _Slot]] = []  # leaf units running
         # Work that runs outside any leaf module or function call the mode sees (none in a
@@ -167,6 +173,14 @@ class HookRun:
 
     # -- values ---------------------------------------------------------------------------
 
+    def _hold(self, t: torch.Tensor) -> None:
+        with torch._C.DisableTorchFunction():  # (not the model's work)
+            storage_free = t.is_meta or isinstance(t, FakeTensor)
+        if storage_free:
+            self.keep.append(t)
+        else:  # (CPython runs the finalizer as the tensor dies, before its id can be reused)
+            weakref.finalize(t, self.values.pop, id(t), None)
+
     def _value(self, t: torch.Tensor) -> _Value | None:
         return self.values.get(id(t))
 
@@ -175,7 +189,7 @@ class HookRun:
         name = f"{unit or 'constant'}#{self.n_values}"
         v = _Value(name, unit, _meta(t), source)
         self.values[id(t)] = v
-        self.keep.append(t)
+        self._hold(t)
         if self.clock:
             self.value_bytes[name] = t.numel() * t.element_size()
         return v
@@ -188,7 +202,7 @@ class HookRun:
             unit = "input:" + name
             u = _UnitRecord(unit, "input", (), [], role="input", outputs=[_meta(x)])
             self.values[id(x)] = _Value(name, unit, _meta(x))
-            self.keep.append(x)
+            self._hold(x)
             if self.clock:
                 self.value_bytes[name] = x.numel() * x.element_size()
             units.append(u)
