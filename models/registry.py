@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -184,12 +185,9 @@ def _torchvision_factory(arch: str) -> Factory:
             suggestions = ", ".join(f"torchvision:{c}" for c in close)
             hint = f"; did you mean {suggestions}?" if close else ""
             raise ModelError(f"unknown torchvision classification model {arch!r}{hint}")
-        try:
-            module = torchvision.models.get_model(arch, weights=None)
-        except (NotImplementedError, RuntimeError):
-            # a few builders (e.g. regnet) compute their widths with tensors: not on meta
-            with torch.device("cpu"):
-                module = torchvision.models.get_model(arch, weights=None)
+        # (a few builders, e.g. regnet, compute their widths with tensors: not on meta)
+        build = functools.partial(torchvision.models.get_model, arch, weights=None)
+        module = _on_meta_else_cpu(build, f"torchvision:{arch}")
         inputs = _single_input(input_shapes, (1, 3, 224, 224))
         return BuiltModel(f"torchvision:{arch}", module, inputs, {"arch": arch, "weights": None})
 
@@ -210,29 +208,25 @@ def _load_module(name: str) -> Any:
     return module
 
 
-def _call_factory(fn: Callable[..., Any], spec: str, options: dict[str, Any]) -> Any:
-    """Call a user's factory: first as asked (on meta, for the tracer: no weights allocated),
-    then, if it fails there, on the CPU. A factory may run its model while building it
-    (torch.jit.trace, torch.export, a width computed from a tensor), which meta tensors cannot;
-    the tracer still analyses the CPU-built model on meta stand-ins of its weights. A factory
-    that fails on the CPU too is the user's to mend: its error, in one line."""
+def _on_meta_else_cpu(make: Callable[[], Any], name: str) -> Any:
+    """Build a model: first as asked (on meta, for the tracer: no weights allocated), then, if
+    that fails there, on the CPU. A builder may run tensors while building (a width computed
+    from a tensor, torch.jit.trace, torch.export), which meta tensors cannot; the tracer still
+    analyses the CPU-built model on meta stand-ins of its weights. One that fails on the CPU too
+    is the model's author's to mend: its error, as a ModelError."""
     try:
-        return fn(**options)
+        return make()
     except ModelError:
         raise
     except Exception as first:
-        if torch.get_default_device().type != "meta":
-            raise ModelError(_raised(spec, first)) from None
-        try:
-            with torch.device("cpu"):
-                return fn(**options)
-        except Exception as exc:
-            raise ModelError(_raised(spec, exc)) from None
-
-
-def _raised(spec: str, exc: BaseException) -> str:
-    first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
-    return f"{spec} raised {type(exc).__name__}: {first_line}"
+        failed = first
+        if torch.get_default_device().type == "meta":
+            try:
+                with torch.device("cpu"):
+                    return make()
+            except Exception as exc:
+                failed = exc
+    raise ModelError(f"{name} raised {type(failed).__name__}: {failed}") from None
 
 
 def _user_factory(spec: str) -> Factory:
@@ -243,7 +237,7 @@ def _user_factory(spec: str) -> Factory:
             fn = getattr(_load_module(module_name), attr)
         except (ImportError, AttributeError, SyntaxError) as exc:
             raise ModelError(f"cannot load model factory {spec!r}: {exc}") from None
-        made = _call_factory(fn, spec, options)
+        made = _on_meta_else_cpu(lambda: fn(**options), spec)
         if isinstance(made, BuiltModel):
             return made
         if not isinstance(made, nn.Module):

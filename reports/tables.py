@@ -86,29 +86,26 @@ def trace_notes(graph: BlockGraph) -> list[str]:
     model was run as torch.compile sees it (it branches on tensor values), and one per module
     torch.fx could not trace (its blocks recorded by hooks, or it is one block), so that how the
     graph was made is never left unsaid."""
-    compiled = graph.meta.get("run_as_compiled")
-    return (
-        [
-            f"note: traced the model inside {wrapper}: the wrapper adds no arithmetic"
-            for wrapper in graph.meta.get("wrappers", [])
-        ]
-        + (
-            [
-                f"note: the model branches on tensor values ({compiled}); it was run as "
-                "torch.compile sees it (torch.compiler.is_compiling() true), which takes no "
-                "value-dependent shortcut: the counts are of that general path"
-            ]
-            if compiled
-            else []
+    meta = graph.meta
+    notes = [
+        f"note: traced the model inside {wrapper}: the wrapper adds no arithmetic"
+        for wrapper in meta.get("wrappers", [])
+    ]
+    if meta.get("run_as_compiled"):
+        notes.append(
+            f"note: the model branches on tensor values ({meta['run_as_compiled']}); it was run "
+            "as torch.compile sees it (torch.compiler.is_compiling() true), which takes no "
+            "value-dependent shortcut: the counts are of that general path"
         )
-        + [
-            f"note: torch.fx cannot trace {name} ({why}): the blocks were recorded by hooks as the "
-            "model ran on these inputs"
-            if graph.meta.get("blocks_by_hooks")
-            else f"note: {name} is one block: torch.fx cannot trace it ({why})"
-            for name, why in graph.meta.get("untraceable_leaves", {}).items()
-        ]
-    )
+    for name, why in meta.get("untraceable_leaves", {}).items():
+        if meta.get("blocks_by_hooks"):
+            notes.append(
+                f"note: torch.fx cannot trace {name} ({why}): the blocks were recorded by hooks "
+                "as the model ran on these inputs"
+            )
+        else:
+            notes.append(f"note: {name} is one block: torch.fx cannot trace it ({why})")
+    return notes
 
 
 def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Table:
@@ -122,7 +119,7 @@ def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Ta
     for b in graph.blocks():
         t.add_row(b.name, f"{b.seconds:.6f}" if b.seconds is not None else "-", "", "", "")
     for e in graph.edges():
-        if e.measured_bits is None:  # not measured (blocks recorded by hooks are not timed)
+        if e.measured_bits is None:  # not measured
             agree: Text | str = "-"
         elif e.measured_bits == e.native_bits:
             agree = Text("yes", style="green")

@@ -197,13 +197,7 @@ def trace(
             if hooks:
                 structure = fx_trace.whole_structure(model, len(tensors))
             else:
-                names = [p.name for p in fx_trace._forward_parameters(model)[0]]
-                constants = {
-                    name: x
-                    for name, x in zip(names, tensors, strict=False)
-                    if not isinstance(x, torch.Tensor)
-                }
-                structure = fx_trace.trace_structure(model, len(tensors), constants=constants)
+                structure = fx_trace.trace_structure(model, len(tensors), given=tensors)
             hooked = fx_trace.uses_hooks(structure, model, hooks)
             records = fx_trace.run_counts(structure, model, tensors, hooked)
             units, crossings, info = fx_trace.build_units(structure, model, records)

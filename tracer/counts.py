@@ -14,7 +14,8 @@ Convention (also in the README):
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, fields
+from collections import Counter
+from dataclasses import dataclass, field, fields
 
 CONVENTION_VERSION = "1"
 
@@ -91,3 +92,18 @@ def dot_products(n: int, k: int, bias: bool = False) -> OpCount:
     if k <= 0 or n <= 0:
         return ZERO
     return OpCount(macs=n * k, multiplications=n * k, additions=n * (k - 1) + (n if bias else 0))
+
+
+@dataclass
+class Tally:
+    """What one intercepted piece of a run computed: its counts, the formulas that gave them
+    (name -> calls) and the ops that have none (name -> calls). The counting modes add to the
+    tally of whatever is running: an fx node, a module call, a function call."""
+
+    count: OpCount = field(default_factory=OpCount)
+    ops: Counter = field(default_factory=Counter)
+    uncounted: Counter = field(default_factory=Counter)
+
+    def is_empty(self) -> bool:
+        """Nothing counted and nothing uncounted: a view, a copy, a constant."""
+        return self.count.is_zero() and not self.ops and not self.uncounted

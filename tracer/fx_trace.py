@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
+import functools
 import inspect
 import operator
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tracer import formulas, hook_trace, meta_shapes
-from tracer.counts import OpCount
+from tracer.counts import Tally
 from tracer.errors import UnsupportedModelError
 from tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
 
@@ -153,14 +153,14 @@ def trace_structure(
     model: nn.Module,
     n_inputs: int | None = None,
     max_retries: int = 64,
-    constants: Mapping[str, Any] | None = None,
+    given: Sequence[Any] = (),
 ) -> Structure:
     """Symbolically trace ``model``; untraceable submodules become leaves (see module doc).
     ``n_inputs``, the number of positional inputs it will be run on, decides which optional
-    parameters keep their defaults (:func:`_defaults_not_given`) and, when the whole model has
-    to become a leaf, how many inputs that leaf takes. ``constants``: inputs given as values that
-    are not tensors (a None in a mask's place), by parameter name: traced as those constants."""
-    concrete = (_defaults_not_given(model, n_inputs) or {}) | dict(constants or {})
+    parameters keep their defaults (:func:`_concrete_args`) and, when the whole model has to
+    become a leaf, how many inputs that leaf takes. ``given``: the inputs themselves, when known;
+    those that are not tensors (a None in a mask's place) are traced as those constants."""
+    concrete = _concrete_args(model, n_inputs, given)
     extra: set[str] = set()
     why: dict[str, str] = {}
     root = _shallow_twin(model)
@@ -193,17 +193,21 @@ def _shallow_twin(model: nn.Module) -> nn.Module:
     return twin if type(twin) is type(model) else model
 
 
-def _defaults_not_given(model: nn.Module, n_inputs: int | None) -> dict[str, Any] | None:
-    """The optional parameters of ``model.forward`` that a run on ``n_inputs`` positional
-    inputs leaves at their defaults, with those defaults: fx traces them as those constants.
-    Without this fx makes every parameter a Proxy, so ``if mask is not None`` traces the masked
-    path of a model called without a mask, and checks such as "inputs_embeds and input_ids are
-    not both given" (Hugging Face models) fail the trace."""
+def _concrete_args(
+    model: nn.Module, n_inputs: int | None, given: Sequence[Any] = ()
+) -> dict[str, Any] | None:
+    """The parameters of ``model.forward`` that fx traces as constants: the optional ones a run
+    on ``n_inputs`` positional inputs leaves at their defaults, with those defaults, and those
+    ``given`` a value that is not a tensor. Without this fx makes every parameter a Proxy, so
+    ``if mask is not None`` traces the masked path of a model called without a mask, and checks
+    such as "inputs_embeds and input_ids are not both given" (Hugging Face models) fail."""
     if n_inputs is None:
         return None
     named, keyword, _ = _forward_parameters(model)
-    defaults = {p.name: p.default for p in named[n_inputs:] + keyword if p.default is not p.empty}
-    return defaults or None
+    concrete = {p.name: p.default for p in named[n_inputs:] + keyword if p.default is not p.empty}
+    given_values = zip(named, given, strict=False)  # (*args inputs have no parameter name)
+    concrete |= {p.name: x for p, x in given_values if not isinstance(x, torch.Tensor)}
+    return concrete or None
 
 
 def _forward_parameters(
@@ -232,20 +236,18 @@ def _one_line(exc: BaseException) -> str:
 
 
 @dataclass
-class NodeRecord:
-    """What running one fx node did."""
+class NodeRecord(Tally):
+    """What running one fx node did: its tally and its output."""
 
-    count: OpCount = field(default_factory=OpCount)
-    ops: Counter = field(default_factory=Counter)  # formula name -> calls
-    uncounted: Counter = field(default_factory=Counter)  # op name -> calls
     out: Any = None  # nested TensorMeta / None
 
 
 class _Recorder:
-    """Where the interceptors put counts: the record of the fx node that is running."""
+    """Where the interceptors put counts: the tally of what is running (an fx node's record, or
+    a hooked run's unit)."""
 
     def __init__(self) -> None:
-        self.current: NodeRecord | None = None
+        self.current: Tally | None = None
         self.inside_formula = 0
 
     def add(self, f: formulas.Formula, call: formulas.Call) -> None:
@@ -315,16 +317,8 @@ class _FunctionCounter(TorchFunctionMode):
         self.device = device
         self.constructors = _device_constructors()
 
-    hooks: hook_trace.HookRun | None = None  # set for a hooked run: it records the calls
-
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        hooks = self.hooks
-        if hooks is not None and not self.rec.inside_formula and hooks.active():
-            return hooks.function_call(func, args, kwargs, lambda: self._call(func, args, kwargs))
-        return self._call(func, args, kwargs)
-
-    def _call(self, func, args, kwargs):
         f = self.table.get(func)
         if f is None or self.rec.inside_formula:
             if func in self.constructors and kwargs.get("device") is None:
@@ -337,6 +331,25 @@ class _FunctionCounter(TorchFunctionMode):
             self.rec.inside_formula -= 1
         self.rec.add(f, formulas.Call(tuple(args), dict(kwargs), out))
         return out
+
+
+class _HookedFunctionCounter(_FunctionCounter):
+    """The function mode of a hooked run: each torch function the forward itself calls (not
+    one inside a leaf module, a formula or another function) goes to ``hooks``, which records
+    it as it runs."""
+
+    def __init__(self, *args: Any, hooks: hook_trace.HookRun):
+        super().__init__(*args)
+        self.hooks = hooks
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        count = super().__torch_function__
+        if self.rec.inside_formula or not self.hooks.active():
+            return count(func, types, args, kwargs)
+        return self.hooks.function_call(
+            func, args, kwargs, lambda: count(func, types, args, kwargs)
+        )
 
 
 @contextlib.contextmanager
@@ -363,24 +376,13 @@ def _module_formula_hooks(model: nn.Module, rec: _Recorder):
             h.remove()
 
 
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
-
-
 def _meta_of(value: Any) -> Any:
-    """The tensors in a node's output, as TensorMeta, nested like the output: tuples and lists,
-    dict values (a Hugging Face ModelOutput is a dict), dataclass fields; None where none."""
+    """The tensors in a node's output, as TensorMeta, nested like the output (the containers
+    :func:`hook_trace.parts` looks into); None where none."""
     if isinstance(value, torch.Tensor):
-        name = _DTYPE_NAMES.get(value.dtype)
-        if name is None:
-            name = _DTYPE_NAMES[value.dtype] = str(value.dtype).removeprefix("torch.")
-        return TensorMeta(tuple(map(int, value.shape)), name)
-    if isinstance(value, (tuple, list)):
-        return tuple(_meta_of(v) for v in value)
-    if isinstance(value, Mapping):
-        return tuple(_meta_of(v) for v in value.values())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return tuple(_meta_of(getattr(value, f.name)) for f in dataclasses.fields(value))
-    return None
+        return TensorMeta.of(value)
+    parts = hook_trace.parts(value)
+    return None if parts is None else tuple(_meta_of(v) for v in parts)
 
 
 def _thaw(value: Any) -> Any:
@@ -478,10 +480,10 @@ def _run(
         if fake_mode is not None:
             stack.enter_context(fake_mode)
         stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
-        functions = _FunctionCounter(rec, formulas.function_formulas(), device)
-        stack.enter_context(functions)
+        table = formulas.function_formulas()
         if hooks:
-            return _hooked_run(structure, model, inputs, rec, functions, clock)
+            return _hooked_run(structure, model, inputs, rec, table, device, clock)
+        stack.enter_context(_FunctionCounter(rec, table, device))
         _Interpreter(structure, rec, records).run(*inputs)
     return records
 
@@ -511,9 +513,9 @@ def uses_hooks(structure: Structure, model: nn.Module, hooks: bool | None = None
     model), else where torch.fx could not trace all of it (its own forward, or a module in it),
     since hooks see through what fx cannot, where fx leaves one block per untraceable module.
     Never for a model with TorchScript in it: a scripted forward runs no Python to hook."""
-    if hooks is False or any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
-        return False
-    return bool(hooks) or bool(structure.leaves_added)
+    if hooks is False or not (hooks or structure.leaves_added):
+        return False  # (the usual case decided without walking the modules)
+    return not any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
 
 
 def whole_structure(model: nn.Module, n_inputs: int | None = None) -> Structure:
@@ -526,11 +528,11 @@ def _hooked_run(
     model: nn.Module,
     inputs: Sequence[Any],
     rec: _Recorder,
-    functions: _FunctionCounter,
+    table: dict[Any, formulas.Formula],
+    device: torch.device,
     clock: bool = False,
 ) -> hook_trace.HookRecords:
-    leaf_rule = _Tracer(set())  # torch.fx's default leaves, so both paths make the same units
-    run = hook_trace.HookRun(model, rec, lambda m: leaf_rule.is_leaf_module(m, ""), clock)
+    run = hook_trace.HookRun(model, rec, _default_leaf, clock)
     handles = []
     for m in model.modules():
         if m is not model:
@@ -538,15 +540,24 @@ def _hooked_run(
             handles.append(m.register_forward_hook(run.post, with_kwargs=True))
     # (the fx graph's placeholders name the inputs, as on the fx path: forward's parameter names)
     run.inputs([n.name for n in structure.graph.nodes if n.op == "placeholder"], inputs)
-    functions.hooks = run
     try:
-        out = model(*inputs)
+        with _HookedFunctionCounter(rec, table, device, hooks=run):
+            out = model(*inputs)
     finally:
-        functions.hooks = None
         for h in handles:
             h.remove()
     run.output(out)
     return run.records()
+
+
+def _default_leaf(m: nn.Module) -> bool:
+    """torch.fx's default leaf rule (the hooked path makes the same units as the fx path)."""
+    return _stock_tracer().is_leaf_module(m, "")
+
+
+@functools.cache
+def _stock_tracer() -> fx.Tracer:
+    return fx.Tracer()  # made once: its constructor looks through the modules it autowraps
 
 
 def timed_hooked_run(
@@ -639,10 +650,10 @@ def run_counts(
     structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool | None = None
 ) -> dict[str, NodeRecord] | hook_trace.HookRecords:
     """Run the traced graph with the counters on; one record per fx node. Where the blocks are
-    recorded by hooks (:func:`uses_hooks`; ``hooks=False`` for a pipeline, which needs the fx
-    graph's nodes), the model itself is run with hooks instead and the result is the units they
-    recorded. Call it inside ``eval_mode(model)``, the mode the graph was traced in (as
-    ``tracer.trace`` does).
+    recorded by hooks (``hooks``, as :func:`uses_hooks` decides it when None; False for a
+    pipeline, which needs the fx graph's nodes), the model itself is run with hooks instead and
+    the result is the units they recorded. Call it inside ``eval_mode(model)``, the mode the
+    graph was traced in (as ``tracer.trace`` does).
 
     On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
     values, which they cannot decide: then, given real inputs and real weights, it runs on those
@@ -650,7 +661,8 @@ def run_counts(
     path); not given them, it runs again as torch.compile sees the model (libraries skip their
     value-dependent shortcuts there), and ``structure.run_as_compiled`` says why.
     """
-    hooks = uses_hooks(structure, model, hooks)
+    if hooks is None:
+        hooks = uses_hooks(structure, model)
     try:
         return _on_meta_else_fake(structure, model, inputs, hooks)
     except UnsupportedModelError:
@@ -778,7 +790,7 @@ def build_units(
             unit_nodes.append((n, unit_of[n.name]))
         else:
             inputs = tensor_inputs(n)
-            free = rec.count.is_zero() and not rec.uncounted and not rec.ops and len(inputs) <= 1
+            free = rec.is_empty() and len(inputs) <= 1
             if free and not inputs:
                 unit_of[n.name] = None  # a constant made in forward: no producer, no edge
             elif free:

@@ -60,12 +60,24 @@ class Precision(StrEnum):
 _NATIVE_BITS = {"int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8, "bool": 8}
 
 
+_DTYPE_NAMES: dict[Any, str] = {}  # torch dtype -> its name without "torch."
+
+
 @dataclass(frozen=True)
 class TensorMeta:
     """Shape and traced dtype of one tensor."""
 
     shape: tuple[int, ...]
     dtype: str  # torch's name, e.g. "float16", "int64"
+
+    @classmethod
+    def of(cls, tensor: Any) -> TensorMeta:
+        """The shape and dtype of a torch tensor (read without torch function modes: a caller
+        inside a counting run wraps it in ``torch._C.DisableTorchFunction``)."""
+        name = _DTYPE_NAMES.get(tensor.dtype)
+        if name is None:  # (str() of a dtype runs Python: once per dtype)
+            name = _DTYPE_NAMES[tensor.dtype] = str(tensor.dtype).removeprefix("torch.")
+        return cls(tuple(map(int, tensor.shape)), name)
 
     @property
     def elements(self) -> int:

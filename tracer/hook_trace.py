@@ -27,7 +27,7 @@ import dataclasses
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from tracer.counts import OpCount
+from tracer.counts import Tally
 from tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
 
 # Python's operator dunders as torch.fx names the same call (``x + y`` is operator.add there).
@@ -67,20 +67,26 @@ def base_name(func: Any) -> str:
     return name.removesuffix("_")
 
 
+def parts(value: Any) -> Iterable[Any] | None:
+    """What a container in a call's arguments or output holds: the items of tuples and lists,
+    the values of dicts (a Hugging Face ModelOutput is a dict), the fields of dataclasses; None
+    for anything else. Where both tracers look for tensors."""
+    if isinstance(value, (tuple, list)):
+        return value
+    if isinstance(value, Mapping):
+        return value.values()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return None
+
+
 def tensors_in(value: Any) -> Iterator[torch.Tensor]:
-    """The tensors in a call's arguments or output, in order: nested tuples and lists, dict
-    values (a Hugging Face ModelOutput is a dict), dataclass fields."""
+    """The tensors in a call's arguments or output, in order (see :func:`parts`)."""
     if isinstance(value, torch.Tensor):
         yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
+    else:
+        for v in parts(value) or ():
             yield from tensors_in(v)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from tensors_in(v)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from tensors_in(getattr(value, f.name))
 
 
 @dataclass
@@ -101,25 +107,11 @@ class _UnitRecord:
     stack: tuple[tuple[str, str, str], ...]
     inputs: list[_Value]
     module: nn.Module | None = None
-    count: OpCount = field(default_factory=OpCount)
-    ops: Counter = field(default_factory=Counter)
-    uncounted: Counter = field(default_factory=Counter)
+    tally: Tally = field(default_factory=Tally)  # what the counting modes added while it ran
     outputs: list[TensorMeta] = field(default_factory=list)
     role: str = "block"
     started: float = 0.0
     seconds: float = 0.0
-
-
-class _Slot:
-    """Where the counting modes put an op's counts (the ``current`` of fx_trace's recorder)."""
-
-    def __init__(self) -> None:
-        self.count = OpCount()
-        self.ops: Counter = Counter()
-        self.uncounted: Counter = Counter()
-
-    def is_empty(self) -> bool:
-        return self.count.is_zero() and not self.ops and not self.uncounted
 
 
 @dataclass
@@ -158,10 +150,10 @@ class HookRun:
         # frees activations as the model would.
         self.keep: list[torch.Tensor] = []
         self.units: list[_UnitRecord] = []
-        self.open: list[tuple[_UnitRecord, _Slot]] = []  # leaf units running
+        self.open: list[_UnitRecord] = []  # leaf units running
         # Work that runs outside any leaf module or function call the mode sees (none in a
         # Python forward): kept, as a block of its own, rather than lost.
-        self.rest = _Slot()
+        self.rest = Tally()
         rec.current = self.rest
         self.n_values = 0
         params = dict(model.named_parameters(remove_duplicate=False))
@@ -194,8 +186,8 @@ class HookRun:
             self.value_bytes[name] = t.numel() * t.element_size()
         return v
 
-    def inputs(self, names: Sequence[str], inputs: Sequence[Any]) -> list[_UnitRecord]:
-        units = []
+    def inputs(self, names: Sequence[str], inputs: Sequence[Any]) -> None:
+        """The model's tensor inputs, ``input:NAME`` units (other inputs are constants)."""
         for name, x in zip(names, inputs, strict=False):
             if not isinstance(x, torch.Tensor):
                 continue
@@ -205,9 +197,7 @@ class HookRun:
             self._hold(x)
             if self.clock:
                 self.value_bytes[name] = x.numel() * x.element_size()
-            units.append(u)
-        self.units.extend(units)
-        return units
+            self.units.append(u)
 
     def output(self, out: Any) -> None:
         seen = []
@@ -240,10 +230,9 @@ class HookRun:
             self.depth_in_leaf = 1
             ins = [v for t in tensors_in((args, kwargs)) if (v := self._value(t)) is not None]
             unit = _UnitRecord(key, type(module).__name__, tuple(self.stack), ins, module)
-            slot = _Slot()
-            self.open.append((unit, slot))
+            self.open.append(unit)
             self.units.append(unit)
-            self.rec.current = slot
+            self.rec.current = unit.tally
             if self.clock:
                 unit.started = time.perf_counter()
 
@@ -252,12 +241,11 @@ class HookRun:
             self.depth_in_leaf -= 1
             return
         if self.depth_in_leaf == 1:
-            unit, slot = self.open.pop()
+            unit = self.open.pop()
             if self.clock:
                 unit.seconds = time.perf_counter() - unit.started
             self.depth_in_leaf = 0
             self.rec.current = self.rest
-            unit.count, unit.ops, unit.uncounted = slot.count, slot.ops, slot.uncounted
             self._outputs(unit, out)
         self.stack.pop()
 
@@ -277,7 +265,7 @@ class HookRun:
 
     def function_call(self, func: Any, args: tuple, kwargs: dict, run) -> Any:
         """Run one torch function the forward calls (``run()``) and record it."""
-        slot = _Slot()
+        slot = Tally()
         self.rec.current, self.in_function = slot, True
         started = time.perf_counter() if self.clock else 0.0
         try:
@@ -302,8 +290,7 @@ class HookRun:
         base = base_name(func)
         enclosing = self.stack[-1][0] if self.stack else ""
         name = self._fresh(f"{enclosing}.{base}" if enclosing else base)
-        unit = _UnitRecord(name, base, tuple(self.stack), ins, seconds=seconds)
-        unit.count, unit.ops, unit.uncounted = slot.count, slot.ops, slot.uncounted
+        unit = _UnitRecord(name, base, tuple(self.stack), ins, tally=slot, seconds=seconds)
         self.units.append(unit)
         for t in outs:
             self._new_value(t, name)
@@ -314,12 +301,7 @@ class HookRun:
 
     def records(self) -> HookRecords:
         if not self.rest.is_empty():  # (named with a colon, like the ends: no module path)
-            rest = _UnitRecord("forward:rest", type(self.model).__name__, (), [])
-            rest.count, rest.ops, rest.uncounted = (
-                self.rest.count,
-                self.rest.ops,
-                self.rest.uncounted,
-            )
+            rest = _UnitRecord("forward:rest", type(self.model).__name__, (), [], tally=self.rest)
             self.units.insert(-1, rest)  # before the output
         own = CountedOnce()  # parameters and buffers, each counted once
 
@@ -368,13 +350,13 @@ class HookRun:
                     name=u.name,
                     kind=u.kind,
                     stack=u.stack,
-                    count=u.count,
+                    count=u.tally.count,
                     params=params,
                     buffers=buffers,
                     input_shapes=tuple(dict.fromkeys(input_shapes)),
                     output_shapes=tuple(dict.fromkeys(t.shape for t in u.outputs)),
-                    ops=tuple(sorted(u.ops.items())),
-                    uncounted=tuple(sorted(u.uncounted.items())),
+                    ops=tuple(sorted(u.tally.ops.items())),
+                    uncounted=tuple(sorted(u.tally.uncounted.items())),
                     role=u.role,
                 )
             )
@@ -383,12 +365,6 @@ class HookRun:
         return HookRecords(tuple(units), tuple(crossings), idle, seconds, dict(self.value_bytes))
 
 
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
-
-
 def _meta(t: torch.Tensor) -> TensorMeta:
-    name = _DTYPE_NAMES.get(t.dtype)
-    if name is None:
-        name = _DTYPE_NAMES[t.dtype] = str(t.dtype).removeprefix("torch.")
     with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
-        return TensorMeta(tuple(map(int, t.shape)), name)
+        return TensorMeta.of(t)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,25 +68,37 @@ def real_inputs(model: nn.Module, inputs: Sequence[Any]) -> list[Any]:
     return real
 
 
-def measure_hooked(
-    structure: Any, model: nn.Module, inputs: Sequence[Any], runs: int = 3
-) -> Measured:
-    """:func:`measure` for a model whose blocks were recorded by hooks: its hooked run, timed,
-    ``runs`` times after one warm-up (see fx_trace.timed_hooked_run)."""
-    from tracer import fx_trace
-
-    real = real_inputs(model, inputs)
+def _timed_runs(
+    run_once: Callable[[], tuple[dict[str, float], dict[str, int]]], runs: int
+) -> tuple[dict[str, float], dict[str, int]]:
+    """``run_once`` (seconds by name, bytes by value) ``runs`` times after one warm-up run, which
+    warms caches up, without autograd: the median seconds of each name, and the bytes."""
     per_run: list[dict[str, float]] = []
     value_bytes: dict[str, int] = {}
     with torch.no_grad():
         for i in range(runs + 1):
-            records = fx_trace.timed_hooked_run(structure, model, real)
+            seconds, value_bytes = run_once()
             if i:
-                per_run.append(records.unit_seconds)
-            value_bytes = records.value_bytes
-    units = per_run[0].keys() if per_run else ()
-    seconds = {u: statistics.median(r.get(u, 0.0) for r in per_run) for u in units}
-    return Measured(seconds, value_bytes, runs)
+                per_run.append(seconds)
+    names = per_run[0].keys() if per_run else ()
+    return {n: statistics.median(r.get(n, 0.0) for r in per_run) for n in names}, value_bytes
+
+
+def measure_hooked(
+    structure: Any, model: nn.Module, inputs: Sequence[Any], runs: int = 3
+) -> Measured:
+    """:func:`measure` for a model whose blocks were recorded by hooks: its hooked run, timed
+    (see fx_trace.timed_hooked_run)."""
+    from tracer import fx_trace
+
+    real = real_inputs(model, inputs)
+
+    def run_once() -> tuple[dict[str, float], dict[str, int]]:
+        records = fx_trace.timed_hooked_run(structure, model, real)
+        return records.unit_seconds, records.value_bytes
+
+    unit_seconds, value_bytes = _timed_runs(run_once, runs)
+    return Measured(unit_seconds, value_bytes, runs)
 
 
 def measure(
@@ -99,17 +111,14 @@ def measure(
 ) -> Measured:
     """Run ``gm`` ``runs`` times after one warm-up (eval mode, no grad) on real inputs."""
     real = real_inputs(model, inputs)
-    per_run: list[dict[str, float]] = []
-    value_bytes: dict[str, int] = {}
-    with torch.no_grad():
-        for i in range(runs + 1):
-            interp = _TimingInterpreter(gm, values)
-            interp.run(*real)
-            if i:  # the first run warms caches up
-                per_run.append(interp.seconds)
-            value_bytes = interp.bytes
+
+    def run_once() -> tuple[dict[str, float], dict[str, int]]:
+        interp = _TimingInterpreter(gm, values)
+        interp.run(*real)
+        return interp.seconds, interp.bytes
+
+    node_seconds, value_bytes = _timed_runs(run_once, runs)
     unit_seconds: dict[str, float] = {}
-    for node, unit in node_units.items():
-        samples = [r.get(node, 0.0) for r in per_run]
-        unit_seconds[unit] = unit_seconds.get(unit, 0.0) + statistics.median(samples)
+    for node, unit in node_units.items():  # a unit's time: the sum of its nodes' medians
+        unit_seconds[unit] = unit_seconds.get(unit, 0.0) + node_seconds.get(node, 0.0)
     return Measured(unit_seconds, value_bytes, runs)
