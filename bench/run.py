@@ -88,7 +88,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-MEASURED_SOURCES = ("tracer", "models")  # what the numbers are of: flowprof and its models
+MEASURED_SOURCES = ("flowprof/tracer", "flowprof/models")  # what the numbers are of: flowprof and its models
 
 
 def source_digest() -> str:
@@ -512,7 +512,7 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
         f"- memory: {m['memory_bytes'] / 2**30:.1f} GiB; {m['os']}; Python {m['python']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- date: {results['started']} (took {results['duration_s'] / 60:.1f} min); "
-        f"commit {m['commit'] or 'unknown'}; flowprof sources (tracer/, models/) "
+        f"commit {m['commit'] or 'unknown'}; flowprof sources (flowprof/tracer/, flowprof/models/) "
         + (
             f"unchanged during the run (digest {results['source_digest']['start']})"
             if len(set(results.get("source_digest", {}).values())) == 1
@@ -1039,7 +1039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["source_digest"]["end"] = source_digest()
     if results["source_digest"]["end"] != results["source_digest"]["start"]:
         console.print(
-            "warning: tracer/ or models/ changed during the run: the numbers mix versions"
+            "warning: flowprof/tracer/ or flowprof/models/ changed during the run: the numbers mix versions"
         )
     write_outputs(results, args)
     for line in summary(results):

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-import tracer
-from analyses import assignment
-from analyses.assignment import AssignmentResults, run_assignment
-from models import registry
-from reports import diagram
-from reports.assignment_report import build_report
-from reports.document import (
+from flowprof import tracer
+from flowprof.analyses import assignment
+from flowprof.analyses.assignment import AssignmentResults, run_assignment
+from flowprof.models import registry
+from flowprof.reports import diagram
+from flowprof.reports.assignment_report import build_report
+from flowprof.reports.document import (
     Document,
     Figure,
     compile_pdf,
@@ -33,8 +33,8 @@ from reports.document import (
     render_latex,
     render_markdown,
 )
-from reports.units import si
-from tracer.counts import OpCount
+from flowprof.reports.units import si
+from flowprof.tracer.counts import OpCount
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,8 +149,9 @@ def test_pipeline_check(results: AssignmentResults) -> None:
 def test_analyses_do_not_import_drawing_or_printing() -> None:
     code = (
         "import sys\n"
-        "import analyses.assignment, analyses.comm_sweep, analyses.op_compare\n"
-        "import training.loop, training.mnist\n"
+        "import flowprof.analyses.assignment, flowprof.analyses.comm_sweep\n"
+        "import flowprof.analyses.op_compare\n"
+        "import flowprof.training.loop, flowprof.training.mnist\n"
         "print(sorted(m for m in ('rich', 'matplotlib', 'graphviz') if m in sys.modules))"
     )
     done = subprocess.run(

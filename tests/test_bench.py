@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-import tracer
+from flowprof import tracer
 from bench import peers, scale
 from bench import run as bench_run
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from flowprof import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_help_lists_commands_and_imports_no_torch():
     code = (
-        "import sys, contextlib, io; sys.argv=['flowprof', '--help']; import cli\n"
+        "import sys, contextlib, io; sys.argv=['flowprof', '--help']; from flowprof import cli\n"
         "buf = io.StringIO()\n"
         "with contextlib.redirect_stdout(buf):\n"
         "    try: cli.main(['--help'])\n"
@@ -234,7 +234,7 @@ def test_pipeline_command_agrees(capsys):
 
 
 def test_input_dtypes_must_match_the_inputs():
-    from models import registry
+    from flowprof.models import registry
 
     with pytest.raises(registry.ModelError, match="2 input dtypes for a model of 1 inputs"):
         registry.build("lenet5", input_dtypes=["int64", None])

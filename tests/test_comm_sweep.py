@@ -12,7 +12,7 @@ import math
 import pytest
 from rich.console import Console
 
-from analyses.comm_sweep import (
+from flowprof.analyses.comm_sweep import (
     Family,
     Variable,
     WeightGroup,
@@ -20,8 +20,8 @@ from analyses.comm_sweep import (
     explain,
     sweep,
 )
-from reports.compare_tables import sweep_blocks_table, sweep_table
-from reports.sweep_plots import (
+from flowprof.reports.compare_tables import sweep_blocks_table, sweep_table
+from flowprof.reports.sweep_plots import (
     ACTIVATIONS_LABEL,
     WEIGHTS_LABEL,
     family_figure,
@@ -205,7 +205,7 @@ def test_explanation_from_numbers() -> None:
 
 
 def test_bad_sweeps() -> None:
-    from tracer.errors import BadSpecError
+    from flowprof.tracer.errors import BadSpecError
 
     with pytest.raises(BadSpecError):
         sweep(emb=[64, 128], seq_len=[8, 16])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from torch import nn
 
-from analyses import conv_shapes
-from analyses.conv_shapes import (
+from flowprof.analyses import conv_shapes
+from flowprof.analyses.conv_shapes import (
     BadSpecError,
     LayerKind,
     LayerSpec,
@@ -29,7 +29,7 @@ from analyses.conv_shapes import (
     propagate,
     solve_conv,
 )
-from reports.conv_tables import explanation_table, shape_table, solutions_table
+from flowprof.reports.conv_tables import explanation_table, shape_table, solutions_table
 
 # --------------------------------------------------------------------------- Problem 1b
 
@@ -504,7 +504,7 @@ def test_tables_render() -> None:
 
 def test_module_imports_neither_rich_nor_torch() -> None:
     code = (
-        "import sys, analyses.conv_shapes as m; m.parse_layer('conv:7@4x6'); "
+        "import sys, flowprof.analyses.conv_shapes as m; m.parse_layer('conv:7@4x6'); "
         "print('rich' in sys.modules, 'torch' in sys.modules)"
     )
     result = subprocess.run(

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from reports.document import (
+from flowprof.reports.document import (
     CodeBlock,
     Document,
     Figure,

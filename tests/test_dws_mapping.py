@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from analyses import dws_mapping
-from analyses.dws_mapping import (
+from flowprof.analyses import dws_mapping
+from flowprof.analyses.dws_mapping import (
     Biases,
     BiasMode,
     Quantity,
@@ -24,7 +24,7 @@ from analyses.dws_mapping import (
     regular_counts,
     separable_counts,
 )
-from tracer import trace
+from flowprof.tracer import trace
 
 # --------------------------------------------------------------------------- by hand
 

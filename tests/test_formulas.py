@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import tracer
-from tracer import OpCount, formulas
+from flowprof import tracer
+from flowprof.tracer import OpCount, formulas
 
 
 class Op(nn.Module):

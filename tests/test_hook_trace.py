@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-import tracer
-from models import registry
-from tracer import OpCount
+from flowprof import tracer
+from flowprof.models import registry
+from flowprof.tracer import OpCount
 
 
 class Conv1D(nn.Module):
@@ -256,7 +256,7 @@ def test_a_run_on_real_tensors_keeps_no_activation_alive(monkeypatch):
     """On meta tensors every tensor is kept for the run (ids stay unique, no memory spent); on
     real ones each is forgotten as it dies, so the run frees activations as the model does, and
     the graph is the same."""
-    from tracer import hook_trace
+    from flowprof.tracer import hook_trace
 
     kept = []
     records = hook_trace.HookRun.records

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tracer
-from models import registry
+from flowprof import tracer
+from flowprof.models import registry
 
 
 def test_measure_agrees_with_the_static_figures():

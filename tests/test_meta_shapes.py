@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tracer.meta_shapes import shortcut
+from flowprof.tracer.meta_shapes import shortcut
 
 aten = torch.ops.aten
 

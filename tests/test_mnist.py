@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from training import mnist
-from training.mnist import DataError, Dataset, Source
+from flowprof.training import mnist
+from flowprof.training.mnist import DataError, Dataset, Source
 
 
 @pytest.fixture(scope="module")

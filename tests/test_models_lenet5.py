@@ -15,10 +15,10 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from models import registry
-from models.lenet5 import C3_TABLE, LeNet5, Squash, rbf_codes
-from models.lenet5_modern import LeNet5Modern
-from models.registry import ModelError
+from flowprof.models import registry
+from flowprof.models.lenet5 import C3_TABLE, LeNet5, Squash, rbf_codes
+from flowprof.models.lenet5_modern import LeNet5Modern
+from flowprof.models.registry import ModelError
 
 LAYERS = ("c1", "s2", "c3", "s4", "c5", "f6", "output")
 

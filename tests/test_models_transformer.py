@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from models import registry
-from models.registry import ModelError
-from models.transformer import Transformer, TransformerConfig
+from flowprof.models import registry
+from flowprof.models.registry import ModelError
+from flowprof.models.transformer import Transformer, TransformerConfig
 
 SMALL = {"emb": 32, "heads": 4, "ffn": 48, "src_len": 7, "tgt_len": 5, "batch": 2}
 

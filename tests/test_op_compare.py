@@ -8,9 +8,9 @@ import json
 import pytest
 from rich.console import Console
 
-from analyses.dws_mapping import Biases, Quantity
-from analyses.op_compare import compare, pair_names
-from reports.compare_tables import comparison_table, conv_check_table, mapping_table
+from flowprof.analyses.dws_mapping import Biases, Quantity
+from flowprof.analyses.op_compare import compare, pair_names
+from flowprof.reports.compare_tables import comparison_table, conv_check_table, mapping_table
 
 # The paper's LeNet-5, per layer, (multiplications, additions), from the layer sizes:
 # - squash f(a) = A*tanh(S*a): 2 multiplications per element (S*a, A*tanh);

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-import tracer
+from flowprof import tracer
 
 torchvision = pytest.importorskip("torchvision")
 

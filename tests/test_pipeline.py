@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from distributed import (
+from flowprof.distributed import (
     PartitionError,
     PipelineError,
     analyse,
@@ -24,9 +24,9 @@ from distributed import (
     run_module_pipeline,
     run_pipeline,
 )
-from models.registry import build
-from reports.pipeline_tables import partition_table, pipeline_table, stages_diagram
-from tracer import trace
+from flowprof.models.registry import build
+from flowprof.reports.pipeline_tables import partition_table, pipeline_table, stages_diagram
+from flowprof.tracer import trace
 
 SMALL = {"emb": 32, "heads": 4, "seq_len": 8}  # the transformer the tests cut: E=32, H=4, T=S=8
 

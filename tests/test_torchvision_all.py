@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-import tracer
-from models import registry
+from flowprof import tracer
+from flowprof.models import registry
 
 torchvision = pytest.importorskip("torchvision")
 NAMES = torchvision.models.list_models(module=torchvision.models)

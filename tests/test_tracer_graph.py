@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-import tracer
-from models import registry
-from tracer import OpCount, Precision
-from tracer.errors import FlowprofError
+from flowprof import tracer
+from flowprof.models import registry
+from flowprof.tracer import OpCount, Precision
+from flowprof.tracer.errors import FlowprofError
 
 DEPTHS = (None, 1, 2, 3)
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8}
@@ -738,7 +738,7 @@ def test_tracer_loads_no_drawing_or_printing_package_and_no_compiler():
     import sys
 
     code = (
-        "import sys, tracer; from models import registry\n"
+        "import sys; from flowprof import tracer; from flowprof.models import registry\n"
         "for name in ('lenet5', 'transformer'):\n"
         "    b = registry.build(name); tracer.trace(b.module, b.example_inputs('meta'))\n"
         "heavy = ('rich', 'matplotlib', 'graphviz', 'torch._dynamo', 'sympy')\n"
@@ -834,7 +834,7 @@ def test_a_value_dependent_shortcut_is_run_as_compiled():
     assert g.total() == FC + OpCount(multiplications=12)
     assert "DataDependentOutputException" in g.meta["run_as_compiled"]
     assert not torch.compiler.is_compiling()  # restored
-    from reports.tables import trace_notes
+    from flowprof.reports.tables import trace_notes
 
     assert any("it was run as torch.compile sees it" in line for line in trace_notes(g))
     # A branch on values that compiling does not remove still cannot be decided on shapes.

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-import cli
-from reports import training_plots
-from training import mnist
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.history import COLUMNS, EpochRecord, read_history, read_history_meta
-from training.loop import (
+from flowprof import cli
+from flowprof.reports import training_plots
+from flowprof.training import mnist
+from flowprof.training.checkpoint import CheckpointError, load_checkpoint
+from flowprof.training.history import COLUMNS, EpochRecord, read_history, read_history_meta
+from flowprof.training.loop import (
     StopReason,
     TrainConfig,
     TrainingError,
@@ -251,7 +251,7 @@ def test_comparison_figure_and_saving(reference, tmp_path):
 def test_progress_callbacks_draw_one_line_per_epoch(data):
     from rich.console import Console
 
-    from reports.training_progress import progress_callbacks, training_progress
+    from flowprof.reports.training_progress import progress_callbacks, training_progress
 
     console = Console(width=160, record=True, force_terminal=False)
     config = TrainConfig(model="tiny", epochs=2, train_samples=300, test_samples=100)
@@ -264,7 +264,7 @@ def test_progress_callbacks_draw_one_line_per_epoch(data):
 
 
 def test_registered_lenet5_variants_learn(data):
-    from models import registry
+    from flowprof.models import registry
 
     wanted = ("lenet5", "lenet5-dws", "lenet5-modern", "lenet5-modern-dws")
     names = [n for n in wanted if n in registry.names()]

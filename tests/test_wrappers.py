@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import tracer
-from models import registry
-from tracer import OpCount
+from flowprof import tracer
+from flowprof.models import registry
+from flowprof.tracer import OpCount
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,202 @@
+"""Rich tables for the model comparison (analyses/op_compare.py, with the f check of
+analyses/dws_mapping.py) and for the communication sweep (analyses/comm_sweep.py).
+
+Each builder returns a ``rich.table.Table``; printing is the caller's business. Counts are exact
+(thousands separators); bits are in SI units, the exact numbers being in CSV and JSON.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from rich.table import Table
+
+from flowprof.analyses import dws_mapping
+from flowprof.analyses.comm_sweep import Sweep
+from flowprof.analyses.op_compare import Comparison, LayerCounts, LayerRow
+from flowprof.reports.units import bits, count
+
+
+def _n(counts: LayerCounts | None, kind: str) -> str:
+    return "-" if counts is None else count(counts.get(kind))
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def comparison_table(cmp: Comparison, title: str = "") -> Table:
+    """One row per layer: multiplications and additions (and macs, other) of A and B with the
+    ratio B/A; the totals as the last row. A layer only one model has shows "-" on the other."""
+    a, b = cmp.model_a, cmp.model_b
+    depth = "leaf units" if cmp.depth is None else f"depth {cmp.depth}"
+    table = Table(
+        title=title or f"{a} vs {b}: operations per layer ({depth})",
+        caption="ratio = B / A; counting convention: dot product of length K = K mult. + "
+        "K-1 add., bias +1 add.",
+    )
+    table.add_column("layer")
+    for short in ("mults", "adds"):
+        table.add_column(f"{short} A", justify="right")
+        table.add_column(f"{short} B", justify="right")
+        table.add_column("B/A", justify="right")
+    for short in ("macs", "other", "params"):
+        table.add_column(f"{short} A", justify="right")
+        table.add_column(f"{short} B", justify="right")
+
+    def add(row: LayerRow, **style: str) -> None:
+        cells = [row.name]
+        for kind in ("multiplications", "additions"):
+            cells += [_n(row.a, kind), _n(row.b, kind), _ratio(row.ratio(kind))]
+        for kind in ("macs", "other", "params"):
+            cells += [_n(row.a, kind), _n(row.b, kind)]
+        table.add_row(*cells, **style)
+
+    for row in cmp.rows:
+        add(row)
+    table.add_section()
+    add(cmp.total, style="bold")
+    return table
+
+
+def _fraction(value: Fraction | None) -> str:
+    if value is None:
+        return "undefined"
+    return count(int(value)) if value.denominator == 1 else f"{float(value):,.2f}"
+
+
+def conv_check_table(cmp: Comparison, title: str = "") -> Table:
+    """For every convolution the two models differ in: its parameters, then x (regular, traced),
+    y (depthwise-separable, traced) and f(x) for multiplications, additions and their sum."""
+    table = Table(
+        title=title or "f: regular convolution x -> depthwise-separable y",
+        caption="M = connections (dense: C_in*C_out); biases r/d/p = regular, depthwise, "
+        "pointwise; ok: f(x) = y traced and x traced = x by the layer's parameters",
+    )
+    for name in ("layer", "C_in", "C_out", "K", "M", "P", "biases", "quantity"):
+        table.add_column(
+            name, justify="left" if name in ("layer", "biases", "quantity") else "right"
+        )
+    for name in ("x traced", "y traced", "f(x)", "y/x"):
+        table.add_column(name, justify="right")
+    table.add_column("f")
+    table.add_column("ok")
+    for conv in cmp.convs:
+        b = conv.biases
+        flags = "".join(
+            c if on else "-"
+            for c, on in zip("rdp", (b.regular, b.depthwise, b.pointwise), strict=True)
+        )
+        for i, q in enumerate(conv.checks):
+            head = [
+                conv.layer,
+                str(conv.c_in),
+                str(conv.c_out),
+                "x".join(map(str, conv.kernel)),
+                str(conv.connections),
+                count(conv.positions),
+                flags,
+            ]
+            table.add_row(
+                *(head if i == 0 else [""] * len(head)),
+                q.quantity.value,
+                count(q.x),
+                count(q.y),
+                _fraction(q.y_predicted),
+                _ratio(q.ratio),
+                q.formula,
+                "yes" if q.ok else "NO",
+                end_section=i == len(conv.checks) - 1,
+            )
+    return table
+
+
+def mapping_table(title: str = "The mapping f, step by step") -> Table:
+    """The derivation of f (analyses/dws_mapping.derivation), one step a row."""
+    table = Table(title=title, show_header=False)
+    table.add_column("#", justify="right")
+    table.add_column("step")
+    for i, line in enumerate(dws_mapping.derivation("text"), start=1):
+        table.add_row(str(i), line)
+    return table
+
+
+def sweep_table(sw: Sweep, title: str = "") -> Table:
+    """Families x swept values: bits per edge family, then activations, weights and total; the
+    last column says whether every traced family equals its closed form."""
+    var = sw.variable.value
+    depth = "leaf units" if sw.depth is None else f"depth {sw.depth}"
+    table = Table(
+        title=title
+        or f"{sw.model}: bits between consecutive blocks ({depth}, {sw.dtype}) vs {var}",
+        caption="edges: per forward pass at the last point; closed form: traced = formula at "
+        "every point",
+    )
+    table.add_column("family")
+    table.add_column("edges", justify="right")
+    for v in sw.values:
+        table.add_column(f"{var} {v}", justify="right")
+    table.add_column("closed form")
+    table.add_column("=", justify="center")
+    last = sw.points[-1] if sw.points else None
+
+    def check(values: list[bool | None]) -> str:
+        if any(v is None for v in values):
+            return "-"
+        return "yes" if all(values) else "NO"
+
+    for fam in sw.families():
+        amounts = [p.family(fam) for p in sw.points]
+        table.add_row(
+            fam.value,
+            str(last.family(fam).items) if last else "",
+            *(bits(a.bits) for a in amounts),
+            last.family(fam).closed_form if last else "",
+            check([a.matches for a in amounts]),
+        )
+    table.add_section()
+    table.add_row(
+        "activations (all edges)",
+        str(len(last.edges)) if last else "",
+        *(bits(p.activation_bits) for p in sw.points),
+        "",
+        "",
+        style="bold",
+    )
+    for group in sw.weight_groups():
+        amounts = [p.weight(group) for p in sw.points]
+        table.add_row(
+            f"weights: {group.value}",
+            "",
+            *(bits(a.bits) for a in amounts),
+            last.weight(group).closed_form if last else "",
+            check([a.matches for a in amounts]),
+        )
+    table.add_row(
+        "weights (all blocks)", "", *(bits(p.weight_bits) for p in sw.points), "", "", style="bold"
+    )
+    table.add_section()
+    table.add_row("total", "", *(bits(p.total_bits) for p in sw.points), "", "", style="bold")
+    return table
+
+
+def sweep_blocks_table(sw: Sweep, index: int = -1, title: str = "") -> Table:
+    """One point of a sweep, block by block: bits received and sent, and weight bits loaded."""
+    point = sw.points[index]
+    var = sw.variable.value
+    table = Table(
+        title=title or f"{sw.model} at {var} {point.value}: traffic per block",
+        caption="weights > in: loading the block's weights moves more bits than its inputs",
+    )
+    for name in ("block", "kind", "in", "out", "weights", "weights > in"):
+        table.add_column(name, justify="left" if name in ("block", "kind") else "right")
+    for b in point.blocks:
+        table.add_row(
+            b.name,
+            b.kind,
+            bits(b.input_bits),
+            bits(b.output_bits),
+            bits(b.weight_bits),
+            "yes" if b.weight_dominated else "",
+        )
+    return table

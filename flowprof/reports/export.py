@@ -1,0 +1,75 @@
+"""CSV and JSON text of a BlockGraph (the caller writes it).
+
+Columns are a contract (DESIGN.md): blocks.csv starts
+``block,kind,macs,multiplications,additions,other,params`` and edges.csv starts
+``src,dst,shape,dtype,elements,bits``; more columns follow, never fewer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from flowprof.tracer.counts import OTHER_KINDS
+from flowprof.tracer.graph import BlockGraph
+
+BLOCK_COLUMNS = (
+    "block",
+    "kind",
+    "macs",
+    "multiplications",
+    "additions",
+    "other",
+    "params",
+    *OTHER_KINDS,
+    "buffers",
+    "param_bits",
+    "activation_bits",
+    "path",
+    "input_shapes",
+    "output_shapes",
+    "uncounted",
+)
+EDGE_COLUMNS = ("src", "dst", "shape", "dtype", "elements", "bits", "traced_dtype")
+
+
+def _shapes(shapes) -> str:
+    return ";".join("x".join(str(d) for d in s) for s in shapes)
+
+
+def blocks_csv(graph: BlockGraph) -> str:
+    """One row per block (inputs and the output are not blocks)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(BLOCK_COLUMNS)
+    for b in graph.blocks():
+        c = b.count
+        w.writerow(
+            [b.name, b.kind, c.macs, c.multiplications, c.additions, c.other, b.params]
+            + [getattr(c, k) for k in OTHER_KINDS]
+            + [b.buffers, b.param_bits, b.activation_bits, b.path]
+            + [_shapes(b.input_shapes), _shapes(b.output_shapes)]
+            + [";".join(f"{k}={v}" for k, v in b.uncounted)]
+        )
+    return buf.getvalue()
+
+
+def edges_csv(graph: BlockGraph) -> str:
+    """One row per edge; ``bits`` = elements x bit width of the accounted dtype."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EDGE_COLUMNS)
+    for e in graph.edges():
+        traced = "+".join(dict.fromkeys(t.dtype for t in e.tensors))
+        w.writerow([e.src, e.dst, e.shape, e.dtype, e.elements, e.bits, traced])
+    return buf.getvalue()
+
+
+def graph_json(graph: BlockGraph, extra: dict[str, Any] | None = None) -> str:
+    """The whole BlockGraph and its metadata (model config, convention, tool version)."""
+    data = graph.to_dict()
+    if extra:
+        data["meta"] |= extra
+    return json.dumps(data, indent=2, default=str) + "\n"

@@ -1,0 +1,224 @@
+"""flowprof's tracer: a model in, a BlockGraph out (exact counts on nodes, tensors on edges).
+
+Imports torch, torch.fx and networkx only; drawing and printing live in ``reports``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OpCount
+from flowprof.tracer.errors import BadSpecError, FlowprofError, UnsupportedModelError
+from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
+
+__all__ = [
+    "CONVENTION",
+    "BadSpecError",
+    "Block",
+    "BlockGraph",
+    "Edge",
+    "FlowprofError",
+    "OpCount",
+    "Precision",
+    "TensorMeta",
+    "UnsupportedModelError",
+    "trace",
+]
+
+TOOL_VERSION = "0.1.0"
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for p in list(model.parameters()) + list(model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _unwrapped(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module a wrapper runs, and the wrappers peeled off it (outermost first).
+
+    torch.compile's OptimizedModule runs ``_orig_mod`` (compiled, but the same arithmetic);
+    DataParallel and DistributedDataParallel run ``module`` on each device's share of the batch,
+    so the whole batch costs what ``module`` costs on it. torch.fx cannot trace the wrappers
+    themselves (OptimizedModule has no ``forward`` of its own; the parallel wrappers scatter
+    their inputs), so the model they wrap is traced in their place.
+    """
+    peeled = []
+    while True:
+        # OptimizedModule lives in torch._dynamo, which takes 0.7 s to import: a model can only
+        # be one if the user's program has imported it already.
+        eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+        if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+            peeled.append("torch.compile (OptimizedModule)")
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            peeled.append(type(model).__name__)
+            model = model.module
+        else:
+            return model, peeled
+
+
+def _by_position(model: nn.Module, inputs: Mapping[str, Any]) -> tuple[list[Any], set[int]]:
+    """Inputs given by name, in the order of ``model.forward``'s parameters, and the positions
+    filled with defaults: up to the last one given, a parameter not given takes its default (a
+    None in a mask's place), so that keyword inputs (a Hugging Face encoder-decoder's
+    ``decoder_input_ids``) reach the model by position, as every other input does."""
+    from flowprof.tracer.fx_trace import _forward_parameters
+
+    named, _, _ = _forward_parameters(model)
+    names = [p.name for p in named]
+    unknown = [k for k in inputs if k not in names]
+    if unknown:
+        raise BadSpecError(
+            f"{type(model).__name__}.forward has no positional parameter {unknown[0]!r} "
+            f"(it has: {', '.join(names) or 'none'})"
+        )
+    out, filled = [], set()
+    for i, p in enumerate(named[: max(names.index(k) for k in inputs) + 1]):
+        if p.name in inputs:
+            out.append(inputs[p.name])
+        elif p.default is p.empty:
+            raise BadSpecError(f"give {type(model).__name__}.forward's input {p.name!r}")
+        else:
+            out.append(p.default)
+            filled.add(i)
+    return out, filled
+
+
+def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
+    """Tensors stay (only their shape and dtype are used); shapes become meta tensors; None
+    stays (an optional input given as absent). Inputs given by name (a mapping) are put in
+    forward's order (:func:`_by_position`), with forward's defaults where a name is skipped."""
+    if isinstance(inputs, torch.Tensor):
+        return [inputs]
+    filled: set[int] = set()
+    if isinstance(inputs, Mapping) and inputs:
+        inputs, filled = _by_position(model, inputs)
+    if isinstance(inputs, Sequence) and inputs and all(isinstance(d, int) for d in inputs):
+        inputs = [tuple(inputs)]
+    if not isinstance(inputs, Sequence) or not inputs:
+        raise BadSpecError("give the model's example inputs as tensors or shapes")
+    dtype = _model_dtype(model)
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, torch.Tensor) or x is None or i in filled:
+            out.append(x)
+        elif isinstance(x, Sequence) and all(isinstance(d, int) and d > 0 for d in x):
+            out.append(torch.empty(tuple(x), dtype=dtype, device="meta"))
+        else:
+            raise BadSpecError(f"not a tensor, a shape of positive sizes or None: {x!r}")
+    return out
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector, paused for one trace.
+
+    A trace makes thousands of short-lived objects (fx nodes and proxies, records), enough to
+    trigger a dozen collections; every few traces one of them is a full collection, which walks
+    every object the process holds (about 200,000 once torch is imported: 80-120 ms here). Measured
+    on LeNet-5, collections cost more than the trace itself. Paused, the trace's garbage is
+    collected at the end, in one pass over the young generation, which the trace pays for.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+            gc.collect(0)
+
+
+def _measure(structure, model, tensors, info, units, crossings, hooked: bool):
+    import dataclasses
+
+    from flowprof.tracer.measure import measure, measure_hooked
+
+    if hooked:
+        m = measure_hooked(structure, model, tensors)
+    else:
+        values = {c.value for c in crossings}
+        m = measure(structure.graph_module, model, tensors, info["node_units"], values)
+    units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name)) for u in units)
+    crossings = tuple(
+        dataclasses.replace(c, measured_bytes=m.value_bytes.get(c.value)) for c in crossings
+    )
+    return units, crossings
+
+
+def trace(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    dtype: str | Precision | None = None,
+    depth: int | None = None,
+    meta: Mapping[str, Any] | None = None,
+    measure: bool = False,
+    hooks: bool | None = None,
+) -> BlockGraph:
+    """Trace ``model`` on ``inputs`` (tensors, or shapes, in forward's order; or a mapping of
+    forward's parameter names to them) into a BlockGraph.
+
+    Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot).
+    ``dtype`` is the precision that floating-point bits are accounted at (default: the model's
+    own dtype); ``depth`` groups the leaf units by module hierarchy (None: leaf modules and
+    computing functions). The model is left as it was (its train/eval flags included). A model
+    wrapped by torch.compile or (Distributed)DataParallel is traced as the model they wrap.
+    ``measure`` also runs it for real (it needs real weights) and adds seconds per block and the
+    measured bytes of every edge. ``hooks``: None (default) traces with torch.fx and records the
+    blocks by hooks as the model runs where fx cannot trace all of it; True records them by hooks
+    whatever fx could do (to compare the two, or to time the path fx's failures take); False
+    keeps fx's one block per module it cannot trace.
+    """
+    from flowprof.tracer import fx_trace
+    from flowprof.tracer.blocks import group
+
+    model, wrappers = _unwrapped(model)
+    tensors = _as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
+    given = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if dtype is None:
+        float_inputs = [t.dtype for t in given if t.is_floating_point()]
+        own = str(_model_dtype(model) if not float_inputs else float_inputs[0])
+        precision = Precision.of_torch(own.removeprefix("torch.")) or Precision.FP32
+    else:
+        precision = dtype if isinstance(dtype, Precision) else Precision.parse(dtype)
+    with _gc_paused():
+        # Traced and run in eval mode (counts are of an inference pass); flags restored after.
+        with fx_trace.eval_mode(model):
+            if hooks:
+                structure = fx_trace.whole_structure(model, len(tensors))
+            else:
+                structure = fx_trace.trace_structure(model, len(tensors), given=tensors)
+            hooked = fx_trace.uses_hooks(structure, model, hooks)
+            records = fx_trace.run_counts(structure, model, tensors, hooked)
+            units, crossings, info = fx_trace.build_units(structure, model, records)
+            if measure:
+                units, crossings = _measure(
+                    structure, model, tensors, info, units, crossings, hooked
+                )
+        info_meta = {
+            "model_class": type(model).__name__,
+            "inputs": [
+                {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                for t in given
+            ],
+            "precision": precision.value,
+            "convention": CONVENTION,
+            "convention_version": CONVENTION_VERSION,
+            "tool_version": TOOL_VERSION,
+            "untraceable_leaves": info["leaves_added"],
+            "blocks_by_hooks": hooked,
+            "run_as_compiled": structure.run_as_compiled,
+            "wrappers": wrappers,
+            "params_not_run": info["params_not_run"],
+        } | dict(meta or {})
+        return group(units, crossings, precision, depth, info_meta)

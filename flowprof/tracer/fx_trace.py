@@ -1,0 +1,897 @@
+"""The only file that touches torch.fx: structure from a symbolic trace, counts from running it.
+
+1. A custom fx Tracer records the graph. A submodule that fx cannot trace (data-dependent control
+   flow, e.g. torch.nn.Transformer's fast-path checks) is made a leaf and the trace is retried, so
+   the user never sees a TraceError; if the top-level forward itself cannot be traced, the whole
+   model becomes one leaf. Either way fx has not seen all of the model: its blocks are then
+   recorded by hooks as it runs instead (tracer/hook_trace.py; not for TorchScript, which runs
+   no Python to hook), and those leaves stay leaves only for a pipeline, which runs fx nodes.
+2. An fx Interpreter runs the graph on meta tensors (no weight or activation is allocated; fake
+   tensors where meta cannot, real ones only for a model that branches on values and was given
+   real inputs and weights). Ops whose meta kernels are slow Python decompositions get their
+   outputs from tracer/meta_shapes.py. Three interceptors attribute every operation to the fx
+   node that is running:
+   - module formulas, via forward hooks on modules counted as a whole (nn.MultiheadAttention),
+   - function formulas, via a TorchFunctionMode (F.scaled_dot_product_attention, before PyTorch
+     picks a fused kernel or decomposes it),
+   - ATen formulas, via a TorchDispatchMode, for everything else.
+   Inside a module or function formula the ops underneath are not counted again.
+3. The fx nodes become leaf units (one per leaf-module call or computing function call) and the
+   tensors that cross between units; free ops (views, getitem) fold into the unit that produced
+   their input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import inspect
+import operator
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.immutable_collections import immutable_list
+from torch.nn.utils.stateless import _reparametrize_module
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from flowprof.tracer import formulas, hook_trace, meta_shapes
+from flowprof.tracer.counts import Tally
+from flowprof.tracer.errors import UnsupportedModelError
+from flowprof.tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
+
+# --- 1. structure ----------------------------------------------------------------------------
+
+
+_PLAIN_ARGS = frozenset([int, float, bool, str, type(None), torch.dtype, torch.device])
+
+
+class _Tracer(fx.Tracer):
+    """torch.nn modules are leaves (fx's default) plus ``extra_leaves``; remembers which module
+    a trace failed in."""
+
+    # Buffers become get_attr nodes, like parameters. With fx's default (False) an expression on
+    # buffers alone (``self.mask[:T, :T] == 0``) is evaluated once at trace time and baked into a
+    # constant, so what the model computes on every call would go uncounted.
+    proxy_buffer_attributes = True
+
+    def __init__(self, extra_leaves: set[str]):
+        super().__init__()
+        self.extra_leaves = extra_leaves
+        self.failed_in: str | None = None
+        self.failure: BaseException | None = None
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.extra_leaves or super().is_leaf_module(m, qualname)
+
+    def create_arg(self, a: Any) -> Any:
+        # The common arguments first (fx's own create_arg tries a dozen cases before these, on
+        # every argument of every node); anything else goes to fx.
+        kind = type(a)
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is fx.Proxy:
+            return a.node
+        if kind is tuple or kind is list:
+            return kind(self.create_arg(x) for x in a)
+        return super().create_arg(a)
+
+    def call_module(self, m, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:
+            qualname = self.path_of_module(m)
+            if self.failed_in is None and not self.is_leaf_module(m, qualname):
+                self.failed_in, self.failure = qualname, exc
+            raise
+
+
+class _Whole(nn.Module):
+    """Wraps a model whose own forward cannot be traced, so that it becomes one leaf."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return self.model(*args)
+
+
+def _whole_model_graph(model: nn.Module, n_inputs: int | None = None) -> fx.Graph:
+    """The graph of ``_Whole(model)``: one placeholder per positional input, one call of
+    ``model``. Built by hand because fx cannot trace ``_Whole.forward`` itself: ``*args`` becomes
+    a single Proxy and unpacking it raises TraceError.
+
+    The inputs are ``model.forward``'s required positional parameters, and as many of its
+    optional ones (or of ``*args``) as the caller gives inputs for (``n_inputs``): an optional
+    mask passed positionally is an input like the others, not dropped."""
+    named, _, var_positional = _forward_parameters(model)
+    required = sum(1 for p in named if p.default is p.empty)
+    count = max(required, n_inputs or 0, 1)
+    names = [p.name for p in named[:count]]
+    if len(names) < count and var_positional:
+        names += [f"arg{i}" for i in range(len(names), count)]
+    graph = fx.Graph()
+    args = tuple(graph.placeholder(name) for name in names or ["input"])
+    call = graph.call_module("model", args)
+    call.meta["nn_module_stack"] = {"model": ("model", type(model))}
+    graph.output(call)
+    return graph
+
+
+@dataclass
+class Structure:
+    """A traced model: the fx graph and the module it runs against (a shallow twin of the model,
+    see :func:`_shallow_twin`, or the wrapper when the whole model had to become a leaf)."""
+
+    root: nn.Module
+    graph: fx.Graph
+    leaves_added: dict[str, str]  # qualified name -> why fx could not trace it
+    root_prefix: str = ""  # "model." when the whole model had to become a leaf
+    # why the counting run had to be made as torch.compile sees the model (a branch on values)
+    run_as_compiled: str | None = None
+    _graph_module: fx.GraphModule | None = field(default=None, repr=False)
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        """The graph as an fx.GraphModule (made on first use: generating its code costs more than
+        counting a small model, and counting does not need it)."""
+        if self._graph_module is None:
+            self._graph_module = fx.GraphModule(self.root, self.graph, type(self.root).__name__)
+        return self._graph_module
+
+
+def trace_structure(
+    model: nn.Module,
+    n_inputs: int | None = None,
+    max_retries: int = 64,
+    given: Sequence[Any] = (),
+) -> Structure:
+    """Symbolically trace ``model``; untraceable submodules become leaves (see module doc).
+    ``n_inputs``, the number of positional inputs it will be run on, decides which optional
+    parameters keep their defaults (:func:`_concrete_args`) and, when the whole model has to
+    become a leaf, how many inputs that leaf takes. ``given``: the inputs themselves, when known;
+    those that are not tensors (a None in a mask's place) are traced as those constants."""
+    concrete = _concrete_args(model, n_inputs, given)
+    extra: set[str] = set()
+    why: dict[str, str] = {}
+    root = _shallow_twin(model)
+    for _ in range(max_retries):
+        tracer = _Tracer(extra)
+        try:
+            graph = tracer.trace(root, concrete_args=concrete or None)
+        except Exception as exc:
+            failed = tracer.failed_in
+            if failed is None:  # the top-level forward itself
+                why["model"] = _one_line(exc)
+                graph = _whole_model_graph(model, n_inputs)
+                return Structure(_Whole(model), graph, why, "model.")
+            extra.add(failed)
+            why[failed] = _one_line(tracer.failure or exc)
+            continue
+        return Structure(tracer.root, graph, why)
+    raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
+
+
+def _shallow_twin(model: nn.Module) -> nn.Module:
+    """A second module object sharing ``model``'s submodules, parameters and buffers, to trace in
+    its place: torch.fx stores the tensors it folds into constants (``_tensor_constant0``, ...) as
+    attributes of the module it traces, a new one each trace, and the user's model is not ours to
+    change. (The model itself when it cannot be copied.)"""
+    try:
+        twin = copy.copy(model)
+    except Exception:
+        return model
+    return twin if type(twin) is type(model) else model
+
+
+def _concrete_args(
+    model: nn.Module, n_inputs: int | None, given: Sequence[Any] = ()
+) -> dict[str, Any] | None:
+    """The parameters of ``model.forward`` that fx traces as constants: the optional ones a run
+    on ``n_inputs`` positional inputs leaves at their defaults, with those defaults, and those
+    ``given`` a value that is not a tensor. Without this fx makes every parameter a Proxy, so
+    ``if mask is not None`` traces the masked path of a model called without a mask, and checks
+    such as "inputs_embeds and input_ids are not both given" (Hugging Face models) fail."""
+    if n_inputs is None:
+        return None
+    named, keyword, _ = _forward_parameters(model)
+    concrete = {p.name: p.default for p in named[n_inputs:] + keyword if p.default is not p.empty}
+    given_values = zip(named, given, strict=False)  # (*args inputs have no parameter name)
+    concrete |= {p.name: x for p, x in given_values if not isinstance(x, torch.Tensor)}
+    return concrete or None
+
+
+def _forward_parameters(
+    model: nn.Module,
+) -> tuple[list[inspect.Parameter], list[inspect.Parameter], bool]:
+    """``model.forward``'s positional parameters, its keyword-only ones, and whether it takes
+    ``*args``; nothing of a forward whose signature Python cannot read."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return [], [], False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return (
+        [p for p in params if p.kind in positional],
+        [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY],
+        any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+# --- 2. counting -----------------------------------------------------------------------------
+
+
+@dataclass
+class NodeRecord(Tally):
+    """What running one fx node did: its tally and its output."""
+
+    out: Any = None  # nested TensorMeta / None
+
+
+class _Recorder:
+    """Where the interceptors put counts: the tally of what is running (an fx node's record, or
+    a hooked run's unit)."""
+
+    def __init__(self) -> None:
+        self.current: Tally | None = None
+        self.inside_formula = 0
+
+    def add(self, f: formulas.Formula, call: formulas.Call) -> None:
+        if self.current is None:
+            return
+        self.current.count = self.current.count + f.fn(call)
+        self.current.ops[f.name] += 1
+
+    def miss(self, name: str) -> None:
+        if self.current is not None:
+            self.current.uncounted[name] += 1
+
+
+# id(overload) -> (overload, meta shortcut or None, free?, formula or None, name): resolved once
+# per overload (hashing an OpOverload runs Python code; this is asked for every op of every
+# trace). Holding the overload keeps its id from being reused.
+_OP_INFO: dict[int, tuple[Any, Any, bool, formulas.Formula | None, str]] = {}
+
+
+def _op_info(func) -> tuple[Any, Any, bool, formulas.Formula | None, str]:
+    info = _OP_INFO.get(id(func))
+    if info is None:
+        free = formulas.is_free(func)
+        f = None if free else formulas.lookup(func)
+        shortcut = meta_shapes.handler(func)
+        info = _OP_INFO[id(func)] = (func, shortcut, free, f, formulas.op_name(func))
+    return info
+
+
+class _AtenCounter(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # PyTorch wraps a mode's __torch_dispatch__ so that torch.compile skips its frames; the
+        # wrapper imports torch._dynamo on first use (0.7 s, 160 MB) and adds two Python calls to
+        # every op. Nothing here runs under torch.compile, so the wrapper is declined.
+        return False
+
+    def __init__(self, rec: _Recorder, meta: bool = False):
+        super().__init__()
+        self.rec = rec
+        self.meta = meta  # plain meta tensors: shape-preserving ops may take the shortcut
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        _, shortcut, free, f, name = _op_info(func)
+        out = shortcut(func, args, kwargs) if self.meta and shortcut is not None else None
+        if out is None:
+            out = func(*args, **kwargs)
+        if free or self.rec.inside_formula:
+            return out
+        if f is None:
+            self.rec.miss(name)
+        else:
+            self.rec.add(f, formulas.Call(tuple(args), dict(kwargs), out))
+        return out
+
+
+class _FunctionCounter(TorchFunctionMode):
+    """Function formulas, and the default device for tensors made in forward (what
+    ``with torch.device(device)`` does, folded into this mode: one Python mode per call, not two).
+    """
+
+    def __init__(self, rec: _Recorder, table: dict[Any, formulas.Formula], device: torch.device):
+        super().__init__()
+        self.rec = rec
+        self.table = table
+        self.device = device
+        self.constructors = _device_constructors()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        f = self.table.get(func)
+        if f is None or self.rec.inside_formula:
+            if func in self.constructors and kwargs.get("device") is None:
+                kwargs["device"] = self.device
+            return func(*args, **kwargs)
+        self.rec.inside_formula += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.rec.inside_formula -= 1
+        self.rec.add(f, formulas.Call(tuple(args), dict(kwargs), out))
+        return out
+
+
+class _HookedFunctionCounter(_FunctionCounter):
+    """The function mode of a hooked run: each torch function the forward itself calls (not
+    one inside a leaf module, a formula or another function) goes to ``hooks``, which records
+    it as it runs."""
+
+    def __init__(self, *args: Any, hooks: hook_trace.HookRun):
+        super().__init__(*args)
+        self.hooks = hooks
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        count = super().__torch_function__
+        if self.rec.inside_formula or not self.hooks.active():
+            return count(func, types, args, kwargs)
+        return self.hooks.function_call(
+            func, args, kwargs, lambda: count(func, types, args, kwargs)
+        )
+
+
+@contextlib.contextmanager
+def _module_formula_hooks(model: nn.Module, rec: _Recorder):
+    """Forward hooks on every module counted as a whole; removed on exit."""
+    handles = []
+
+    def pre(module, args, kwargs):
+        rec.inside_formula += 1
+
+    def post(module, args, kwargs, out):
+        rec.inside_formula -= 1
+        if rec.inside_formula == 0:
+            rec.add(formulas.formula_for_module(module), formulas.Call(args, kwargs, out, module))
+
+    for m in model.modules():
+        if formulas.formula_for_module(m) is not None:
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(post, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _meta_of(value: Any) -> Any:
+    """The tensors in a node's output, as TensorMeta, nested like the output (the containers
+    :func:`hook_trace.parts` looks into); None where none."""
+    if isinstance(value, torch.Tensor):
+        return TensorMeta.of(value)
+    parts = hook_trace.parts(value)
+    return None if parts is None else tuple(_meta_of(v) for v in parts)
+
+
+def _thaw(value: Any) -> Any:
+    """fx hands list arguments to the function it calls as its immutable lists; a function that
+    writes into a list argument (torchvision's video Swin transformer does) would fail on them,
+    where the model run without fx gets a plain list."""
+    if type(value) is immutable_list:
+        return [_thaw(v) for v in value]
+    return value
+
+
+class _Interpreter(fx.Interpreter):
+    def __init__(self, structure: Structure, rec: _Recorder, records: dict[str, NodeRecord]):
+        super().__init__(structure.root, garbage_collect_values=True, graph=structure.graph)
+        self.rec = rec
+        self.records = records
+
+    def run_node(self, n: fx.Node) -> Any:
+        record = self.records.setdefault(n.name, NodeRecord())
+        self.rec.current = record
+        try:  # fx.Interpreter.run_node without its bookkeeping for nested tracing
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            if any(type(a) is immutable_list for a in args):
+                args = tuple(_thaw(a) for a in args)
+            if any(type(v) is immutable_list for v in kwargs.values()):
+                kwargs = {k: _thaw(v) for k, v in kwargs.items()}
+            out = getattr(self, n.op)(n.target, args, kwargs)
+        finally:
+            self.rec.current = None
+        with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
+            record.out = _meta_of(out)
+        return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Counts are of an inference forward pass: eval mode, restored afterwards.
+
+    A module that refuses eval() (torch.export's modules: their mode was fixed when they were
+    exported) is run as it is."""
+    training = [m for m in model.modules() if m.training]
+    if training:  # (nothing to do for a model in eval mode, the usual case: no attribute writes)
+        try:
+            model.eval()
+        except NotImplementedError:
+            training = []
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _data_dependent(exc: BaseException) -> bool:
+    """True when fake tensors could not decide something that depends on tensor values."""
+    from torch._subclasses.fake_tensor import (
+        DataDependentOutputException,
+        DynamicOutputShapeException,
+    )
+
+    while exc is not None:
+        if isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException)):
+            return True
+        if "data-dependent" in str(exc) or "data dependent" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _run(
+    structure: Structure,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    device: torch.device,
+    fake_mode: FakeTensorMode | None,
+    meta_state: dict[str, torch.Tensor] | None = None,
+    hooks: bool = False,
+    clock: bool = False,
+) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+    records: dict[str, NodeRecord] = {}
+    rec = _Recorder()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(_module_formula_hooks(model, rec))
+        if meta_state:  # real weights stand in as meta tensors for this run only
+            stack.enter_context(_reparametrize_module(structure.root, meta_state, tie_weights=True))
+        if device.type == "meta":
+            stack.enter_context(_autocast_on_meta())
+        if fake_mode is not None:
+            stack.enter_context(fake_mode)
+        stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
+        table = formulas.function_formulas()
+        if hooks:
+            return _hooked_run(structure, model, inputs, rec, table, device, clock)
+        stack.enter_context(_FunctionCounter(rec, table, device))
+        _Interpreter(structure, rec, records).run(*inputs)
+    return records
+
+
+@contextlib.contextmanager
+def _autocast_on_meta():
+    """torch.autocast has no meta backend: ``torch.autocast(device_type=x.device.type)`` (Hugging
+    Face's rotary embeddings disable autocast so) raises on meta tensors. During a meta run it is
+    autocast on the CPU instead, which changes no meta op: the forward runs as it would without
+    autocast. (torch.autocast is one class; its __init__ is restored on exit.)"""
+    autocast = torch.amp.autocast_mode.autocast
+    init = autocast.__init__
+
+    def on_cpu(self, device_type, *args, **kwargs):
+        init(self, "cpu" if device_type == "meta" else device_type, *args, **kwargs)
+
+    autocast.__init__ = on_cpu
+    try:
+        yield
+    finally:
+        autocast.__init__ = init
+
+
+def uses_hooks(structure: Structure, model: nn.Module, hooks: bool | None = None) -> bool:
+    """Whether the blocks are recorded by hooks as the model runs (tracer/hook_trace.py) rather
+    than read from the fx graph: ``hooks`` when given (True: even where fx traced all of the
+    model), else where torch.fx could not trace all of it (its own forward, or a module in it),
+    since hooks see through what fx cannot, where fx leaves one block per untraceable module.
+    Never for a model with TorchScript in it: a scripted forward runs no Python to hook."""
+    if hooks is False or not (hooks or structure.leaves_added):
+        return False  # (the usual case decided without walking the modules)
+    return not any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+
+
+def whole_structure(model: nn.Module, n_inputs: int | None = None) -> Structure:
+    """The structure of a model not traced by fx at all (for a hooked run only)."""
+    return Structure(_Whole(model), _whole_model_graph(model, n_inputs), {}, "model.")
+
+
+def _hooked_run(
+    structure: Structure,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    rec: _Recorder,
+    table: dict[Any, formulas.Formula],
+    device: torch.device,
+    clock: bool = False,
+) -> hook_trace.HookRecords:
+    run = hook_trace.HookRun(model, rec, _default_leaf, clock)
+    handles = []
+    for m in model.modules():
+        if m is not model:
+            handles.append(m.register_forward_pre_hook(run.pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(run.post, with_kwargs=True))
+    # (the fx graph's placeholders name the inputs, as on the fx path: forward's parameter names)
+    run.inputs([n.name for n in structure.graph.nodes if n.op == "placeholder"], inputs)
+    try:
+        with _HookedFunctionCounter(rec, table, device, hooks=run):
+            out = model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    run.output(out)
+    return run.records()
+
+
+def _default_leaf(m: nn.Module) -> bool:
+    """torch.fx's default leaf rule (the hooked path makes the same units as the fx path)."""
+    return _stock_tracer().is_leaf_module(m, "")
+
+
+@functools.cache
+def _stock_tracer() -> fx.Tracer:
+    return fx.Tracer()  # made once: its constructor looks through the modules it autowraps
+
+
+def timed_hooked_run(
+    structure: Structure, model: nn.Module, inputs: Sequence[torch.Tensor]
+) -> hook_trace.HookRecords:
+    """``--measure`` for a model whose blocks hooks record: one hooked run on real inputs and
+    weights, each unit timed and each value weighed. The counting modes are on (the units are
+    told apart by what they compute), so each unit's time includes their per-op overhead."""
+    device = model_device(model)
+    return _run(structure, model, inputs, device, None, hooks=True, clock=True)
+
+
+@contextlib.contextmanager
+def _as_if_compiling():
+    """``torch.compiler.is_compiling()`` answers True: libraries skip their value-dependent
+    shortcuts for torch.compile and torch.export, which cannot decide them either (Hugging Face
+    drops an all-ones attention mask after ``torch.all(mask == 1)``, and checks input ids for
+    padding, unless compiling). Restored on exit."""
+    compiler = torch.compiler
+    is_compiling = compiler.is_compiling
+    compiler.is_compiling = lambda: True
+    try:
+        yield
+    finally:
+        compiler.is_compiling = is_compiling
+
+
+def _run_as_compiled(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
+) -> dict[str, NodeRecord] | hook_trace.HookRecords | None:
+    """The meta (else fake) run again, as torch.compile would see the model
+    (:func:`_as_if_compiling`), for a model that branched on values; None if it still cannot
+    run. What it counts is the path a compiled model takes: the general one, e.g. with the
+    attention mask applied whatever its values."""
+    with _as_if_compiling():
+        try:
+            return _on_meta_else_fake(structure, model, inputs, hooks)
+        except Exception:
+            return None
+
+
+def _on_meta_else_fake(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
+) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+    """The counting run on meta tensors, the fastest way that allocates nothing (real weights
+    swapped for meta stand-ins during the run); where meta cannot (a tensor attribute that is
+    neither parameter nor buffer, a branch on values), on fake tensors, whose error it raises."""
+    try:
+        meta_state = _meta_state(structure)
+        meta_inputs = _empty_on(inputs, "meta")
+        meta = torch.device("meta")
+        return _run(structure, model, meta_inputs, meta, None, meta_state, hooks)
+    except Exception:
+        pass
+    device = model_device(model)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        fake_inputs = _empty_on(inputs, device)
+    return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
+
+
+def _empty_on(inputs: Sequence[Any], device: torch.device | str) -> list[Any]:
+    """Empty tensors of the inputs' shapes and dtypes on ``device`` (other inputs as they are)."""
+    return [
+        torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
+        if isinstance(x, torch.Tensor)
+        else x
+        for x in inputs
+    ]
+
+
+def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
+    """Meta stand-ins (no storage) for every parameter and buffer not on meta already, and for
+    the tensor constants torch.fx folded while tracing (made on the CPU, whatever the model's
+    device)."""
+    root = structure.root
+    named = dict(root.named_parameters(remove_duplicate=False))
+    named |= dict(root.named_buffers(remove_duplicate=False))
+    for n in structure.graph.nodes:
+        if n.op == "get_attr" and n.target not in named:
+            value = _fetch(root, str(n.target))
+            if isinstance(value, torch.Tensor):
+                named[str(n.target)] = value
+    return {
+        n: torch.empty_like(t, device="meta") for n, t in named.items() if t.device.type != "meta"
+    }
+
+
+def run_counts(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool | None = None
+) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+    """Run the traced graph with the counters on; one record per fx node. Where the blocks are
+    recorded by hooks (``hooks``, as :func:`uses_hooks` decides it when None; False for a
+    pipeline, which needs the fx graph's nodes), the model itself is run with hooks instead and
+    the result is the units they recorded. Call it inside ``eval_mode(model)``, the mode the
+    graph was traced in (as ``tracer.trace`` does).
+
+    On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
+    values, which they cannot decide: then, given real inputs and real weights, it runs on those
+    (the counts depend on shapes only, so they are the numbers a fake run would give for that
+    path); not given them, it runs again as torch.compile sees the model (libraries skip their
+    value-dependent shortcuts there), and ``structure.run_as_compiled`` says why.
+    """
+    if hooks is None:
+        hooks = uses_hooks(structure, model)
+    try:
+        return _on_meta_else_fake(structure, model, inputs, hooks)
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:
+        if not _data_dependent(exc):
+            raise UnsupportedModelError(
+                f"shape propagation failed for {type(model).__name__}: {_one_line(exc)}"
+            ) from exc
+        real = all(x.device.type != "meta" for x in inputs if isinstance(x, torch.Tensor)) and all(
+            p.device.type != "meta" for p in model.parameters()
+        )
+        if not real:
+            records = _run_as_compiled(structure, model, inputs, hooks)
+            if records is None:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} branches on tensor values, which shapes alone "
+                    "cannot decide: trace it with real inputs and weights"
+                ) from exc
+            structure.run_as_compiled = _one_line(exc)
+            return records
+    try:
+        return _run(structure, model, inputs, model_device(model), None, hooks=hooks)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"running {type(model).__name__} failed: {_one_line(exc)}"
+        ) from exc
+
+
+# --- 3. units and crossings ------------------------------------------------------------------
+
+
+def _tensors(meta: Any) -> tuple[TensorMeta, ...]:
+    if isinstance(meta, TensorMeta):
+        return (meta,)
+    if isinstance(meta, tuple):
+        return tuple(t for m in meta for t in _tensors(m))
+    return ()
+
+
+def _elements(meta: Any) -> int:
+    return sum(t.elements for t in _tensors(meta))
+
+
+def _op_base_name(n: fx.Node) -> str:
+    if n.op == "call_method":
+        return str(n.target)
+    name = getattr(n.target, "__name__", str(n.target))
+    return name.removesuffix("_") if n.target is not operator.getitem else name
+
+
+def _stack(n: fx.Node, prefix: str) -> tuple[tuple[str, str, str], ...]:
+    stack = n.meta.get("nn_module_stack") or {}
+    out = []
+    for key, (qualname, cls) in stack.items():
+        qualname = qualname if isinstance(qualname, str) else str(qualname)
+        key, qualname = key.removeprefix(prefix), qualname.removeprefix(prefix)
+        if not qualname and prefix:  # the wrapper of a model traced as a whole
+            continue
+        name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+        out.append((key, qualname, name.rsplit(".", 1)[-1]))
+    return tuple(out)
+
+
+# Names of the graph's ends; the colon keeps them apart from module paths (LeNet-5 has a layer
+# called "output").
+_INPUT, _OUTPUT, _PARAM = "input:", "output:out", object()
+
+
+def build_units(
+    structure: Structure,
+    model: nn.Module,
+    records: dict[str, NodeRecord] | hook_trace.HookRecords,
+) -> tuple[tuple[Unit, ...], tuple[Crossing, ...], dict[str, Any]]:
+    """Leaf units and crossings from the traced graph and its run (see module doc), or from
+    the hooked run of a model whose own forward could not be traced."""
+    if isinstance(records, hook_trace.HookRecords):
+        info = {
+            "leaves_added": structure.leaves_added,
+            "node_units": {},
+            "params_not_run": records.params_not_run,
+        }
+        return records.units, records.crossings, info
+    top, prefix = structure.root, structure.root_prefix
+    nodes = list(structure.graph.nodes)
+    out_of = {n.name: records.get(n.name, NodeRecord()).out for n in nodes}
+
+    def tensor_inputs(n: fx.Node) -> list[fx.Node]:
+        return [u for u in n.all_input_nodes if _tensors(out_of[u.name]) or u.op == "get_attr"]
+
+    # Which fx nodes are units, and their names.
+    unit_of: dict[str, Any] = {}  # fx node name -> unit name, _PARAM, or None (constant)
+    source_of: dict[str, str] = {}  # free node -> the value it reads
+    names_used: Counter[str] = Counter()
+    unit_nodes: list[tuple[fx.Node, str]] = []
+
+    stacks: dict[fx.Node, tuple[tuple[str, str, str], ...]] = {}
+
+    def stack_of(n: fx.Node) -> tuple[tuple[str, str, str], ...]:
+        if n not in stacks:
+            stacks[n] = _stack(n, prefix)
+        return stacks[n]
+
+    def fresh(name: str) -> str:
+        k = names_used[name]
+        names_used[name] += 1
+        return name if k == 0 else f"{name}@{k}"
+
+    for n in nodes:
+        rec = records.get(n.name, NodeRecord())
+        if n.op == "placeholder" and not _tensors(rec.out):
+            unit_of[n.name] = None  # an optional parameter left at its default (not data)
+        elif n.op == "placeholder":
+            unit_of[n.name] = _INPUT + n.name
+            unit_nodes.append((n, unit_of[n.name]))
+        elif n.op == "output":
+            unit_of[n.name] = _OUTPUT
+            unit_nodes.append((n, _OUTPUT))
+        elif n.op == "get_attr":
+            unit_of[n.name] = _PARAM
+        elif not _tensors(rec.out) and not (rec.ops or rec.uncounted or n.op == "call_module"):
+            unit_of[n.name] = None  # sizes, flags: not data
+        elif n.op == "call_module":
+            unit_of[n.name] = stack_of(n)[-1][0]
+            unit_nodes.append((n, unit_of[n.name]))
+        else:
+            inputs = tensor_inputs(n)
+            free = rec.is_empty() and len(inputs) <= 1
+            if free and not inputs:
+                unit_of[n.name] = None  # a constant made in forward: no producer, no edge
+            elif free:
+                source_of[n.name] = inputs[0].name
+                unit_of[n.name] = unit_of[inputs[0].name]
+            else:
+                enclosing = stack_of(n)
+                base = _op_base_name(n)
+                name = fresh(f"{enclosing[-1][0]}.{base}" if enclosing else base)
+                unit_of[n.name] = name
+                unit_nodes.append((n, name))
+
+    def root_value(name: str) -> str:
+        """Walk back through free ops that keep all the data (views, expand, copies)."""
+        while name in source_of and _elements(out_of[name]) >= _elements(out_of[source_of[name]]):
+            name = source_of[name]
+        return name
+
+    def param_root(name: str) -> str:
+        """The value a free op ultimately reads (a parameter, or a whole unit output)."""
+        while name in source_of:
+            name = source_of[name]
+        return name
+
+    own_tensors = CountedOnce()  # parameters and buffers, each counted once
+
+    by_name = {n.name: n for n in nodes}
+    units: list[Unit] = []
+    crossings: list[Crossing] = []
+    for n, uname in unit_nodes:
+        rec = records.get(n.name, NodeRecord())
+        params = buffers = 0
+        if n.op == "call_module":
+            sub = top.get_submodule(str(n.target))
+            params = own_tensors(sub.parameters())
+            buffers = own_tensors(sub.buffers())
+        inputs_meta: list[tuple[int, ...]] = []
+        seen_values: set[str] = set()
+        for u in n.all_input_nodes:
+            owner = unit_of.get(u.name)
+            if owner is _PARAM:
+                attr = by_name[param_root(u.name)]
+                t = _fetch(top, str(attr.target))
+                if isinstance(t, nn.Parameter):
+                    params += own_tensors([t])
+                elif isinstance(t, torch.Tensor):
+                    buffers += own_tensors([t])
+                continue
+            if owner is None:
+                continue
+            inputs_meta.extend(t.shape for t in _tensors(out_of[u.name]))
+            if owner == uname:
+                continue
+            value = root_value(u.name)
+            if value in seen_values:
+                continue
+            seen_values.add(value)
+            root = param_root(value)
+            crossings.append(Crossing(value, root, owner, uname, _tensors(out_of[value])))
+        if n.op == "placeholder":
+            role, kind, stack = "input", "input", ()
+            inputs_meta = []
+        elif n.op == "output":
+            role, kind, stack = "output", "output", ()
+        else:
+            role = "block"
+            stack = stack_of(n)
+            kind = stack[-1][2] if n.op == "call_module" else _op_base_name(n)
+        units.append(
+            Unit(
+                name=uname,
+                kind=kind,
+                stack=stack,
+                count=rec.count,
+                params=params,
+                buffers=buffers,
+                input_shapes=tuple(dict.fromkeys(inputs_meta)),
+                output_shapes=tuple(dict.fromkeys(t.shape for t in _tensors(out_of[n.name])))
+                if n.op != "output"
+                else (),
+                ops=tuple(sorted(rec.ops.items())),
+                uncounted=tuple(sorted(rec.uncounted.items())),
+                role=role,
+            )
+        )
+    # Ops run in nodes that were folded away (free by definition) carry no counts, but an
+    # uncounted op inside a folded node would be lost: folded nodes have none by construction.
+    node_units = {k: v for k, v in unit_of.items() if isinstance(v, str)}
+    # Parameters of modules that an inference pass never calls (e.g. GoogLeNet's auxiliary
+    # classifiers, which run in training only): in no block, but reported, so totals reconcile.
+    params_not_run = own_tensors.not_counted(model.parameters())
+    info = {
+        "leaves_added": structure.leaves_added,
+        "node_units": node_units,
+        "params_not_run": params_not_run,
+    }
+    return tuple(units), tuple(crossings), info
+
+
+def _fetch(root: nn.Module, target: str) -> Any:
+    obj: Any = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,351 @@
+"""The data model: tensors on edges, blocks on nodes, and the BlockGraph that holds them.
+
+A BlockGraph is a NetworkX DiGraph whose nodes are blocks (node attribute ``block``) and whose
+edges are the tensors flowing between them (edge attribute ``edge``). It keeps the leaf-level
+units and tensor crossings it was built from, so it can be regrouped at any depth with
+:meth:`BlockGraph.by_block` and the counts stay consistent: a group's counts are the sums of its
+members, and an edge between groups carries exactly what crosses the boundary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import networkx as nx
+
+from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OTHER_KINDS, OpCount
+from flowprof.tracer.errors import BadSpecError
+
+
+class Precision(StrEnum):
+    """The precision that floating-point bits are accounted at."""
+
+    FP64 = "fp64"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP8 = "fp8"
+    INT8 = "int8"
+
+    @property
+    def bits(self) -> int:
+        return {"fp64": 64, "fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8}[self.value]
+
+    @classmethod
+    def parse(cls, text: str) -> Precision:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            known = ", ".join(p.value for p in cls)
+            raise BadSpecError(f"unknown dtype {text!r} (known: {known})") from None
+
+    @classmethod
+    def of_torch(cls, dtype_name: str) -> Precision | None:
+        return {
+            "float64": cls.FP64,
+            "float32": cls.FP32,
+            "float16": cls.FP16,
+            "bfloat16": cls.BF16,
+            "float8_e4m3fn": cls.FP8,
+            "float8_e5m2": cls.FP8,
+            "int8": cls.INT8,
+        }.get(dtype_name)
+
+
+# Bit widths of non-floating dtypes, which keep their own width whatever the accounted precision.
+_NATIVE_BITS = {"int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8, "bool": 8}
+
+
+_DTYPE_NAMES: dict[Any, str] = {}  # torch dtype -> its name without "torch."
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Shape and traced dtype of one tensor."""
+
+    shape: tuple[int, ...]
+    dtype: str  # torch's name, e.g. "float16", "int64"
+
+    @classmethod
+    def of(cls, tensor: Any) -> TensorMeta:
+        """The shape and dtype of a torch tensor (read without torch function modes: a caller
+        inside a counting run wraps it in ``torch._C.DisableTorchFunction``)."""
+        name = _DTYPE_NAMES.get(tensor.dtype)
+        if name is None:  # (str() of a dtype runs Python: once per dtype)
+            name = _DTYPE_NAMES[tensor.dtype] = str(tensor.dtype).removeprefix("torch.")
+        return cls(tuple(map(int, tensor.shape)), name)
+
+    @property
+    def elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_floating(self) -> bool:
+        return self.dtype.startswith(("float", "bfloat", "complex"))
+
+    def bit_width(self, precision: Precision) -> int:
+        """Floating tensors at the accounted precision; integers and bools at their own width."""
+        if self.is_floating:
+            return precision.bits
+        return _NATIVE_BITS.get(self.dtype, 64)
+
+    def bits(self, precision: Precision) -> int:
+        return self.elements * self.bit_width(precision)
+
+    def shape_str(self) -> str:
+        return "x".join(str(d) for d in self.shape) or "scalar"
+
+
+class CountedOnce:
+    """Elements of parameters and buffers, each tensor counted once however many units read it
+    (tied weights are one tensor); ``not_counted`` gives the ones no unit read."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def __call__(self, tensors: Any) -> int:
+        total = 0
+        for t in tensors:
+            if id(t) not in self.seen:
+                self.seen.add(id(t))
+                total += t.numel()
+        return total
+
+    def not_counted(self, tensors: Any) -> int:
+        return sum(t.numel() for t in tensors if id(t) not in self.seen)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A leaf-level block: one call of a leaf module, or one computing function call.
+
+    ``stack`` is the chain of module calls it sits in, outermost first, as (key, qualified name,
+    class name); keys carry ``@k`` for the k-th call of a module that is called more than once.
+    """
+
+    name: str
+    kind: str
+    stack: tuple[tuple[str, str, str], ...]
+    count: OpCount
+    params: int = 0
+    buffers: int = 0
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    ops: tuple[tuple[str, int], ...] = ()  # counted op name -> calls
+    uncounted: tuple[tuple[str, int], ...] = ()  # op name -> calls
+    role: str = "block"  # "block", "input" or "output"
+    seconds: float | None = None  # measured wall time (--measure), else None
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """One tensor value produced in unit ``src`` and consumed in unit ``dst``."""
+
+    value: str  # fx node name of the value: identifies it, so a group counts it once
+    root: str  # the value it was sliced from (itself when it is whole): a group that gets the
+    # whole root does not get its slices again
+    src: str
+    dst: str
+    tensors: tuple[TensorMeta, ...]
+    measured_bytes: int | None = None  # bytes of the real tensors (--measure), else None
+
+
+@dataclass(frozen=True)
+class Block:
+    """A node of the block graph: a leaf unit, or a group of them at some depth."""
+
+    name: str
+    kind: str
+    path: str  # module path (qualified name), "" for functions at the top level
+    parents: tuple[str, ...]  # enclosing group keys, outermost first (diagram clusters)
+    members: tuple[str, ...]  # the leaf units it groups
+    count: OpCount
+    params: int
+    buffers: int
+    param_bits: int
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    activation_bits: int  # bits of the distinct tensors it sends to other blocks
+    uncounted: tuple[tuple[str, int], ...]
+    role: str = "block"
+    seconds: float | None = None  # measured wall time (--measure)
+
+    @property
+    def macs(self) -> int:
+        return self.count.macs
+
+    @property
+    def multiplications(self) -> int:
+        return self.count.multiplications
+
+    @property
+    def additions(self) -> int:
+        return self.count.additions
+
+    @property
+    def other(self) -> int:
+        return self.count.other
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "role": self.role,
+            "path": self.path,
+            "parents": list(self.parents),
+            "members": list(self.members),
+            "counts": self.count.to_dict(),
+            "other": self.count.other,
+            "params": self.params,
+            "buffers": self.buffers,
+            "param_bits": self.param_bits,
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "output_shapes": [list(s) for s in self.output_shapes],
+            "activation_bits": self.activation_bits,
+            "uncounted": dict(self.uncounted),
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The tensors flowing from block ``src`` to block ``dst``, accounted at ``precision``."""
+
+    src: str
+    dst: str
+    tensors: tuple[TensorMeta, ...]
+    precision: Precision
+    measured_bits: int | None = None  # 8 x bytes of the real tensors (--measure)
+
+    @property
+    def native_bits(self) -> int:
+        """Bits at the traced dtypes: what a real run moves (compared with measured_bits)."""
+        return sum(
+            t.elements * (Precision.of_torch(t.dtype) or Precision.FP32).bits
+            if t.is_floating
+            else t.bits(self.precision)
+            for t in self.tensors
+        )
+
+    @property
+    def shape(self) -> str:
+        return "+".join(t.shape_str() for t in self.tensors)
+
+    @property
+    def dtype(self) -> str:
+        """The accounted dtype(s): the precision for floating tensors, the own dtype otherwise."""
+        names = dict.fromkeys(
+            self.precision.value if t.is_floating else t.dtype for t in self.tensors
+        )
+        return "+".join(names)
+
+    @property
+    def elements(self) -> int:
+        return sum(t.elements for t in self.tensors)
+
+    @property
+    def bits(self) -> int:
+        return sum(t.bits(self.precision) for t in self.tensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "src": self.src,
+            "dst": self.dst,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "elements": self.elements,
+            "bits": self.bits,
+            "measured_bits": self.measured_bits,
+            "tensors": [
+                {"shape": list(t.shape), "traced_dtype": t.dtype, "elements": t.elements}
+                for t in self.tensors
+            ],
+        }
+
+
+@dataclass
+class BlockGraph:
+    """Blocks and the tensors between them; see the module docstring."""
+
+    graph: nx.DiGraph
+    units: tuple[Unit, ...]
+    crossings: tuple[Crossing, ...]
+    precision: Precision
+    depth: int | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    # -- queries --
+
+    def blocks(self, include_io: bool = False) -> list[Block]:
+        """Blocks in execution order; inputs and the output only when asked."""
+        out = [self.graph.nodes[n]["block"] for n in self.graph.nodes]
+        return out if include_io else [b for b in out if b.role == "block"]
+
+    def block(self, name: str) -> Block:
+        return self.graph.nodes[name]["block"]
+
+    def edges(self) -> list[Edge]:
+        return [d["edge"] for _, _, d in self.graph.edges(data=True)]
+
+    def total(self) -> OpCount:
+        return OpCount.sum(b.count for b in self.blocks())
+
+    def params(self) -> int:
+        return sum(b.params for b in self.blocks())
+
+    def by_kind(self) -> dict[str, int]:
+        """Total operations by kind: macs, multiplications, additions and each other kind."""
+        t = self.total()
+        return {"macs": t.macs, "multiplications": t.multiplications, "additions": t.additions} | {
+            k: getattr(t, k) for k in OTHER_KINDS
+        }
+
+    def uncounted(self) -> dict[str, int]:
+        """Ops that ran but have no formula, by name, with how many times they ran."""
+        calls: Counter[str] = Counter()
+        for u in self.units:
+            calls.update(dict(u.uncounted))
+        return dict(sorted(calls.items()))
+
+    def coverage(self) -> float:
+        """Share of the non-free op calls that were counted by a formula (1.0 = all)."""
+        counted = sum(n for u in self.units for _, n in u.ops)
+        missing = sum(n for u in self.units for _, n in u.uncounted)
+        return 1.0 if counted + missing == 0 else counted / (counted + missing)
+
+    def by_block(self, depth: int | None) -> BlockGraph:
+        """The same analysis grouped at ``depth`` (None: leaf units)."""
+        from flowprof.tracer.blocks import group  # grouping lives beside the unit builder
+
+        return group(self.units, self.crossings, self.precision, depth, self.meta)
+
+    def with_precision(self, precision: Precision) -> BlockGraph:
+        from flowprof.tracer.blocks import group
+
+        meta = dict(self.meta) | {"precision": precision.value}
+        return group(self.units, self.crossings, precision, self.depth, meta)
+
+    def to_dict(self) -> dict[str, Any]:
+        total = self.total()
+        return {
+            "meta": dict(self.meta)
+            | {
+                "depth": self.depth,
+                "precision": self.precision.value,
+                "bits_per_element": self.precision.bits,
+                "convention": CONVENTION,
+                "convention_version": CONVENTION_VERSION,
+            },
+            "totals": total.to_dict()
+            | {"other": total.other, "flops_from_macs": 2 * total.macs, "params": self.params()},
+            "coverage": {"share_counted": self.coverage(), "uncounted": self.uncounted()},
+            "blocks": [b.to_dict() for b in self.blocks(include_io=True)],
+            "edges": [e.to_dict() for e in self.edges()],
+        }

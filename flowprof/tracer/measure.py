@@ -1,0 +1,124 @@
+"""``--measure``: run the traced graph for real, time each unit and weigh each crossing tensor.
+
+The static analysis never runs the model; this does, on real tensors, to cross-check it: the
+measured bytes of every tensor crossing between units must equal the static element count times
+the traced dtype's width, and the seconds show where the time goes on this machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from flowprof.tracer.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class Measured:
+    unit_seconds: dict[str, float]  # unit -> median seconds of its fx nodes over the runs
+    value_bytes: dict[str, int]  # fx value name -> bytes of the real tensors
+    runs: int
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+class _TimingInterpreter(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, wanted: set[str]):
+        super().__init__(gm, garbage_collect_values=True)
+        self.seconds: dict[str, float] = {}
+        self.bytes: dict[str, int] = {}
+        self.wanted = wanted
+
+    def run_node(self, n: fx.Node) -> Any:
+        start = time.perf_counter()
+        out = super().run_node(n)
+        self.seconds[n.name] = time.perf_counter() - start
+        if n.name in self.wanted:
+            self.bytes[n.name] = _nbytes(out)
+        return out
+
+
+def real_inputs(model: nn.Module, inputs: Sequence[Any]) -> list[Any]:
+    """The inputs as real tensors (random floats, zero integers in place of meta ones), after
+    checking that the model has real weights to run them on."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise UnsupportedModelError("--measure needs a model with real weights, not meta ones")
+    real = []
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            x = (
+                torch.randn(x.shape).to(x.dtype)
+                if x.is_floating_point()
+                else torch.zeros(x.shape, dtype=x.dtype)
+            )
+        real.append(x)
+    return real
+
+
+def _timed_runs(
+    run_once: Callable[[], tuple[dict[str, float], dict[str, int]]], runs: int
+) -> tuple[dict[str, float], dict[str, int]]:
+    """``run_once`` (seconds by name, bytes by value) ``runs`` times after one warm-up run, which
+    warms caches up, without autograd: the median seconds of each name, and the bytes."""
+    per_run: list[dict[str, float]] = []
+    value_bytes: dict[str, int] = {}
+    with torch.no_grad():
+        for i in range(runs + 1):
+            seconds, value_bytes = run_once()
+            if i:
+                per_run.append(seconds)
+    names = per_run[0].keys() if per_run else ()
+    return {n: statistics.median(r.get(n, 0.0) for r in per_run) for n in names}, value_bytes
+
+
+def measure_hooked(
+    structure: Any, model: nn.Module, inputs: Sequence[Any], runs: int = 3
+) -> Measured:
+    """:func:`measure` for a model whose blocks were recorded by hooks: its hooked run, timed
+    (see fx_trace.timed_hooked_run)."""
+    from flowprof.tracer import fx_trace
+
+    real = real_inputs(model, inputs)
+
+    def run_once() -> tuple[dict[str, float], dict[str, int]]:
+        records = fx_trace.timed_hooked_run(structure, model, real)
+        return records.unit_seconds, records.value_bytes
+
+    unit_seconds, value_bytes = _timed_runs(run_once, runs)
+    return Measured(unit_seconds, value_bytes, runs)
+
+
+def measure(
+    gm: fx.GraphModule,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    node_units: dict[str, str],
+    values: set[str],
+    runs: int = 3,
+) -> Measured:
+    """Run ``gm`` ``runs`` times after one warm-up (eval mode, no grad) on real inputs."""
+    real = real_inputs(model, inputs)
+
+    def run_once() -> tuple[dict[str, float], dict[str, int]]:
+        interp = _TimingInterpreter(gm, values)
+        interp.run(*real)
+        return interp.seconds, interp.bytes
+
+    node_seconds, value_bytes = _timed_runs(run_once, runs)
+    unit_seconds: dict[str, float] = {}
+    for node, unit in node_units.items():  # a unit's time: the sum of its nodes' medians
+        unit_seconds[unit] = unit_seconds.get(unit, 0.0) + node_seconds.get(node, 0.0)
+    return Measured(unit_seconds, value_bytes, runs)
