@@ -1,0 +1,3 @@
+"""flowprof: exact operation counts and block-to-block dataflow of PyTorch models."""
+
+__version__ = "0.1.0"
