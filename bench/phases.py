@@ -33,8 +33,8 @@ def _median_s(fn: Callable[[], Any], repeats: int) -> float:
 def measure(key: str, repeats: int = 20) -> dict[str, Any]:
     import torch
 
-    from flowprof import tracer
     from bench import peers
+    from flowprof import tracer
     from flowprof.tracer import fx_trace
     from flowprof.tracer.blocks import group
 

@@ -205,7 +205,7 @@ def test_explanation_from_numbers() -> None:
 
 
 def test_bad_sweeps() -> None:
-    from flowprof.tracer.errors import BadSpecError
+    from flowprof.errors import BadSpecError
 
     with pytest.raises(BadSpecError):
         sweep(emb=[64, 128], seq_len=[8, 16])

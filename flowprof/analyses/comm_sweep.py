@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from flowprof.tracer.errors import BadSpecError
+from flowprof.errors import BadSpecError
 
 
 class Family(StrEnum):

@@ -45,13 +45,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from flowprof.errors import PartitionError
 from flowprof.tracer.counts import OpCount
-from flowprof.tracer.errors import BadSpecError
 from flowprof.tracer.graph import Crossing, Precision, TensorMeta, Unit
-
-
-class PartitionError(BadSpecError):
-    """A stage count or cut position the model cannot take (bad input: exit code 2)."""
 
 
 class ComputeMeasure(StrEnum):

@@ -23,9 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-class ModelError(ValueError):
-    """A model name, option or input shape that cannot be built (bad input, exit code 2)."""
+from flowprof.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowprof.errors import BadSpecError, FlowprofError, UnsupportedModelError
 from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OpCount
-from flowprof.tracer.errors import BadSpecError, FlowprofError, UnsupportedModelError
 from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
 
 __all__ = [

@@ -51,11 +51,8 @@ from pathlib import Path
 
 import torch
 
-from flowprof.training import atomic
-
-
-class DataError(Exception):
-    """A data source that is missing or corrupt; the message is one line that says how to fix it."""
+from flowprof import atomic
+from flowprof.errors import DataError
 
 
 class Dataset(StrEnum):
