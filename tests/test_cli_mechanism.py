@@ -94,7 +94,7 @@ def test_output_dir_writes_atomically_and_records(tmp_path):
 
 # --- model options from config dataclasses ----------------------------------------------------
 
-# DESIGN.md's transformer options, and --norm (post or pre layer norm).
+# docs/design.md's transformer options, and --norm (post or pre layer norm).
 TRANSFORMER_FLAGS = [
     "--emb",
     "--heads",
@@ -136,7 +136,7 @@ def test_transformer_defaults_and_help_come_from_its_config():
     from flowprof.models.transformer import TransformerConfig
 
     config = TransformerConfig()
-    # DESIGN.md: emb 256, 8 heads, d_ff = 4 x 256 = 1024, one encoder and one decoder layer,
+    # docs/design.md: emb 256, 8 heads, d_ff = 4 x 256 = 1024, one encoder and one decoder layer,
     # batch 1, one length for source and target
     assert (config.emb, config.heads, config.ffn) == (256, 8, 1024)
     assert (config.enc_layers, config.dec_layers, config.batch) == (1, 1, 1)
