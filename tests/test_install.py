@@ -9,6 +9,7 @@ and installed as a wheel (not editable), as a user's ``pip install`` would.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,8 +34,15 @@ def installed(tmp_path_factory) -> Path:
         check=True,
     ).stdout.strip()
     (Path(site) / "deps-from-test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # A copy of the checkout's sources: building a wheel writes build/ and *.egg-info beside them.
+    source = tmp_path_factory.mktemp("source") / "flowprof"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", ".venv", "data", "out", "build", "*.egg-info"),
+    )
     done = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(ROOT)],
+        [str(python), "-m", "pip", "install", "--quiet", str(source)],
         capture_output=True,
         text=True,
     )
