@@ -51,11 +51,10 @@ def installed(tmp_path_factory) -> Path:
 
 
 def test_the_distribution_adds_one_import_name(installed):
-    top_level = list(installed.glob("lib/python*/site-packages/flowprof-*.dist-info/top_level.txt"))
-    assert len(top_level) == 1
-    assert top_level[0].read_text().split() == ["flowprof"]
-    scripts = list(installed.glob("lib/python*/site-packages/flowprof-*.dist-info/entry_points.txt"))
-    assert "flowprof = flowprof.cli:main" in scripts[0].read_text()
+    info = list(installed.glob("lib/python*/site-packages/flowprof-*.dist-info"))
+    assert len(info) == 1
+    assert (info[0] / "top_level.txt").read_text().split() == ["flowprof"]
+    assert "flowprof = flowprof.cli:main" in (info[0] / "entry_points.txt").read_text()
 
 
 def test_works_beside_a_users_models_and_distributed_packages(installed, tmp_path):

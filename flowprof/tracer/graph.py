@@ -343,7 +343,7 @@ class BlockGraph:
         return summary(self, name)
 
     def to_csv(self, out_dir: Any) -> list[Any]:
-        """Write ``blocks.csv`` and ``edges.csv`` (DESIGN.md's columns) to ``out_dir``, each
+        """Write ``blocks.csv`` and ``edges.csv`` (docs/design.md's columns) to ``out_dir``, each
         atomically; returns their paths."""
         from flowprof.reports.export import write_csv
 
