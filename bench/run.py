@@ -88,7 +88,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-MEASURED_SOURCES = ("flowprof/tracer", "flowprof/models")  # what the numbers are of: flowprof and its models
+# What the numbers are of: flowprof's tracer and its models.
+MEASURED_SOURCES = ("flowprof/tracer", "flowprof/models")
 
 
 def source_digest() -> str:
@@ -1039,7 +1040,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["source_digest"]["end"] = source_digest()
     if results["source_digest"]["end"] != results["source_digest"]["start"]:
         console.print(
-            "warning: flowprof/tracer/ or flowprof/models/ changed during the run: the numbers mix versions"
+            "warning: flowprof/tracer/ or flowprof/models/ changed during the run: "
+            "the numbers mix versions"
         )
     write_outputs(results, args)
     for line in summary(results):

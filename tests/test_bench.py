@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from flowprof import tracer
 from bench import peers, scale
 from bench import run as bench_run
+from flowprof import tracer
 
 # --- a tiny model every peer can run: conv 1 -> 2 (3x3, no bias), ReLU, linear 18 -> 4 ----------
 

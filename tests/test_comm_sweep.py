@@ -1,6 +1,6 @@
-"""Tests of analyses/comm_sweep.py, its plots and tables (ASSIGNMENT.md Problem 3b): bits per edge
-family written out by hand from the transformer's sizes, closed forms against the trace, and the
-generated explanation against numbers derived here."""
+"""Tests of analyses/comm_sweep.py, its plots and tables (docs/assignment.md Problem 3b): bits
+per edge family written out by hand from the transformer's sizes, closed forms against the trace,
+and the generated explanation against numbers derived here."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def test_explanation_from_numbers() -> None:
 
 
 def test_bad_sweeps() -> None:
-    from flowprof.tracer.errors import BadSpecError
+    from flowprof.errors import BadSpecError
 
     with pytest.raises(BadSpecError):
         sweep(emb=[64, 128], seq_len=[8, 16])

@@ -2,7 +2,7 @@
 
 One tiny single-op model per formula, traced with ``tracer.trace(model, [shape, ...])``; the
 expected OpCount is written out as arithmetic in the test, from the counting convention of
-DESIGN.md and the formula's documented derivation, never read back from the tool:
+docs/design.md and the formula's documented derivation, never read back from the tool:
 
 * a dot product of length K is K multiplications and K-1 additions; a bias is +1 addition per
   output; ``macs`` are the multiplications of conv / linear / matmul / attention products only;

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from flowprof import tracer
+from flowprof.errors import FlowprofError
 from flowprof.models import registry
 from flowprof.tracer import OpCount, Precision
-from flowprof.tracer.errors import FlowprofError
 
 DEPTHS = (None, 1, 2, 3)
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8}

@@ -311,7 +311,7 @@ def _private_tracer_names(path: Path) -> list[str]:
 # the tracer's modules a user may import (registering a formula, timing blocks, the records);
 # the others (fx_trace, hook_trace, units, stages, measure, meta_shapes, blocks) are reached
 # through the package's public names
-_PUBLIC_MODULES = {"counts", "errors", "formulas", "graph", "hooks"}
+_PUBLIC_MODULES = {"counts", "formulas", "graph", "hooks"}
 
 
 def _public_in_package(name: str) -> bool:

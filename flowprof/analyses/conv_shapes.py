@@ -1,4 +1,4 @@
-"""Convolution and pooling shape arithmetic (ASSIGNMENT.md Problem 1).
+"""Convolution and pooling shape arithmetic (docs/assignment.md Problem 1).
 
 Three things, all returning data (no printing, no Rich):
 
@@ -27,15 +27,9 @@ from enum import StrEnum
 from itertools import product
 from typing import Any
 
+from flowprof.errors import BadSpecError, TorchMismatchError
+
 Pair = tuple[int, int]
-
-
-class BadSpecError(ValueError):
-    """A shape or layer spec that is malformed or impossible; the message is one line."""
-
-
-class TorchMismatchError(RuntimeError):
-    """torch disagrees with this module's arithmetic: an internal error, not bad input."""
 
 
 class LayerKind(StrEnum):

@@ -14,11 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flowprof.errors import BadInputError, UnsupportedModelError, UsageError
+
 PROG = "flowprof"
-
-
-class UsageError(Exception):
-    """Bad input found by the CLI itself (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -190,7 +188,7 @@ def _out_dir(path: str) -> Path:
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    from flowprof.training import atomic  # one implementation for the library and the CLI
+    from flowprof import atomic  # one implementation for the library and the CLI
 
     atomic.write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
     return path
@@ -853,21 +851,9 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-# The library's error classes for bad input, by module; looked up only if that module was loaded.
-_USER_ERRORS = (
-    ("flowprof.tracer.errors", "FlowprofError"),
-    ("flowprof.models.registry", "ModelError"),
-    ("flowprof.analyses.conv_shapes", "BadSpecError"),
-    ("flowprof.training.mnist", "DataError"),
-    ("flowprof.training.loop", "TrainingError"),
-    ("flowprof.training.checkpoint", "CheckpointError"),
-)
-
-
 def _is_user_error(exc: BaseException) -> bool:
-    """Errors that are the input's fault, not flowprof's."""
-    types = tuple(getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules)
-    return isinstance(exc, types)
+    """Errors that are the input's fault, not flowprof's (flowprof.errors: exit code 2)."""
+    return isinstance(exc, (BadInputError, UnsupportedModelError))
 
 
 if __name__ == "__main__":

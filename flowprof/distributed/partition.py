@@ -46,11 +46,8 @@ import torch.fx as fx
 from torch import nn
 
 from flowprof import tracer
-from flowprof.tracer import BadSpecError, Crossing, OpCount, Precision, TensorMeta, Unit
-
-
-class PartitionError(BadSpecError):
-    """A stage count or cut position the model cannot take (bad input: exit code 2)."""
+from flowprof.errors import PartitionError
+from flowprof.tracer import Crossing, OpCount, Precision, TensorMeta, Unit
 
 
 class ComputeMeasure(StrEnum):

@@ -46,6 +46,7 @@ from flowprof.distributed.partition import (
     partition,
     stage_plans,
 )
+from flowprof.errors import PipelineError
 
 ADDRESS = "127.0.0.1"
 BACKEND = "gloo"
@@ -64,10 +65,6 @@ _NATIVE = {
     torch.int64,
     torch.bool,
 }
-
-
-class PipelineError(RuntimeError):
-    """The distributed run failed or timed out (the processes were cleaned up)."""
 
 
 # --- values on the wire ------------------------------------------------------------------------

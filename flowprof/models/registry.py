@@ -1,6 +1,6 @@
 """Model names -> factories, and the example inputs each model is traced with.
 
-Names are a contract (DESIGN.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
+Names are a contract (docs/design.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
 ``lenet5-modern-dws``, ``transformer``, ``torchvision:NAME`` and ``package.module:factory`` (or
 ``path/to/file.py:factory``).
 Each model file registers itself with :func:`register`; this module never lists models by hand.
@@ -23,9 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-class ModelError(ValueError):
-    """A model name, option or input shape that cannot be built (bad input, exit code 2)."""
+from flowprof.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowprof.errors import LatexError
+
 # --- the model ---------------------------------------------------------------------------------
 
 
@@ -824,14 +826,6 @@ def render_latex(doc: Document) -> tuple[str, dict[str, bytes]]:
 # --- PDF -----------------------------------------------------------------------------------------
 
 LATEX_ENGINES = ("pdflatex", "xelatex", "lualatex", "tectonic")
-
-
-class LatexError(RuntimeError):
-    """The LaTeX engine failed; ``log`` holds the end of its log."""
-
-    def __init__(self, message: str, log: str = "") -> None:
-        super().__init__(message)
-        self.log = log
 
 
 def latex_engine() -> str | None:

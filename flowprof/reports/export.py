@@ -1,6 +1,7 @@
-"""CSV and JSON text of a BlockGraph (the caller writes it).
+"""CSV and JSON of a BlockGraph: as text (the CLI prints or writes it), or written to files
+atomically (:func:`write_csv`, :func:`write_json`: the library's ``BlockGraph.to_csv``).
 
-Columns are a contract (DESIGN.md): blocks.csv starts
+Columns are a contract (docs/design.md): blocks.csv starts
 ``block,kind,macs,multiplications,additions,other,params`` and edges.csv starts
 ``src,dst,shape,dtype,elements,bits``; more columns follow, never fewer.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
+from flowprof import atomic
 from flowprof.tracer.counts import OTHER_KINDS
 from flowprof.tracer.graph import BlockGraph
 
@@ -73,3 +76,19 @@ def graph_json(graph: BlockGraph, extra: dict[str, Any] | None = None) -> str:
     if extra:
         data["meta"] |= extra
     return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def write_csv(graph: BlockGraph, out_dir: str | Path) -> list[Path]:
+    """``blocks.csv`` and ``edges.csv`` in ``out_dir`` (made if missing), each written to a
+    temporary name and renamed; returns their paths."""
+    out = Path(out_dir)
+    paths = [out / "blocks.csv", out / "edges.csv"]
+    for path, text in zip(paths, (blocks_csv(graph), edges_csv(graph)), strict=True):
+        atomic.write_text(path, text)
+    return paths
+
+
+def write_json(graph: BlockGraph, path: str | Path) -> Path:
+    """The whole BlockGraph as JSON at ``path``, written to a temporary name and renamed."""
+    atomic.write_text(path, graph_json(graph))
+    return Path(path)

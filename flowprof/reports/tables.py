@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -79,6 +80,19 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
         coverage += "; uncounted: " + ", ".join(f"{k} x{v}" for k, v in missing.items())
     t.add_row("coverage", coverage, "")
     return t
+
+
+def summary(graph: BlockGraph, name: str = "") -> Group:
+    """What ``trace`` prints: the blocks, the tensors between them, the totals and the notes on
+    how the graph was made, as one Rich renderable titled with the model's ``name``."""
+    prefix = f"{name}: " if name else ""
+    notes = [Text(line) for line in trace_notes(graph)]
+    return Group(
+        blocks_table(graph, title=f"{prefix}blocks"),
+        edges_table(graph, title=f"{prefix}tensors between blocks"),
+        totals_table(graph, title=f"{prefix}totals"),
+        *notes,
+    )
 
 
 def trace_notes(graph: BlockGraph) -> list[str]:

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowprof.errors import BadSpecError, FlowprofError, UnsupportedModelError
 from flowprof.tracer.blocks import group_key
 from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OpCount, Phase
-from flowprof.tracer.errors import BadSpecError, FlowprofError, UnsupportedModelError
 from flowprof.tracer.graph import (
     Block,
     BlockGraph,

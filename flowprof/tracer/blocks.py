@@ -13,8 +13,8 @@ from typing import Any
 
 import networkx as nx
 
+from flowprof.errors import BadSpecError
 from flowprof.tracer.counts import OpCount, add_phases
-from flowprof.tracer.errors import BadSpecError
 from flowprof.tracer.graph import (
     Block,
     BlockGraph,

@@ -47,9 +47,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from flowprof.errors import UnsupportedModelError
 from flowprof.tracer import formulas, hook_trace, meta_shapes
 from flowprof.tracer.counts import Tally
-from flowprof.tracer.errors import UnsupportedModelError
 from flowprof.tracer.graph import TensorMeta
 from flowprof.tracer.units import RunRecord
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import networkx as nx
 
+from flowprof.errors import BadSpecError
 from flowprof.tracer.counts import (
     CONVENTION,
     CONVENTION_VERSION,
@@ -28,7 +29,6 @@ from flowprof.tracer.counts import (
     Tally,
     add_phases,
 )
-from flowprof.tracer.errors import BadSpecError
 
 
 class Precision(StrEnum):
@@ -424,6 +424,35 @@ class BlockGraph:
 
         meta = dict(self.meta) | {"precision": precision.value}
         return group(self.units, self.crossings, precision, self.depth, meta, self.outside_blocks)
+
+    # -- outputs (the reports do the work; imported on use, so the tracer loads no drawing or
+    # printing package: like pandas' DataFrame.plot) --
+
+    def table(self, name: str = "") -> Any:
+        """The blocks, edges and totals as one Rich renderable (``rich.print(g.table())``; a
+        notebook shows it too), titled with the model's ``name``."""
+        from flowprof.reports.tables import summary
+
+        return summary(self, name)
+
+    def to_csv(self, out_dir: Any) -> list[Any]:
+        """Write ``blocks.csv`` and ``edges.csv`` (docs/design.md's columns) to ``out_dir``, each
+        atomically; returns their paths."""
+        from flowprof.reports.export import write_csv
+
+        return write_csv(self, out_dir)
+
+    def to_json(self, path: Any) -> Any:
+        """Write :meth:`to_dict` as JSON to ``path`` atomically; returns the path."""
+        from flowprof.reports.export import write_json
+
+        return write_json(self, path)
+
+    def to_dot(self, title: str | None = None) -> Any:
+        """The dataflow diagram as a ``graphviz.Digraph`` (``.source`` is the DOT text)."""
+        from flowprof.reports.diagram import dataflow
+
+        return dataflow(self, title=title)
 
     def to_dict(self) -> dict[str, Any]:
         total = self.total()

@@ -17,7 +17,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from flowprof.tracer.errors import UnsupportedModelError
+from flowprof.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)

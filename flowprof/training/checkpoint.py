@@ -12,14 +12,11 @@ from typing import Any
 
 import torch
 
-from flowprof.training import atomic
+from flowprof import atomic
+from flowprof.errors import CheckpointError
 
 FORMAT = 1
 FILE_NAME = "checkpoint.pt"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or from a different run (one-line message)."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

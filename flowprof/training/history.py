@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from flowprof.training import atomic
+from flowprof import atomic
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowprof.errors import TrainingError
 from flowprof.tracer.hooks import BlockTime, BlockTimer
 from flowprof.training import checkpoint as ckpt
 from flowprof.training.history import EpochRecord, write_history
 from flowprof.training.mnist import MnistData
-
-
-class TrainingError(Exception):
-    """A training request that cannot run (bad option, mismatched resume); one-line message."""
 
 
 class OptimizerKind(StrEnum):
@@ -283,7 +280,8 @@ def build_model(
     if factory is not None:
         module, size = factory(), config.input_size or 32
     else:
-        from flowprof.models import registry  # the registry imports every model file: only when needed
+        # the registry imports every model file: only when needed
+        from flowprof.models import registry
 
         try:
             built = registry.build(config.model, device="cpu")

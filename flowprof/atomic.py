@@ -1,6 +1,6 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
-Every file the training code writes (IDX data, checkpoints, history, plots) goes through
+Every file flowprof writes (exports, diagrams, IDX data, checkpoints, history, plots) goes through
 :func:`atomic_path`: the content is written to a temporary name in the same folder and renamed over
 the target with ``os.replace`` (atomic on POSIX and Windows when both are on one file system).
 """

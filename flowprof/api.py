@@ -1,0 +1,102 @@
+"""The public entry points behind ``flowprof.trace``, ``flowprof.build`` and
+``flowprof.model_names``: a model (yours, or one of flowprof's by name) in, a BlockGraph out.
+
+The CLI's ``trace`` command is this function plus printing and files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from flowprof.errors import BadInputError
+from flowprof.models import registry
+from flowprof.models.registry import BuiltModel
+from flowprof.tracer import trace as _trace_module
+from flowprof.tracer.graph import BlockGraph, Precision
+
+
+def model_names() -> list[str]:
+    """The built-in model names (``torchvision:NAME`` and ``package.module:factory`` work too)."""
+    return registry.names()
+
+
+def build(name: str, *, device: str = "meta", **options: Any) -> BuiltModel:
+    """Build a model by name, on ``device`` (``meta``: no weights are allocated).
+
+    ``name`` is a built-in model (:func:`model_names`), ``torchvision:NAME`` or
+    ``package.module:factory`` / ``path/to/file.py:factory``. ``options`` are the model's own
+    (e.g. ``emb=512, heads=8`` for the transformer), plus ``input_shapes`` to replace its example
+    input shapes. Returns the module, its example inputs and its configuration.
+    """
+    return registry.build(name, device=device, **options)
+
+
+def trace(
+    model: nn.Module | str,
+    inputs: Any = None,
+    *,
+    dtype: str | Precision | None = None,
+    depth: int | None = None,
+    measure: bool = False,
+    hooks: bool | None = None,
+    **options: Any,
+) -> BlockGraph:
+    """Trace ``model`` on ``inputs`` into a BlockGraph: exact counts on the blocks, tensors on the
+    edges.
+
+    ``model`` is an ``nn.Module`` or a model name (``"transformer"``, ``"torchvision:resnet18"``,
+    ``"package.module:factory"``; ``options`` then go to the model, e.g. ``emb=512``).
+    ``inputs``: one shape (``(1, 3, 224, 224)``), a list of shapes or example tensors in
+    ``forward``'s order, or a mapping from ``forward``'s parameter names to them; optional for a
+    model given by name (its example inputs). Shapes become meta tensors of the model's dtype:
+    nothing is allocated.
+
+    ``dtype``: the precision floating-point bits are accounted at (``"fp16"``: 16 bits per
+    element; default the model's own). ``depth``: group blocks by module hierarchy (1 = the
+    model's children; None = leaf modules and computing functions). ``measure``: also run the
+    model for real on the CPU and add seconds per block and measured bytes per edge (a model
+    given by name is then built with real weights). ``hooks``: see :func:`flowprof.tracer.trace`.
+
+    Counts are operations (multiplications, additions, ... by kind; ``macs`` multiply-accumulates
+    of conv/linear/matmul/attention), parameters are elements, bits are elements x bit width.
+    Raises :class:`flowprof.BadInputError` for a malformed input or option and
+    :class:`flowprof.UnsupportedModelError` for a model that cannot be analysed.
+    """
+    meta: dict[str, Any] = {}
+    if isinstance(model, str):
+        built = _built(model, inputs, measure, options)
+        meta = {"model": built.name, "config": dict(built.config)}
+        examples = built.example_inputs("cpu" if measure else "meta")
+        if isinstance(inputs, Mapping):  # names given: the shapes they name, by name
+            examples = dict(zip(inputs, examples, strict=True))
+        inputs, model = examples, built.module
+    elif options:
+        raise BadInputError(
+            f"model options ({', '.join(sorted(options))}) apply to a model given by name"
+        )
+    elif not isinstance(model, nn.Module):
+        raise BadInputError(f"not a torch.nn.Module or a model name: {type(model).__name__}")
+    elif inputs is None:
+        raise BadInputError("give the model's example inputs: shapes or tensors")
+    return _trace_module(
+        model, inputs, dtype=dtype, depth=depth, meta=meta, measure=measure, hooks=hooks
+    )
+
+
+def _built(name: str, inputs: Any, measure: bool, options: dict[str, Any]) -> BuiltModel:
+    """A model built by name, its example inputs replaced by the shapes given (if any)."""
+    shapes = None
+    values = list(inputs.values()) if isinstance(inputs, Mapping) else inputs
+    if values is not None:
+        if isinstance(values, tuple) and values and all(isinstance(d, int) for d in values):
+            values = [values]  # one shape
+        if not all(
+            isinstance(s, (tuple, list)) and s and all(isinstance(d, int) for d in s)
+            for s in values
+        ):
+            raise BadInputError("a model given by name takes input shapes, not tensors")
+        shapes = [tuple(s) for s in values]
+    return registry.build(name, device="cpu" if measure else "meta", input_shapes=shapes, **options)
