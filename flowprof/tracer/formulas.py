@@ -88,6 +88,17 @@ def formula(*ops: Any) -> Callable[[FormulaFn], FormulaFn]:
     return register
 
 
+def unregister(*ops: Any) -> None:
+    """Remove the formulas of ``ops`` (a user's registration undone, e.g. at the end of a test or
+    before registering a corrected one); an op without a formula is refused, the table left as it
+    was."""
+    missing = [op for op in ops if op not in _TABLE]
+    if missing:
+        raise KeyError(f"{op_name(missing[0])} has no formula")
+    for op in ops:
+        del _TABLE[op]
+
+
 def _aten(*names: str) -> list[Any]:
     return [getattr(aten, n, None) for n in names]
 
