@@ -1,6 +1,6 @@
 """Model names -> factories, and the example inputs each model is traced with.
 
-Names are a contract (DESIGN.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
+Names are a contract (docs/design.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
 ``lenet5-modern-dws``, ``transformer``, ``torchvision:NAME`` and ``package.module:factory`` (or
 ``path/to/file.py:factory``).
 Each model file registers itself with :func:`register`, naming its config dataclass, whose
