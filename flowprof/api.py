@@ -48,7 +48,8 @@ def trace(
     edges.
 
     ``model`` is an ``nn.Module`` or a model name (``"transformer"``, ``"torchvision:resnet18"``,
-    ``"package.module:factory"``; ``options`` then go to the model, e.g. ``emb=512``).
+    ``"package.module:factory"``; ``options`` then go to the model, e.g. ``emb=512``, and
+    ``input_dtypes``, one dtype name per input, e.g. ``["int64"]`` for token ids).
     ``inputs``: one shape (``(1, 3, 224, 224)``), a list of shapes or example tensors in
     ``forward``'s order, or a mapping from ``forward``'s parameter names to them; optional for a
     model given by name (its example inputs). Shapes become meta tensors of the model's dtype:
