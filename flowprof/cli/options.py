@@ -2,7 +2,7 @@
 
 A model's own options (``--emb``, ``--heads``, ``--activation`` ...) are not listed here: they
 come from the fields of each built-in model's config dataclass (:mod:`flowprof.models.config`),
-through :func:`flowprof.models.registry.options`.
+through :func:`flowprof.models.catalog.options`, which imports no torch.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def positional_inputs(args: argparse.Namespace) -> Inputs | None:
 
 
 def _model_flags():
-    from flowprof.models import registry  # (imports the model files, and so torch)
+    from flowprof.models import catalog  # (the models' declarations: no torch)
 
-    return registry.options()
+    return catalog.options()
 
 
 def add_model_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
