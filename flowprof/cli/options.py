@@ -133,6 +133,14 @@ def model_options(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict
     }
 
 
+def check_model(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown built-in model, or an option it does not take, before anything heavy
+    is imported: the library's own check (:func:`flowprof.models.catalog.check`), made early."""
+    from flowprof.models import catalog
+
+    catalog.check(name, options)
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
     p.add_argument(
