@@ -38,6 +38,43 @@ def test_help_lists_commands_and_imports_no_torch():
     assert out.stdout.strip().endswith("NO-TORCH")
 
 
+# The model options come from the models' config dataclasses, declared apart from the networks
+# (flowprof/models/configs/), so a command's --help and a bad model, option or value need no torch
+# (docs/design.md: "Keep `--help` and bad-input errors free of heavy imports").
+LIGHT = [
+    (["trace", "--help"], 0, "--emb EMB"),
+    (["sweep", "--help"], 0, "--activation ACTIVATION"),
+    (["pipeline", "--help"], 0, "--heads HEADS"),
+    (["trace", "transformer", "--emb", "-3"], 2, "--emb: expected a positive integer, got -3"),
+    (["trace", "transformer", "--heads", "0"], 2, "--heads: expected a positive integer, got 0"),
+    (["trace", "lenet5", "--emb", "4"], 2, "lenet5 takes no model options; got emb"),
+    (["trace", "lenet6"], 2, "unknown model 'lenet6'; did you mean lenet5"),
+    (["sweep", "lenet5", "--heads", "2"], 2, "lenet5 takes no model options; got emb, heads"),
+    (["pipeline", "lenet5-modern", "--stages", "2", "--emb", "4"], 2, "takes only activation"),
+    (["models"], 0, "lenet5-modern-dws"),
+]
+
+
+@pytest.mark.parametrize("argv, code, needle", LIGHT, ids=[" ".join(a) for a, _, _ in LIGHT])
+def test_help_and_bad_model_input_import_no_torch(argv, code, needle):
+    runner = (
+        "import sys; from flowprof import cli\n"
+        "try: code = cli.main(sys.argv[1:])\n"
+        "except SystemExit as exc: code = exc.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-c", runner, *argv], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert out.returncode == code, out.stderr
+    assert needle in out.stdout + out.stderr
+    *message, torch_line = out.stderr.splitlines()
+    assert torch_line == "NO-TORCH"
+    assert len(message) == (0 if code == 0 else 1)  # an error is one line
+
+
 @pytest.mark.parametrize("command", ["trace", "shape", "solve-conv", "models"])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exc:

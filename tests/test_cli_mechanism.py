@@ -193,13 +193,14 @@ def test_a_config_checks_its_option_fields():
         POSITIVE_INT.parse("x")
 
 
+# A built-in model is two files. flowprof/models/configs/toy.py: its config (whose fields are its
+# options) and its catalog entry, importing nothing heavy (every file there is imported to list
+# the models and their flags).
 TOY = """
 from dataclasses import dataclass, field
 
-from torch import nn
-
+from flowprof.models.catalog import register
 from flowprof.models.config import check_options, option
-from flowprof.models.registry import BuiltModel, InputSpec, register
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,17 @@ class ToyConfig:
         check_options(self)
 
 
-@register("toy", "one linear layer", ToyConfig)
+register("toy", "one linear layer", ToyConfig, "toy_model:build_toy")
+"""
+
+# flowprof/models/toy.py: its network and factory, imported when the model is built.
+TOY_MODEL = """
+from torch import nn
+
+from flowprof.models.registry import BuiltModel, InputSpec
+from flowprof.models.configs.toy import ToyConfig
+
+
 def build_toy(input_shapes=None, **options):
     config = ToyConfig(**{k: v for k, v in options.items() if v is not None})
     return BuiltModel("toy", nn.Linear(4, config.width), (InputSpec("x", (2, 4)),), {})
@@ -219,9 +230,20 @@ def build_toy(input_shapes=None, **options):
 
 
 def test_a_new_model_gets_its_flags_and_checks_without_a_cli_edit(tmp_path):
-    # One file, one registration: the CLI's trace takes --width, checks it and documents it.
-    (tmp_path / "toy.py").write_text(textwrap.dedent(TOY))
-    runner = "import sys, toy; from flowprof import cli; sys.exit(cli.main(sys.argv[1:]))"
+    # The two files and no other edit: the CLI's trace takes --width, checks it and documents it,
+    # `models` lists toy, and only building the model imports torch. (The declaration is found
+    # as a built-in one is: its folder is searched like flowprof/models/configs/.)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "toy.py").write_text(textwrap.dedent(TOY))
+    (tmp_path / "toy_model.py").write_text(textwrap.dedent(TOY_MODEL))
+    runner = (
+        "import atexit, os, sys; import flowprof.models.configs as c; from flowprof import cli\n"
+        "c.__path__.append(os.environ['TOY_CONFIGS'])\n"
+        "atexit.register(lambda: open(os.environ['TORCH_FLAG'], 'w').write(str('torch' in "
+        "sys.modules)))\n"
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    flag = tmp_path / "torch-imported"
 
     def run(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -229,11 +251,18 @@ def test_a_new_model_gets_its_flags_and_checks_without_a_cli_edit(tmp_path):
             cwd=ROOT,
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}", "COLUMNS": "200"},
+            env={
+                **os.environ,
+                "PYTHONPATH": f"{tmp_path}:{ROOT}",
+                "COLUMNS": "200",
+                "TORCH_FLAG": str(flag),
+                "TOY_CONFIGS": str(tmp_path / "configs"),
+            },
         )
 
     out = run("trace", "toy", "--width", "3", "--format", "json")
     assert out.returncode == 0, out.stderr
+    assert flag.read_text() == "True"
     # Linear(4, 3) on 2 rows: 2 * 3 dot products of length 4 = 24 MACs
     assert json.loads(out.stdout)["totals"]["macs"] == 24
     out = run("trace", "toy", "--width", "0")
@@ -241,7 +270,11 @@ def test_a_new_model_gets_its_flags_and_checks_without_a_cli_edit(tmp_path):
     assert out.stderr.strip() == (
         "flowprof trace: argument --width: expected a positive integer, got 0 (see --help)"
     )
+    assert flag.read_text() == "False"
     out = run("trace", "lenet5", "--width", "3")
     assert out.returncode == 2 and "lenet5 takes no model options; got width" in out.stderr
     out = run("trace", "--help")
     assert "--width WIDTH" in out.stdout and "toy: hidden width (default 8)" in out.stdout
+    assert flag.read_text() == "False"
+    out = run("models")
+    assert "toy" in out.stdout and "one linear layer" in out.stdout

@@ -2,7 +2,7 @@
 
 A model's own options (``--emb``, ``--heads``, ``--activation`` ...) are not listed here: they
 come from the fields of each built-in model's config dataclass (:mod:`flowprof.models.config`),
-through :func:`flowprof.models.registry.options`.
+through :func:`flowprof.models.catalog.options`, which imports no torch.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def positional_inputs(args: argparse.Namespace) -> Inputs | None:
 
 
 def _model_flags():
-    from flowprof.models import registry  # (imports the model files, and so torch)
+    from flowprof.models import catalog  # (the models' declarations: no torch)
 
-    return registry.options()
+    return catalog.options()
 
 
 def add_model_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
@@ -131,6 +131,14 @@ def model_options(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dict
         for opt, _ in _model_flags()
         if opt.name not in exclude and getattr(args, opt.name, None) is not None
     }
+
+
+def check_model(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown built-in model, or an option it does not take, before anything heavy
+    is imported: the library's own check (:func:`flowprof.models.catalog.check`), made early."""
+    from flowprof.models import catalog
+
+    catalog.check(name, options)
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:

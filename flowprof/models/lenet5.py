@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from flowprof.models.config import reject_unknown
-from flowprof.models.registry import BuiltModel, InputSpec, ModelError, register
+from flowprof.models.configs.lenet5 import LeNet5Config
+from flowprof.models.registry import BuiltModel, InputSpec, ModelError
 
 IMAGE_SHAPE = (1, 32, 32)  # MNIST's 28x28 digits padded by 2, as the paper feeds them
 DEFAULT_INPUT = (1, *IMAGE_SHAPE)  # one image: the per-example dataflow
@@ -379,14 +379,6 @@ class LeNet5(nn.Module):
         return self.output(x)  # (B, 10): RBF penalties, lower is better
 
 
-@dataclass(frozen=True)
-class LeNet5Config:
-    """LeNet-5's options: none. The paper fixes every size (32x32 input, 6-16-120-84-10 maps and
-    units, Table I), and its depthwise-separable twin is a model of its own name
-    (``lenet5-dws``), so that a name says which network a table is of. The input batch is set
-    with ``--input``."""
-
-
 def image_input(model: str, input_shapes: Sequence[Sequence[int]] | None) -> tuple[InputSpec]:
     """The one image input of a LeNet-5: ``N x 1 x 32 x 32`` (default 1x1x32x32).
 
@@ -417,17 +409,11 @@ def _build(name: str, separable: bool, input_shapes, options) -> BuiltModel:
     return BuiltModel(name, LeNet5(separable=separable), inputs, config)
 
 
-@register(
-    "lenet5",
-    "LeNet-5 of LeCun et al. 1998: Table I C3, trainable subsampling, RBF output",
-    LeNet5Config,
-)
 def build_lenet5(input_shapes: Sequence[Sequence[int]] | None = None, **options: Any) -> BuiltModel:
     """The 1998 paper's LeNet-5 (60,000 trainable parameters); input Nx1x32x32."""
     return _build("lenet5", False, input_shapes, options)
 
 
-@register("lenet5-dws", "LeNet-5 of 1998 with every convolution depthwise-separable", LeNet5Config)
 def build_lenet5_dws(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:

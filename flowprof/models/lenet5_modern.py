@@ -19,34 +19,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from torch import Tensor, nn
 
-from flowprof.models.config import TEXT, option, reject_unknown
+from flowprof.models.config import reject_unknown
+from flowprof.models.configs.lenet5_modern import Activation, LeNet5ModernConfig
 from flowprof.models.lenet5 import conv_layer, image_input
-from flowprof.models.registry import BuiltModel, ModelError, register
+from flowprof.models.registry import BuiltModel
 
 
-class Activation(StrEnum):
-    """The non-linearity after C1, C3, C5 and F6."""
-
-    TANH = "tanh"  # the default: closest to the paper's scaled tanh
-    RELU = "relu"  # what most modern renditions use
-
-    def module(self) -> nn.Module:
-        return nn.Tanh() if self is Activation.TANH else nn.ReLU()
-
-
-def parse_activation(value: str | Activation) -> Activation:
-    """``"tanh"`` / ``"relu"`` -> :class:`Activation`; anything else is a ModelError."""
-    try:
-        return Activation(str(value).lower())
-    except ValueError:
-        choices = ", ".join(a.value for a in Activation)
-        raise ModelError(f"unknown activation {value!r}; choose one of {choices}") from None
+def activation_module(activation: Activation) -> nn.Module:
+    """The module of an :class:`Activation`."""
+    return nn.Tanh() if activation is Activation.TANH else nn.ReLU()
 
 
 class LeNet5Modern(nn.Module):
@@ -55,13 +40,13 @@ class LeNet5Modern(nn.Module):
     def __init__(self, activation: Activation = Activation.TANH, separable: bool = False) -> None:
         super().__init__()
         self.separable = separable
-        self.c1 = conv_layer(1, 6, 5, separable, activation.module())
+        self.c1 = conv_layer(1, 6, 5, separable, activation_module(activation))
         self.s2 = nn.AvgPool2d(2)
-        self.c3 = conv_layer(6, 16, 5, separable, activation.module())
+        self.c3 = conv_layer(6, 16, 5, separable, activation_module(activation))
         self.s4 = nn.AvgPool2d(2)
-        self.c5 = conv_layer(16, 120, 5, separable, activation.module())
+        self.c5 = conv_layer(16, 120, 5, separable, activation_module(activation))
         self.f6 = nn.Sequential(
-            OrderedDict(linear=nn.Linear(120, 84), activation=activation.module())
+            OrderedDict(linear=nn.Linear(120, 84), activation=activation_module(activation))
         )
         self.output = nn.Linear(84, 10)
 
@@ -73,20 +58,6 @@ class LeNet5Modern(nn.Module):
         x = self.c5(x)  # (B, 120, 1, 1)
         x = self.f6(x.flatten(1))  # (B, 84)
         return self.output(x)  # (B, 10): logits
-
-
-@dataclass(frozen=True)
-class LeNet5ModernConfig:
-    """The options of the common rendition (and its depthwise-separable twin)."""
-
-    # tanh: closest to the paper's scaled tanh, so the two families differ only where their
-    # layers do; relu is what most modern renditions use
-    activation: Activation = field(
-        default=Activation.TANH, metadata=option("'tanh' or 'relu'", TEXT)
-    )
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "activation", parse_activation(self.activation))
 
 
 def _build(
@@ -106,11 +77,6 @@ def _build(
     return BuiltModel(name, LeNet5Modern(activation, separable), inputs, config)
 
 
-@register(
-    "lenet5-modern",
-    "LeNet-5 as PyTorch tutorials write it: full C3, avg-pool, linear out",
-    LeNet5ModernConfig,
-)
 def build_lenet5_modern(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:
@@ -118,11 +84,6 @@ def build_lenet5_modern(
     return _build("lenet5-modern", False, input_shapes, options)
 
 
-@register(
-    "lenet5-modern-dws",
-    "The common LeNet-5 with every convolution depthwise-separable",
-    LeNet5ModernConfig,
-)
 def build_lenet5_modern_dws(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:

@@ -34,144 +34,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import torch
 import torch.fx
 from torch import Tensor, nn
 
-from flowprof.models.config import TEXT, check_options, option, reject_unknown
-from flowprof.models.registry import BuiltModel, InputSpec, ModelError, register
+from flowprof.models.config import reject_unknown
+from flowprof.models.configs.transformer import NormPlacement, TransformerConfig
+from flowprof.models.registry import BuiltModel, InputSpec, ModelError
 
 
-class NormPlacement(StrEnum):
-    """Where each sublayer's LayerNorm sits."""
-
-    POST = "post"  # LayerNorm(x + Sublayer(x)): the paper's
-    PRE = "pre"  # x + Sublayer(LayerNorm(x)): what most later models use
-
-
-_DTYPES = {
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-    "fp64": torch.float64,
-    "float64": torch.float64,
-}
-
-
-def parse_dtype(value: torch.dtype | str) -> torch.dtype:
-    """A floating dtype from a ``torch.dtype`` or a name such as ``"fp16"``, ``"bf16"``."""
-    if isinstance(value, torch.dtype):
-        if not value.is_floating_point:
-            raise ModelError(f"the transformer needs a floating dtype, got {value}")
-        return value
-    dtype = _DTYPES.get(str(value).lower().removeprefix("torch."))
-    if dtype is None:
-        raise ModelError(f"unknown dtype {value!r}; use fp16, bf16 or fp32")
-    return dtype
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Sizes and options of the transformer; ``None`` fields are derived in ``__post_init__``.
-
-    The fields marked with :func:`option` are the transformer's command-line flags (``emb`` is
-    ``--emb``; their help, parsing and checks come from here); ``dropout`` and ``dtype`` are set
-    from Python only (the CLI's ``--dtype`` is the precision bits are accounted at, not this).
-    ``norm`` also accepts ``"post"`` / ``"pre"`` and ``dtype`` a name such as ``"fp16"``. After
-    construction every field holds its effective value (``norm`` a NormPlacement, ``dtype`` a
-    torch.dtype, ``ffn``, ``src_len`` and ``tgt_len`` never None). Invalid values raise
-    :class:`ModelError` with a one-line message.
-    """
-
-    # d_model: ASSIGNMENT Problem 3 fixes 256 (the paper's base model has 512)
-    emb: int = field(default=256, metadata=option("embedding size d_model (default {default})"))
-    # Problem 3 and the paper's base model both use 8 heads
-    heads: int = field(default=8, metadata=option("attention heads (default {default})"))
-    # d_ff; None -> 4 * emb, the paper's ratio (2048 = 4 * 512)
-    ffn: int | None = field(default=None, metadata=option("feed-forward size (default 4 x emb)"))
-    # Problem 3: one encoder layer and one decoder layer (the paper stacks 6 of each)
-    enc_layers: int = field(default=1, metadata=option("encoder layers (default {default})"))
-    dec_layers: int = field(default=1, metadata=option("decoder layers (default {default})"))
-    # 128 tokens: a sentence-sized length at which attention's T x T terms already show beside
-    # the T x E ones, and that traces and runs on a CPU in well under a second.
-    seq_len: int = field(default=128, metadata=option("source and target length"))
-    # None -> seq_len: one length for both unless a task needs two
-    src_len: int | None = field(default=None, metadata=option("source length (default --seq-len)"))
-    tgt_len: int | None = field(default=None, metadata=option("target length (default --seq-len)"))
-    # one sequence pair: the per-example dataflow Problem 3 asks about
-    batch: int = field(default=1, metadata=option("batch size (default {default})"))
-    # None: inputs arrive embedded, as Problem 3's blocks start there
-    vocab: int | None = field(
-        default=None, metadata=option("add token embeddings and output projection")
-    )
-    # the paper's post-norm
-    norm: NormPlacement = field(
-        default=NormPlacement.POST, metadata=option("'post' (the paper) or 'pre' layer norm", TEXT)
-    )
-    dropout: float = 0.0  # inference: 0 adds no dropout modules to the traced graph
-    dtype: torch.dtype = torch.float16  # Problem 3: 16-bit floats everywhere
-
-    def __post_init__(self) -> None:
-        try:
-            norm = NormPlacement(str(self.norm).lower())
-        except ValueError:
-            raise ModelError(f"unknown norm {self.norm!r}; choose post or pre") from None
-        object.__setattr__(self, "norm", norm)
-        object.__setattr__(self, "dtype", parse_dtype(self.dtype))
-        check_options(self)
-        if self.emb % self.heads:
-            raise ModelError(
-                f"emb {self.emb} is not divisible by heads {self.heads}: each head gets emb/heads"
-            )
-        if not (isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0):
-            raise ModelError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        object.__setattr__(self, "ffn", self.ffn or 4 * self.emb)
-        object.__setattr__(self, "src_len", self.src_len or self.seq_len)
-        object.__setattr__(self, "tgt_len", self.tgt_len or self.seq_len)
-
-    @property
-    def head_dim(self) -> int:
-        """D = emb / heads, the size of each head's queries, keys and values."""
-        return self.emb // self.heads
-
-    def input_specs(self) -> tuple[InputSpec, InputSpec]:
-        """The example inputs ``src`` and ``tgt``: embedded features, or token ids with vocab."""
-        if self.vocab is None:
-            return (
-                InputSpec("src", (self.batch, self.src_len, self.emb), self.dtype),
-                InputSpec("tgt", (self.batch, self.tgt_len, self.emb), self.dtype),
-            )
+def input_specs(config: TransformerConfig) -> tuple[InputSpec, InputSpec]:
+    """The example inputs ``src`` and ``tgt``: embedded features, or token ids with vocab."""
+    if config.vocab is None:
         return (
-            InputSpec("src", (self.batch, self.src_len), torch.int64, high=self.vocab),
-            InputSpec("tgt", (self.batch, self.tgt_len), torch.int64, high=self.vocab),
+            InputSpec("src", (config.batch, config.src_len, config.emb), config.dtype),
+            InputSpec("tgt", (config.batch, config.tgt_len, config.emb), config.dtype),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The effective configuration, JSON-ready (dtype and norm as strings)."""
-        return {
-            "emb": self.emb,
-            "heads": self.heads,
-            "head_dim": self.head_dim,
-            "ffn": self.ffn,
-            "enc_layers": self.enc_layers,
-            "dec_layers": self.dec_layers,
-            "src_len": self.src_len,
-            "tgt_len": self.tgt_len,
-            "batch": self.batch,
-            "vocab": self.vocab,
-            "norm": self.norm.value,
-            "dropout": self.dropout,
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
+    return (
+        InputSpec("src", (config.batch, config.src_len), torch.int64, high=config.vocab),
+        InputSpec("tgt", (config.batch, config.tgt_len), torch.int64, high=config.vocab),
+    )
 
 
 def sinusoid_table(length: int, emb: int) -> Tensor:
@@ -507,11 +391,6 @@ def _merge_input_shapes(options: dict[str, Any], shapes: Sequence[Sequence[int]]
     return merged
 
 
-@register(
-    "transformer",
-    "Encoder-decoder Transformer of Vaswani et al. 2017, from scratch, fp16",
-    TransformerConfig,
-)
 def build_transformer(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:
@@ -525,4 +404,4 @@ def build_transformer(
     if input_shapes:
         given = _merge_input_shapes(given, input_shapes)
     config = TransformerConfig(**given)
-    return BuiltModel("transformer", Transformer(config), config.input_specs(), config.to_dict())
+    return BuiltModel("transformer", Transformer(config), input_specs(config), config.to_dict())

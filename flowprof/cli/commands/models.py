@@ -20,12 +20,12 @@ def run(args: argparse.Namespace) -> int:
 def _tables():
     from rich.table import Table
 
-    from flowprof.models import registry
+    from flowprof.models import catalog
 
     t = Table(title="models", header_style="bold")
     t.add_column("name")
     t.add_column("what it is")
-    for e in registry.entries():
+    for e in catalog.entries():
         t.add_row(e.name, e.summary)
     t.add_row("torchvision:NAME", "any torchvision classification model, random weights")
     t.add_row(

@@ -10,6 +10,7 @@ from flowprof.cli.emit import Emitter, Format, OutputDir, add_format
 from flowprof.cli.options import (
     PROG,
     add_model_options,
+    check_model,
     input_dtypes,
     model_options,
     positional_inputs,
@@ -30,14 +31,16 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options, inputs = model_options(args), positional_inputs(args)
+    check_model(args.model, options)  # (before torch is imported)
     from flowprof.distributed import run_pipeline
 
     result = run_pipeline(
         args.model,
         args.stages,
         micro_batches=args.micro_batches,
-        model_options=model_options(args),
-        input_shapes=positional_inputs(args),
+        model_options=options,
+        input_shapes=inputs,
         input_dtypes=input_dtypes(args),
         depth=args.depth,
     )

@@ -11,6 +11,7 @@ from flowprof.cli.options import (
     PROG,
     add_analysis_options,
     add_model_options,
+    check_model,
     int_list,
     model_options,
 )
@@ -41,9 +42,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = model_options(args, exclude=SWEPT)
+    # Before torch is imported; every model built below is given emb, and seq_len when given.
+    check_model(args.model, options | {"emb": args.emb or "default", "seq_len": args.seq_len})
     from flowprof.analyses import comm_sweep
 
-    options = model_options(args, exclude=SWEPT)
     emb = args.emb or list(comm_sweep.DEFAULT_EMBS)
     if len(emb) == 1 and args.seq_len and len(args.seq_len) > 1:
         emb_sweep = None

@@ -10,6 +10,7 @@ from flowprof.cli.options import (
     Inputs,
     add_analysis_options,
     add_model_options,
+    check_model,
     input_dtypes,
     model_options,
 )
@@ -37,6 +38,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = model_options(args)
+    check_model(args.model, options)  # (before torch is imported)
     import flowprof
 
     shapes = args.input  # in forward's order, or by forward's parameter names
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         depth=args.depth,
         measure=args.measure,
         input_dtypes=input_dtypes(args),  # (passed on to the model's build)
-        **model_options(args),
+        **options,
     )
     name = graph.meta["model"]
     emit = Emitter(args.format)
