@@ -224,7 +224,10 @@ class HookRun:
             for t in outs:
                 if id(t) not in record.bound:  # (not the input itself, returned as it was)
                     unit = source.producer.name if source and source.producer else None
-                    self._bind(t, record.folded(self._name(unit), source, (_meta(t),)))
+                    with torch._C.DisableTorchFunction():  # (not the model's work)
+                        is_view = t._is_view()
+                    value = record.folded(self._name(unit), func, source, (_meta(t),), is_view)
+                    self._bind(t, value)
             return out
         unit = record.function_call(tuple(self.stack), func, ins, slot)
         if self.clock:
