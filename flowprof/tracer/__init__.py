@@ -187,10 +187,25 @@ def _measure(structure, model, tensors, node_units, units, crossings):
         values = {c.value for c in crossings}
         m = measure(structure.graph_module, model, tensors, node_units, values)
     units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name)) for u in units)
-    crossings = tuple(
-        dataclasses.replace(c, measured_bytes=m.value_bytes.get(c.value)) for c in crossings
-    )
-    return units, crossings
+
+    # A value is matched by its name, which says what it is (hooked path: its producer and its
+    # position among what that made; fx path: its node); one the measured run did not make is
+    # said to be unmeasured, with the reason.
+    def weighed(c: Crossing) -> Crossing:
+        if c.value not in m.value_bytes:
+            if not structure.hooked:
+                return dataclasses.replace(c, unmeasured="its fx node did not run when measured")
+            why = "the measured run made no such tensor"
+        elif m.value_tensors is None or m.value_tensors.get(c.value) == c.tensors:
+            return dataclasses.replace(c, measured_bytes=m.value_bytes[c.value])
+        else:
+            made = "+".join(f"{t.shape_str()} {t.dtype}" for t in m.value_tensors[c.value])
+            why = f"the measured run's tensor of this name is another ({made})"
+        return dataclasses.replace(
+            c, unmeasured=f"{why}: it took another path than the counting run (a branch on values)"
+        )
+
+    return units, tuple(weighed(c) for c in crossings)
 
 
 def trace(

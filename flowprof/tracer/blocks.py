@@ -84,7 +84,10 @@ def group(
         tensors = tuple(t for c in values.values() for t in c.tensors)
         measured = [c.measured_bytes for c in values.values()]
         measured_bits = None if None in measured else 8 * sum(measured)
-        edge = Edge(src, dst, tensors, precision, measured_bits, model_dtype)
+        why = dict.fromkeys(c.unmeasured for c in values.values() if c.unmeasured is not None)
+        edge = Edge(
+            src, dst, tensors, precision, measured_bits, model_dtype, "; ".join(why) or None
+        )
         g.add_edge(src, dst, edge=edge)
     return BlockGraph(
         g, units, crossings, precision, depth, dict(meta), outside or Outside(), model_dtype

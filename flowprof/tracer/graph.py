@@ -244,6 +244,9 @@ class Crossing:
     dst: str
     tensors: tuple[TensorMeta, ...]
     measured_bytes: int | None = None  # bytes of the real tensors (--measure), else None
+    unmeasured: str | None = (
+        None  # why --measure has no bytes for it (None: measured, or not asked)
+    )
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,7 @@ class Edge:
     # the model's own floating dtype, accounted at ``precision`` (TensorMeta.is_accounted);
     # None: every floating tensor is
     model_dtype: str | None = None
+    unmeasured: str | None = None  # why --measure has no measured_bits (None: it has, or not asked)
 
     @property
     def native_bits(self) -> int:
@@ -356,7 +360,7 @@ class Edge:
         return sum(t.bits(self.precision, self.model_dtype) for t in self.tensors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "src": self.src,
             "dst": self.dst,
             "shape": self.shape,
@@ -369,6 +373,9 @@ class Edge:
                 for t in self.tensors
             ],
         }
+        if self.unmeasured is not None:
+            out["unmeasured"] = self.unmeasured
+        return out
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from flowprof.errors import UnsupportedModelError
+from flowprof.tracer.graph import TensorMeta
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Measured:
     unit_seconds: dict[str, float]  # unit -> median seconds of its fx nodes over the runs
     value_bytes: dict[str, int]  # fx value name -> bytes of the real tensors
     runs: int
+    # hooked path: value name -> the shapes and dtypes of the real tensors (a run that took
+    # another path may give a name to another tensor); fx path: None (the graph's own nodes)
+    value_tensors: dict[str, tuple[TensorMeta, ...]] | None = None
 
 
 def _nbytes(value: Any) -> int:
@@ -93,12 +97,15 @@ def measure_hooked(
 
     real = real_inputs(model, inputs)
 
+    tensors: dict[str, tuple[TensorMeta, ...]] = {}
+
     def run_once() -> tuple[dict[str, float], dict[str, int]]:
         records = fx_trace.timed_hooked_run(structure, model, real)
+        tensors.update(records.value_tensors)
         return records.unit_seconds, records.value_bytes
 
     unit_seconds, value_bytes = _timed_runs(run_once, runs)
-    return Measured(unit_seconds, value_bytes, runs)
+    return Measured(unit_seconds, value_bytes, runs, tensors)
 
 
 def measure(

@@ -152,6 +152,7 @@ class RunRecord:
     # a timed run (--measure on the hooked path): seconds per unit, bytes per value
     unit_seconds: dict[str, float] = field(default_factory=dict)
     value_bytes: dict[str, int] = field(default_factory=dict)
+    value_tensors: dict[str, tuple[TensorMeta, ...]] = field(default_factory=dict)  # (the same)
     _names: Counter = field(default_factory=Counter, repr=False)
 
     # -- values ---------------------------------------------------------------------------
