@@ -3,6 +3,12 @@
 The static analysis never runs the model; this does, on real tensors, to cross-check it: the
 measured bytes of every tensor crossing between units must equal the static element count times
 the traced dtype's width, and the seconds show where the time goes on this machine.
+
+A measured tensor is matched with a crossing by its value's name, which says what it is: on the
+fx path its graph node, on the hooked path its producer and its position among what that made
+(tracer/hook_trace.py), so that a real run that makes other tensors than the counting run (a
+branch on values) shifts no other name. A crossing the real run did not make, or made as another
+tensor, is left unmeasured with the reason (``Edge.unmeasured``).
 """
 
 from __future__ import annotations
