@@ -74,6 +74,8 @@ class Dataflow:
     crossings: tuple[Crossing, ...]
     node_units: dict[str, str]
     precision: Precision
+    # the traced floating dtype; a tensor the model cast to another dtype keeps its own width
+    model_dtype: str | None = None
 
     @property
     def blocks(self) -> tuple[Unit, ...]:
@@ -101,6 +103,7 @@ def analyse(model: nn.Module, inputs: Sequence[torch.Tensor], name: str | None =
         leaf.crossings,
         dict(leaf.node_units),
         precision,
+        str(dtype).removeprefix("torch."),
     )
 
 
@@ -286,7 +289,7 @@ class _Layout:
             if root != value and root in whole:
                 continue  # the whole value crosses: the slice is recomputed after the cut
             tensors = cs[0].tensors
-            bits = sum(t.bits(precision) for t in tensors)
+            bits = sum(t.bits(precision, self.flow.model_dtype) for t in tensors)
             dst = tuple(dict.fromkeys(c.dst for c in cs))
             out.append(CutValue(value, cs[0].src, dst, tensors, bits))
         self._cut_cache[position] = tuple(out)

@@ -187,10 +187,25 @@ def _measure(structure, model, tensors, node_units, units, crossings):
         values = {c.value for c in crossings}
         m = measure(structure.graph_module, model, tensors, node_units, values)
     units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name)) for u in units)
-    crossings = tuple(
-        dataclasses.replace(c, measured_bytes=m.value_bytes.get(c.value)) for c in crossings
-    )
-    return units, crossings
+
+    # A value is matched by its name, which says what it is (hooked path: its producer and its
+    # position among what that made; fx path: its node); one the measured run did not make is
+    # said to be unmeasured, with the reason.
+    def weighed(c: Crossing) -> Crossing:
+        if c.value not in m.value_bytes:
+            if not structure.hooked:
+                return dataclasses.replace(c, unmeasured="its fx node did not run when measured")
+            why = "the measured run made no such tensor"
+        elif m.value_tensors is None or m.value_tensors.get(c.value) == c.tensors:
+            return dataclasses.replace(c, measured_bytes=m.value_bytes[c.value])
+        else:
+            made = "+".join(f"{t.shape_str()} {t.dtype}" for t in m.value_tensors[c.value])
+            why = f"the measured run's tensor of this name is another ({made})"
+        return dataclasses.replace(
+            c, unmeasured=f"{why}: it took another path than the counting run (a branch on values)"
+        )
+
+    return units, tuple(weighed(c) for c in crossings)
 
 
 def trace(
@@ -208,8 +223,10 @@ def trace(
 
     Nothing is allocated: the graph is run on meta tensors (fake ones where meta cannot).
     ``dtype`` is the precision that floating-point bits are accounted at (default: the model's
-    own dtype); ``depth`` groups the leaf units by module hierarchy (None: leaf modules and
-    computing functions). The model is left as it was (its train/eval flags included). A model
+    own dtype): that of the tensors in the model's own floating dtype, as if the model ran in
+    ``dtype``; a tensor the model itself casts to another dtype keeps that dtype's width.
+    ``depth`` groups the leaf units by module hierarchy (None: leaf modules and computing
+    functions). The model is left as it was (its train/eval flags included). A model
     wrapped by torch.compile or (Distributed)DataParallel is traced as the model they wrap.
     ``measure`` also runs it for real (it needs real weights) and adds seconds per block and the
     measured bytes of every edge. ``hooks``: None (default) traces with torch.fx and records the
@@ -220,10 +237,12 @@ def trace(
     model, wrappers = _unwrapped(model)
     tensors = as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
     given = [t for t in tensors if isinstance(t, torch.Tensor)]
+    # The model's own floating dtype: its tensors are accounted at ``dtype``; tensors the model
+    # casts to another dtype keep their own width (TensorMeta.is_accounted).
+    float_inputs = [t.dtype for t in given if t.is_floating_point()]
+    own = str(_model_dtype(model) if not float_inputs else float_inputs[0]).removeprefix("torch.")
     if dtype is None:
-        float_inputs = [t.dtype for t in given if t.is_floating_point()]
-        own = str(_model_dtype(model) if not float_inputs else float_inputs[0])
-        precision = Precision.of_torch(own.removeprefix("torch.")) or Precision.FP32
+        precision = Precision.of_torch(own) or Precision.FP32
     else:
         precision = dtype if isinstance(dtype, Precision) else Precision.parse(dtype)
     with gc_paused():
@@ -252,4 +271,4 @@ def trace(
             "wrappers": wrappers,
             "params_not_run": leaf.params_not_run,
         } | dict(meta or {})
-        return group(units, crossings, precision, depth, info_meta, leaf.outside)
+        return group(units, crossings, precision, depth, info_meta, leaf.outside, model_dtype=own)

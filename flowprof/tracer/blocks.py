@@ -41,11 +41,15 @@ def group(
     depth: int | None,
     meta: Mapping[str, Any],
     outside: Outside | None = None,
+    *,
+    model_dtype: str | None = None,
 ) -> BlockGraph:
     """The BlockGraph of leaf ``units`` and the ``crossings`` between them, grouped at ``depth``
-    (None: every unit a block; see the module doc), with the bits of floating tensors accounted
-    at ``precision``; ``meta`` is kept as the graph's metadata, ``outside`` is the work that ran
-    outside every unit (reported beside the blocks, in the totals)."""
+    (None: every unit a block; see the module doc), with the bits of floating tensors in the
+    model's own dtype ``model_dtype`` (torch's name; None: of every floating tensor) accounted
+    at ``precision``, every other tensor at its own width; ``meta`` is kept as the graph's
+    metadata, ``outside`` is the work that ran outside every unit (reported beside the blocks,
+    in the totals)."""
     if depth is not None and depth < 1:
         raise BadSpecError(f"--depth must be a positive integer, got {depth}")
     key_of = {u.name: group_key(u, depth) for u in units}
@@ -74,13 +78,20 @@ def group(
 
     g = nx.DiGraph()
     for key, group_units in members.items():
-        g.add_node(key, block=_block(key, group_units, depth, precision, sent, received))
+        block = _block(key, group_units, depth, precision, model_dtype, sent, received)
+        g.add_node(key, block=block)
     for (src, dst), values in edge_values.items():
         tensors = tuple(t for c in values.values() for t in c.tensors)
         measured = [c.measured_bytes for c in values.values()]
         measured_bits = None if None in measured else 8 * sum(measured)
-        g.add_edge(src, dst, edge=Edge(src, dst, tensors, precision, measured_bits))
-    return BlockGraph(g, units, crossings, precision, depth, dict(meta), outside or Outside())
+        why = dict.fromkeys(c.unmeasured for c in values.values() if c.unmeasured is not None)
+        edge = Edge(
+            src, dst, tensors, precision, measured_bits, model_dtype, "; ".join(why) or None
+        )
+        g.add_edge(src, dst, edge=edge)
+    return BlockGraph(
+        g, units, crossings, precision, depth, dict(meta), outside or Outside(), model_dtype
+    )
 
 
 def _block(
@@ -88,13 +99,14 @@ def _block(
     units: list[Unit],
     depth: int | None,
     precision: Precision,
+    model_dtype: str | None,
     sent: dict[str, dict[str, tuple[TensorMeta, ...]]],
     received: dict[str, dict[str, tuple[TensorMeta, ...]]],
 ) -> Block:
     first = units[0]
     grouped = depth is not None and first.role == "block" and len(first.stack) >= depth
     out_values = sent.get(key, {})
-    activation_bits = sum(t.bits(precision) for ts in out_values.values() for t in ts)
+    activation_bits = sum(t.bits(precision, model_dtype) for ts in out_values.values() for t in ts)
     params = sum(u.params for u in units)
     if grouped:
         level = first.stack[depth - 1]

@@ -259,6 +259,7 @@ class NodeRecord(Tally):
 
     out: Any = None  # nested TensorMeta / None
     returned: str | None = None  # the input node whose tensor it returned (an in-place op)
+    is_view: bool = False  # its output is one tensor that shares the data of another
 
 
 class _Recorder:
@@ -432,6 +433,7 @@ class _Interpreter(fx.Interpreter):
             self.rec.current = self.rec.outside
         with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
             record.out = _meta_of(out)
+            record.is_view = isinstance(out, torch.Tensor) and out._is_view()
         if isinstance(out, torch.Tensor):  # an op that returns a tensor it read: in place
             env = self.env
             for u in n.all_input_nodes:
@@ -816,7 +818,7 @@ def _fx_record(
             call = record.module_call(stack, top.get_submodule(str(n.target)), ins, rec)
         elif RunRecord.is_fold(rec, ins):
             source = ins[0] if ins else None
-            bound[n.name] = record.folded(n.name, source, tensors)
+            bound[n.name] = record.folded(n.name, n.target, source, tensors, rec.is_view)
             if source is not None and source.producer is not None:
                 node_units[n.name] = source.producer.name
             continue

@@ -66,8 +66,17 @@ class Precision(StrEnum):
         }.get(dtype_name)
 
 
-# Bit widths of non-floating dtypes, which keep their own width whatever the accounted precision.
-_NATIVE_BITS = {"int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8, "bool": 8}
+# Bit widths of dtypes that no Precision names (a tensor in one keeps its own width).
+_NATIVE_BITS = {
+    "int64": 64,
+    "int32": 32,
+    "int16": 16,
+    "int8": 8,
+    "uint8": 8,
+    "bool": 8,
+    "complex64": 64,
+    "complex128": 128,
+}
 
 
 _DTYPE_NAMES: dict[Any, str] = {}  # torch dtype -> its name without "torch."
@@ -100,14 +109,32 @@ class TensorMeta:
     def is_floating(self) -> bool:
         return self.dtype.startswith(("float", "bfloat", "complex"))
 
-    def bit_width(self, precision: Precision) -> int:
-        """Floating tensors at the accounted precision; integers and bools at their own width."""
-        if self.is_floating:
-            return precision.bits
-        return _NATIVE_BITS.get(self.dtype, 64)
+    def is_accounted(self, model_dtype: str | None = None) -> bool:
+        """Whether this tensor's bits follow the accounted precision: a floating tensor in the
+        model's own floating dtype ``model_dtype`` (None: any floating tensor). A tensor the
+        model itself made in another dtype (a cast written in it: ``y.to(torch.int8)``,
+        ``x.half()`` in an fp32 model) is the model's own choice and keeps its width."""
+        return self.is_floating and (model_dtype is None or self.dtype == model_dtype)
 
-    def bits(self, precision: Precision) -> int:
-        return self.elements * self.bit_width(precision)
+    def bit_width(self, precision: Precision, model_dtype: str | None = None) -> int:
+        """Bits per element: the accounted precision for the model's own floating dtype (see
+        :meth:`is_accounted`); every other tensor at its own dtype's width."""
+        if self.is_accounted(model_dtype):
+            return precision.bits
+        own = Precision.of_torch(self.dtype)
+        return own.bits if own is not None else _NATIVE_BITS.get(self.dtype, 64)
+
+    def accounted_dtype(self, precision: Precision, model_dtype: str | None = None) -> str:
+        """The dtype its bits are accounted at: the precision (``fp16``) for the model's own
+        floating dtype; otherwise its own, by the precision's name where it has one (``fp16``,
+        ``int8``), else by torch's (``int64``, ``bool``)."""
+        if self.is_accounted(model_dtype):
+            return precision.value
+        own = Precision.of_torch(self.dtype)
+        return own.value if own is not None else self.dtype
+
+    def bits(self, precision: Precision, model_dtype: str | None = None) -> int:
+        return self.elements * self.bit_width(precision, model_dtype)
 
     def shape_str(self) -> str:
         return "x".join(str(d) for d in self.shape) or "scalar"
@@ -217,6 +244,9 @@ class Crossing:
     dst: str
     tensors: tuple[TensorMeta, ...]
     measured_bytes: int | None = None  # bytes of the real tensors (--measure), else None
+    unmeasured: str | None = (
+        None  # why --measure has no bytes for it (None: measured, or not asked)
+    )
 
 
 @dataclass(frozen=True)
@@ -293,6 +323,10 @@ class Edge:
     tensors: tuple[TensorMeta, ...]
     precision: Precision
     measured_bits: int | None = None  # 8 x bytes of the real tensors (--measure)
+    # the model's own floating dtype, accounted at ``precision`` (TensorMeta.is_accounted);
+    # None: every floating tensor is
+    model_dtype: str | None = None
+    unmeasured: str | None = None  # why --measure has no measured_bits (None: it has, or not asked)
 
     @property
     def native_bits(self) -> int:
@@ -300,7 +334,7 @@ class Edge:
         return sum(
             t.elements * (Precision.of_torch(t.dtype) or Precision.FP32).bits
             if t.is_floating
-            else t.bits(self.precision)
+            else t.bits(self.precision, self.model_dtype)
             for t in self.tensors
         )
 
@@ -310,9 +344,10 @@ class Edge:
 
     @property
     def dtype(self) -> str:
-        """The accounted dtype(s): the precision for floating tensors, the own dtype otherwise."""
+        """The accounted dtype(s): the precision for the model's own floating tensors, the own
+        dtype otherwise (:meth:`TensorMeta.accounted_dtype`)."""
         names = dict.fromkeys(
-            self.precision.value if t.is_floating else t.dtype for t in self.tensors
+            t.accounted_dtype(self.precision, self.model_dtype) for t in self.tensors
         )
         return "+".join(names)
 
@@ -322,10 +357,10 @@ class Edge:
 
     @property
     def bits(self) -> int:
-        return sum(t.bits(self.precision) for t in self.tensors)
+        return sum(t.bits(self.precision, self.model_dtype) for t in self.tensors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "src": self.src,
             "dst": self.dst,
             "shape": self.shape,
@@ -338,6 +373,9 @@ class Edge:
                 for t in self.tensors
             ],
         }
+        if self.unmeasured is not None:
+            out["unmeasured"] = self.unmeasured
+        return out
 
 
 @dataclass
@@ -351,6 +389,9 @@ class BlockGraph:
     depth: int | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     outside_blocks: Outside = field(default_factory=Outside)  # read with :meth:`outside`
+    # the model's own floating dtype (torch's name): its tensors are accounted at ``precision``,
+    # tensors the model cast to another dtype at their own width (TensorMeta.is_accounted)
+    model_dtype: str | None = None
 
     # -- queries --
 
@@ -416,14 +457,28 @@ class BlockGraph:
         from flowprof.tracer.blocks import group  # grouping lives beside the unit builder
 
         return group(
-            self.units, self.crossings, self.precision, depth, self.meta, self.outside_blocks
+            self.units,
+            self.crossings,
+            self.precision,
+            depth,
+            self.meta,
+            self.outside_blocks,
+            model_dtype=self.model_dtype,
         )
 
     def with_precision(self, precision: Precision) -> BlockGraph:
         from flowprof.tracer.blocks import group
 
         meta = dict(self.meta) | {"precision": precision.value}
-        return group(self.units, self.crossings, precision, self.depth, meta, self.outside_blocks)
+        return group(
+            self.units,
+            self.crossings,
+            precision,
+            self.depth,
+            meta,
+            self.outside_blocks,
+            model_dtype=self.model_dtype,
+        )
 
     # -- outputs (the reports do the work; imported on use, so the tracer loads no drawing or
     # printing package: like pandas' DataFrame.plot) --

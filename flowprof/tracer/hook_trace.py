@@ -36,7 +36,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from flowprof.tracer.counts import Tally
 from flowprof.tracer.graph import TensorMeta
-from flowprof.tracer.units import RunRecord, UnitCall, Value
+from flowprof.tracer.units import RunRecord, UnitCall, Value, base_name
 
 
 def parts(value: Any) -> Iterable[Any] | None:
@@ -97,7 +97,7 @@ class HookRun:
         # Work inside the forward that no leaf module or function call the mode sees (none in a
         # Python forward): kept, as a block of its own, rather than lost.
         self.rest = Tally()
-        self.n_values = 0
+        self.folds: Counter[str] = Counter()  # folds made so far, by source value and function
         param_ids = {id(t) for t in params.values()}
         for name, t in (params | buffers).items():
             if id(t) not in self.record.bound:
@@ -122,10 +122,23 @@ class HookRun:
         self._hold(t)
         if self.clock:
             self.record.value_bytes[value.name] = t.numel() * t.element_size()
+            self.record.value_tensors[value.name] = value.tensors
 
-    def _name(self, unit: str | None) -> str:
-        self.n_values += 1
-        return f"{unit or 'constant'}#{self.n_values}"
+    # A value is named by what it is, so that two runs of the model (the counting run on meta
+    # tensors, --measure's on real ones) name the same tensor alike even where one of them made
+    # tensors the other did not (a branch on values): a unit's output by the unit and its position
+    # among the unit's outputs, a fold by its source's name, the function and its position among
+    # the folds of that source by that function.
+
+    @staticmethod
+    def _output_name(unit: UnitCall) -> str:
+        return f"{unit.name}#{len(unit.outputs)}"
+
+    def _fold_name(self, source: Value | None, func: Any) -> str:
+        stem = f"{source.name if source is not None else 'constant'}/{base_name(func)}"
+        k = self.folds[stem]
+        self.folds[stem] += 1
+        return f"{stem}#{k}"
 
     def _reads(self, args: Any) -> list[Value]:
         ins: list[Value] = []
@@ -195,7 +208,7 @@ class HookRun:
             if v is not None and v.producer is unit:
                 continue  # returned twice
             # (a tensor the unit read and changed in place gets its new version here)
-            self._bind(t, self.record.produced(unit, self._name(unit.name), (_meta(t),)))
+            self._bind(t, self.record.produced(unit, self._output_name(unit), (_meta(t),)))
 
     # -- functions ------------------------------------------------------------------------
 
@@ -223,14 +236,17 @@ class HookRun:
             source = ins[0] if ins else None
             for t in outs:
                 if id(t) not in record.bound:  # (not the input itself, returned as it was)
-                    unit = source.producer.name if source and source.producer else None
-                    self._bind(t, record.folded(self._name(unit), source, (_meta(t),)))
+                    with torch._C.DisableTorchFunction():  # (not the model's work)
+                        is_view = t._is_view()
+                    name = self._fold_name(source, func)
+                    value = record.folded(name, func, source, (_meta(t),), is_view)
+                    self._bind(t, value)
             return out
         unit = record.function_call(tuple(self.stack), func, ins, slot)
         if self.clock:
             record.unit_seconds[unit.name] = seconds
         for t in outs:
-            self._bind(t, record.produced(unit, self._name(unit.name), (_meta(t),)))
+            self._bind(t, record.produced(unit, self._output_name(unit), (_meta(t),)))
         return out
 
     # -- result ---------------------------------------------------------------------------

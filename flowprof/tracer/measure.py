@@ -3,6 +3,12 @@
 The static analysis never runs the model; this does, on real tensors, to cross-check it: the
 measured bytes of every tensor crossing between units must equal the static element count times
 the traced dtype's width, and the seconds show where the time goes on this machine.
+
+A measured tensor is matched with a crossing by its value's name, which says what it is: on the
+fx path its graph node, on the hooked path its producer and its position among what that made
+(tracer/hook_trace.py), so that a real run that makes other tensors than the counting run (a
+branch on values) shifts no other name. A crossing the real run did not make, or made as another
+tensor, is left unmeasured with the reason (``Edge.unmeasured``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from flowprof.errors import UnsupportedModelError
+from flowprof.tracer.graph import TensorMeta
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,9 @@ class Measured:
     unit_seconds: dict[str, float]  # unit -> median seconds of its fx nodes over the runs
     value_bytes: dict[str, int]  # fx value name -> bytes of the real tensors
     runs: int
+    # hooked path: value name -> the shapes and dtypes of the real tensors (a run that took
+    # another path may give a name to another tensor); fx path: None (the graph's own nodes)
+    value_tensors: dict[str, tuple[TensorMeta, ...]] | None = None
 
 
 def _nbytes(value: Any) -> int:
@@ -93,12 +103,15 @@ def measure_hooked(
 
     real = real_inputs(model, inputs)
 
+    tensors: dict[str, tuple[TensorMeta, ...]] = {}
+
     def run_once() -> tuple[dict[str, float], dict[str, int]]:
         records = fx_trace.timed_hooked_run(structure, model, real)
+        tensors.update(records.value_tensors)
         return records.unit_seconds, records.value_bytes
 
     unit_seconds, value_bytes = _timed_runs(run_once, runs)
-    return Measured(unit_seconds, value_bytes, runs)
+    return Measured(unit_seconds, value_bytes, runs, tensors)
 
 
 def measure(

@@ -11,14 +11,18 @@ Crossings; it is the only place that does, so the two paths cannot disagree on t
   hook saw (``forward:rest``);
 - a *value* is what a call produced (one tensor, or on the fx path one node's tensors); a view,
   copy or conversion of a single value (:meth:`RunRecord.is_fold`) makes no unit: its value is
-  *folded* into the producer of what it read, and remembers that source;
+  *folded* into the producer of what it read, and remembers that source; a tensor made from
+  another's shape and dtype only (``x.new_zeros(...)``, ``torch.zeros_like(x)``) reads no data
+  of it: it is a constant;
 - a parameter or buffer read by a call counts in that call's parameters, each tensor once per run
   (tied weights are one tensor); a module call owns its module's; a constant (a tensor made in
   forward from Python numbers) has no producer and no edge;
 - an edge (Crossing) runs from a value's producer to each other unit that reads it, once per
-  value, carrying the *whole* value: a read of a folded view that keeps all the data (a reshape)
-  is a read of what it was folded from; a slice is its own value, whose ``root`` names the value
-  it was sliced from;
+  value, carrying the *whole* value: a read of a folded view that keeps all the data (a reshape,
+  a broadcast) is a read of what it was folded from; a slice is its own value, whose ``root``
+  names the value it was sliced from; a fold that makes data of its own (a cast to another
+  dtype, a copy that repeats elements: nearest upsampling, ``repeat``) is what crosses, at its
+  own shape and dtype (:attr:`Value.new_data`), so the edge carries the tensor its reader reads;
 - an op that rewrites a tensor in place (``x.add_(y)``, ``x += y``, ``x.relu_()``,
   ``nn.ReLU(inplace=True)``) is a unit that reads the tensor and produces its new version: later
   reads of the tensor read that version (:meth:`RunRecord.bind`), so in-place ops are chained.
@@ -81,20 +85,33 @@ class Value:
     source: Value | None = None  # for a folded view or copy: the value it read
     weight: torch.Tensor | None = None  # a parameter or buffer (producer is None then)
     is_parameter: bool = False  # (a weight that is a parameter; else a buffer)
+    # a fold whose data is not a part or rearrangement of its source's: a cast to another dtype,
+    # or a copy with more elements than its source (not a broadcast view of it)
+    new_data: bool = False
 
     @property
     def elements(self) -> int:
         return sum(t.elements for t in self.tensors)
 
     def whole(self) -> Value:
-        """Back through folded views and copies that keep all the data (view, expand, copy)."""
+        """Back through folded views and copies that keep all the data and make none (view,
+        expand, copy): the value whose tensors cross when this one is read."""
         v = self
-        while v.source is not None and v.elements >= v.source.elements:
+        while v.source is not None and not v.new_data and v.elements >= v.source.elements:
             v = v.source
         return v
 
     def root(self) -> Value:
-        """The value a chain of folds ultimately reads (a weight, or a whole unit output)."""
+        """The value this one is a part of: back through folds that make no data of their own
+        (a slice's root is the value it was sliced from)."""
+        v = self
+        while v.source is not None and not v.new_data:
+            v = v.source
+        return v
+
+    def origin(self) -> Value:
+        """The value a chain of folds ultimately reads (a weight, or a unit's output), through
+        casts and copies too: a cast of a weight still reads the weight."""
         v = self
         while v.source is not None:
             v = v.source
@@ -135,6 +152,7 @@ class RunRecord:
     # a timed run (--measure on the hooked path): seconds per unit, bytes per value
     unit_seconds: dict[str, float] = field(default_factory=dict)
     value_bytes: dict[str, int] = field(default_factory=dict)
+    value_tensors: dict[str, tuple[TensorMeta, ...]] = field(default_factory=dict)  # (the same)
     _names: Counter = field(default_factory=Counter, repr=False)
 
     # -- values ---------------------------------------------------------------------------
@@ -159,12 +177,22 @@ class RunRecord:
         return Value(name, call, tensors)
 
     @staticmethod
-    def folded(name: str, source: Value | None, tensors: tuple[TensorMeta, ...]) -> Value:
-        """The output of a fold: a view, copy or conversion of ``source`` (None: of no value,
-        a constant made in forward)."""
-        if source is None:
+    def folded(
+        name: str,
+        func: Any,
+        source: Value | None,
+        tensors: tuple[TensorMeta, ...],
+        is_view: bool = False,
+    ) -> Value:
+        """The output of a fold, a call of ``func``: a view (``is_view``: it shares the data of
+        what it read), copy or conversion of ``source`` (None: of no value, a constant made in
+        forward). A tensor made from ``source``'s shape and dtype alone is a constant."""
+        if source is None or base_name(func) in _FROM_METADATA:
             return Value(name, None, tensors)
-        return Value(name, source.producer, tensors, source)
+        new_data = not {t.dtype for t in tensors} <= {t.dtype for t in source.tensors} or (
+            not is_view and sum(t.elements for t in tensors) > source.elements
+        )
+        return Value(name, source.producer, tensors, source, new_data=new_data)
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -254,7 +282,7 @@ def build(record: RunRecord) -> LeafGraph:
         sent: set[str] = set()
         input_shapes: list[tuple[int, ...]] = []
         for v in call.inputs:
-            base = v.root()
+            base = v.origin()
             if base.weight is not None:  # a weight read by a function (or a view of one)
                 if base.is_parameter:
                     params += own((base.weight,))
@@ -297,6 +325,26 @@ def build(record: RunRecord) -> LeafGraph:
         own.not_counted(record.parameters),
         dict(record.node_units),
     )
+
+
+# Functions that make a tensor from another's shape, dtype and device only: they read none of
+# its data, so what they make is a constant, not something sent by the tensor's producer.
+_FROM_METADATA = frozenset(
+    [
+        "new_zeros",
+        "new_ones",
+        "new_empty",
+        "new_full",
+        "new_empty_strided",
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full_like",
+        "rand_like",
+        "randn_like",
+        "randint_like",
+    ]
+)
 
 
 def _meta(t: torch.Tensor) -> TensorMeta:
