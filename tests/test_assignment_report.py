@@ -415,3 +415,17 @@ def test_report_renders_in_headless_chromium(report_doc: Document, report_html: 
     assert check["svgs"] == drawn_svg
     assert check["imgs"] == drawn_png and check["broken"] == 0
     assert console == [], console
+
+
+def test_report_links_one_view_per_model(report_doc: Document, report_html: str) -> None:
+    views = report_doc.attachments()
+    assert [a.path for a in views] == [
+        "views/lenet5.html",
+        "views/lenet5-dws.html",
+        "views/transformer.html",
+    ]
+    for a in views:
+        assert f'href="{a.path}"' in report_html
+        assert a.data.startswith(b"<!DOCTYPE html>") and b'id="flowprof-data"' in a.data
+    _, md_files = render_markdown(report_doc)
+    assert {a.path for a in views} <= set(md_files)  # written beside the report with the figures
