@@ -217,14 +217,15 @@ def test_report_figures_in_every_format(report_doc: Document, report_html: str) 
     drawn = [f for f in figures if f.images]
     embedded = report_html.count("<svg") + report_html.count('src="data:image/png;base64,')
     assert embedded == len(drawn)
-    # Markdown: every reference is a returned file.
+    # Markdown: every reference is a returned file (with the attached views).
     text, files = render_markdown(doc)
     refs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
-    assert len(refs) == len(drawn) and set(refs) == set(files)
+    attached = {a.path for a in doc.attachments()}
+    assert len(refs) == len(drawn) and set(refs) | attached == set(files)
     # LaTeX: every included file is returned.
     tex, tex_files = render_latex(doc)
     included = re.findall(r"\\includegraphics\[[^\]]*\]\{([^}]+)\}", tex)
-    assert set(included) == set(tex_files) and len(included) == len(drawn)
+    assert set(included) | attached == set(tex_files) and len(included) == len(drawn)
 
 
 @pytest.mark.slow

@@ -210,10 +210,13 @@ def _dot_available() -> bool:
 def _write_diagram(dot, out: Path, stem: str, formats: Sequence[str] = ("svg",)) -> list[Path]:
     """DOT always; rendered formats when Graphviz's dot is installed. dot's warnings (a large
     graph's bitmap scaled to fit) are not passed on; its errors still raise."""
+    from flowprof.reports.render import render
+
     written = [write_atomic(out / f"{stem}.dot", dot.source)]
     if _dot_available():
         for fmt in formats:
-            written.append(write_atomic(out / f"{stem}.{fmt}", dot.pipe(format=fmt, quiet=True)))
+            data = render(dot.source, fmt)  # time-limited; dot dies with flowprof
+            written.append(write_atomic(out / f"{stem}.{fmt}", data))
     return written
 
 
@@ -250,7 +253,8 @@ def _trace_built(built, args: argparse.Namespace, measure: bool = False):
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from flowprof.reports import diagram, export, tables
+    from flowprof.cli import trace_files
+    from flowprof.reports import export, tables
 
     built = _build(args, device="cpu" if args.measure else "meta")
     graph = _trace_built(built, args, measure=args.measure)
@@ -272,14 +276,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
         write_atomic(out / "blocks.csv", export.blocks_csv(graph))
         write_atomic(out / "edges.csv", export.edges_csv(graph))
         write_atomic(out / "graph.json", export.graph_json(graph))
-        dot = diagram.dataflow(graph, title=f"{built.name} ({graph.precision.value})")
-        written = _write_diagram(dot, out, "graph", ("svg", "png", "pdf"))
+        files = trace_files.write(graph, built.name, out, args, write_atomic)
+        for line in files.warnings:
+            print(f"{PROG}: warning: {line}", file=sys.stderr)
         if args.format == "table":
-            note = "" if _dot_available() else " (Graphviz's dot is missing: no SVG)"
-            _console().print(
-                f"wrote blocks.csv, edges.csv, graph.json, "
-                f"{', '.join(p.name for p in written)} to {out}{note}"
-            )
+            names = ", ".join(str(p.relative_to(out)) for p in files.paths)
+            _console().print(f"wrote blocks.csv, edges.csv, graph.json, {names} to {out}")
+            for line in files.notes:
+                _console().print(f"note: {line}", markup=False, highlight=False)
     return 0
 
 
@@ -672,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run the model for real: seconds per block and measured edge bytes",
     )
+    from flowprof.cli import trace_files  # (its own imports are deferred: --help stays fast)
+
+    trace_files.add_options(t)
 
     sh = command("shape", cmd_shape, "shape after each conv/pool layer, with the formula used")
     sh.add_argument("input_shape", metavar="HxWxC", help="input height x width x channels")
