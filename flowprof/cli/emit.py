@@ -181,4 +181,4 @@ class OutputDir:
 
     def names(self) -> str:
         """The names of the files written, for a "wrote ..." line."""
-        return ", ".join(str(p.relative_to(self.path)) for p in self.written)
+        return ", ".join(p.name for p in self.written)
