@@ -29,6 +29,8 @@ __all__ = [
     "ModelError",
     "PartitionError",
     "PipelineError",
+    "RenderError",
+    "RenderTimeout",
     "TorchMismatchError",
     "TrainingError",
     "UnsupportedModelError",
@@ -101,3 +103,11 @@ class LatexError(FlowprofError, RuntimeError):
     def __init__(self, message: str, log: str = "") -> None:
         super().__init__(message)
         self.log = log
+
+
+class RenderError(InternalError):
+    """Graphviz failed on a diagram flowprof wrote (the message has dot's error)."""
+
+
+class RenderTimeout(RenderError):
+    """Graphviz did not finish a diagram within the time limit; it was stopped."""

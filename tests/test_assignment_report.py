@@ -217,14 +217,15 @@ def test_report_figures_in_every_format(report_doc: Document, report_html: str) 
     drawn = [f for f in figures if f.images]
     embedded = report_html.count("<svg") + report_html.count('src="data:image/png;base64,')
     assert embedded == len(drawn)
-    # Markdown: every reference is a returned file.
+    # Markdown: every reference is a returned file (with the attached views).
     text, files = render_markdown(doc)
     refs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
-    assert len(refs) == len(drawn) and set(refs) == set(files)
+    attached = {a.path for a in doc.attachments()}
+    assert len(refs) == len(drawn) and set(refs) | attached == set(files)
     # LaTeX: every included file is returned.
     tex, tex_files = render_latex(doc)
     included = re.findall(r"\\includegraphics\[[^\]]*\]\{([^}]+)\}", tex)
-    assert set(included) == set(tex_files) and len(included) == len(drawn)
+    assert set(included) | attached == set(tex_files) and len(included) == len(drawn)
 
 
 @pytest.mark.slow
@@ -415,3 +416,17 @@ def test_report_renders_in_headless_chromium(report_doc: Document, report_html: 
     assert check["svgs"] == drawn_svg
     assert check["imgs"] == drawn_png and check["broken"] == 0
     assert console == [], console
+
+
+def test_report_links_one_view_per_model(report_doc: Document, report_html: str) -> None:
+    views = report_doc.attachments()
+    assert [a.path for a in views] == [
+        "views/lenet5.html",
+        "views/lenet5-dws.html",
+        "views/transformer.html",
+    ]
+    for a in views:
+        assert f'href="{a.path}"' in report_html
+        assert a.data.startswith(b"<!DOCTYPE html>") and b'id="flowprof-data"' in a.data
+    _, md_files = render_markdown(report_doc)
+    assert {a.path for a in views} <= set(md_files)  # written beside the report with the figures

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from flowprof.reports.document import (
+    Attachment,
     CodeBlock,
     Document,
     Figure,
@@ -234,3 +235,21 @@ def test_latex_compiles_to_pdf() -> None:
 def test_compile_pdf_without_engine_returns_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert compile_pdf("x", {}) is None
+
+
+def test_attachments_are_linked_and_returned_with_the_files() -> None:
+    doc = Document("t")
+    sec = doc.section("views")
+    page = b"<!DOCTYPE html><title>v</title>"
+    sec.add(Attachment("lenet5", "views/lenet5.html", page, "the interactive view"))
+    assert doc.attachments() == [sec.blocks[0]]
+    html_text = render_html(doc)
+    assert '<a href="views/lenet5.html">lenet5</a>: the interactive view' in html_text
+    markdown, md_files = render_markdown(doc)
+    assert "[lenet5](views/lenet5.html): the interactive view" in markdown
+    assert md_files == {"views/lenet5.html": page}
+    latex, tex_files = render_latex(doc)
+    assert r"\texttt{views/lenet5.html}" in latex and tex_files == {"views/lenet5.html": page}
+    for bad in ("../x.html", "/etc/x", "a//b.html"):
+        with pytest.raises(ValueError, match="relative path"):
+            Attachment("x", bad, b"")

@@ -170,10 +170,13 @@ class OutputDir:
     def diagram(self, stem: str, dot, formats: Sequence[str] = ("svg",)) -> list[Path]:
         """``stem.dot`` always; the rendered formats when Graphviz's dot is installed. dot's
         warnings (a large graph's bitmap scaled to fit) are not passed on; its errors raise."""
+        from flowprof.reports.render import render
+
         written = [self.text(f"{stem}.dot", dot.source)]
         if dot_available():
             for fmt in formats:
-                written.append(self.text(f"{stem}.{fmt}", dot.pipe(format=fmt, quiet=True)))
+                data = render(dot.source, fmt)  # time-limited; dot dies with flowprof
+                written.append(self.text(f"{stem}.{fmt}", data))
         return written
 
     def names(self) -> str:

@@ -22,7 +22,7 @@ from flowprof.analyses.assignment import (
     AssignmentResults,
     PeerCount,
 )
-from flowprof.reports.document import Document, Figure, Paragraph, Section
+from flowprof.reports.document import Attachment, Document, Figure, Paragraph, Section
 from flowprof.reports.units import bits
 
 REPORT_COMMAND = "python cli.py report --out out/report"
@@ -427,6 +427,26 @@ def _problem3(doc: Document, r: AssignmentResults) -> None:
     _sweep_section(sec, r)
 
 
+def _views(doc: Document, r: AssignmentResults) -> None:
+    """One interactive HTML view per model, in ``views/`` beside the report."""
+    from flowprof.reports.view import view_html
+
+    sec = doc.section("Interactive views")
+    sec.paragraph(
+        "Each model as one self-contained HTML page (open it in a browser, no network needed): "
+        "modules open and close, repeated layers fold into one node, every block shows its "
+        "counts and every edge its shape and bits; search finds a block and the side panel "
+        "gives its exact numbers. `python cli.py trace MODEL --view --out DIR` writes one."
+    )
+    graphs = {name: r.problem2.graphs[name] for name in LENETS}
+    graphs["transformer"] = r.problem3.graphs[max(r.problem3.graphs)]
+    for name, graph in graphs.items():
+        title = _DISPLAY.get(name, name)
+        page = view_html(graph, title).encode("utf-8")
+        blocks = len(graph.by_block(None).blocks())
+        sec.add(Attachment(title, f"views/{name}.html", page, f"{blocks} blocks"))
+
+
 def _sweep_section(sec: Section, r: AssignmentResults) -> None:
     p3 = r.problem3
     sw = sec.section("Communication vs embedding size")
@@ -713,6 +733,7 @@ def build_report(results: AssignmentResults) -> Document:
     _problem1(doc, r)
     _problem2(doc, r)
     _problem3(doc, r)
+    _views(doc, r)
     _pipeline(doc, r)
     _peers(doc, r)
     _run_section(doc, r)

@@ -182,7 +182,24 @@ class Math:
     latex: tuple[str, ...] = ()
 
 
-Block = Paragraph | BulletList | Table | Figure | CodeBlock | Math
+@dataclass(frozen=True)
+class Attachment:
+    """A file that goes beside the report, linked from it: ``path`` relative to the report
+    (e.g. ``views/lenet5.html``), ``data`` its bytes, ``text`` the link's words, ``note`` what
+    it is. The Markdown and LaTeX renderers return it with their figures; HTML links to it."""
+
+    text: str
+    path: str
+    data: bytes
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        parts = self.path.split("/")
+        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p) for p in parts):
+            raise ValueError(f"attachment path {self.path!r}: a relative path without '..'")
+
+
+Block = Paragraph | BulletList | Table | Figure | CodeBlock | Math | Attachment
 
 
 @dataclass
@@ -249,6 +266,13 @@ class Document:
                 yield from go(s.sections, (*prefix, i))
 
         yield from go(self.sections, ())
+
+    def attachments(self) -> list[Attachment]:
+        """All attached files, in document order (written beside the report)."""
+        out = [b for b in self.lead if isinstance(b, Attachment)]
+        for _, s in self.walk():
+            out.extend(b for b in s.blocks if isinstance(b, Attachment))
+        return out
 
     def figures(self) -> list[Figure]:
         """All figures, in document order."""
@@ -420,6 +444,12 @@ def _html_block(block: Block, counters: dict[str, int], out: list[str]) -> None:
     elif isinstance(block, Math):
         lines = "".join(f"<div>{html.escape(line)}</div>" for line in block.lines)
         out.append(f"<div class='math'>{lines}</div>")
+    elif isinstance(block, Attachment):
+        note = f": {_html_inline(block.note)}" if block.note else ""
+        href = html.escape(block.path)
+        out.append(
+            f"<p class='attachment'><a href=\"{href}\">{_html_inline(block.text)}</a>{note}</p>"
+        )
     else:  # pragma: no cover - the Block union is closed
         raise TypeError(f"not a document block: {block!r}")
 
@@ -559,6 +589,11 @@ def _md_block(
         text = "\n".join(block.lines)
         fence = _fence(text)
         out.append(f"{fence}text\n{text}\n{fence}")
+    elif isinstance(block, Attachment):
+        files[block.path] = block.data
+        text = block.text.replace("[", "(").replace("]", ")")
+        note = f": {_md_inline(block.note)}" if block.note else ""
+        out.append(f"[{text}]({block.path}){note}")
     else:  # pragma: no cover
         raise TypeError(f"not a document block: {block!r}")
 
@@ -765,6 +800,17 @@ def _latex_block(
         else:
             text = _ascii("\n".join(block.lines)).replace("\\end{lstlisting}", "\\end {lstlisting}")
             out.append("\\begin{lstlisting}\n" + text + "\n\\end{lstlisting}\n")
+    elif isinstance(block, Attachment):
+        files[block.path] = block.data
+        note = f": {_latex_inline(block.note)}" if block.note else ""
+        out.append(
+            _latex_inline(block.text)
+            + r" (file \texttt{"
+            + escape_latex(block.path)
+            + "})"
+            + note
+            + "\n"
+        )
     else:  # pragma: no cover
         raise TypeError(f"not a document block: {block!r}")
 

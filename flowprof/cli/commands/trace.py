@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from flowprof.cli import trace_files
 from flowprof.cli.command import Command
-from flowprof.cli.emit import Emitter, Format, OutputDir, add_format, dot_available
+from flowprof.cli.emit import Emitter, Format, OutputDir, add_format
 from flowprof.cli.options import (
+    PROG,
     Inputs,
     add_analysis_options,
     add_model_options,
@@ -35,6 +38,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run the model for real: seconds per block and measured edge bytes",
     )
+    trace_files.add_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +69,18 @@ def run(args: argparse.Namespace) -> int:
         out = OutputDir(args.out)
         out.kept(graph.to_csv(out.path))
         out.kept([graph.to_json(out / "graph.json")])
-        out.diagram(
-            "graph", graph.to_dot(f"{name} ({graph.precision.value})"), ("svg", "png", "pdf")
+        files = trace_files.write(
+            graph,
+            name,
+            out.path,
+            args,
+            lambda path, data: out.text(path.relative_to(out.path), data),
         )
-        note = "" if dot_available() else " (Graphviz's dot is missing: no SVG)"
-        emit.note(f"wrote {out.names()} to {out}{note}")
+        for line in files.warnings:
+            print(f"{PROG}: warning: {line}", file=sys.stderr)
+        emit.note(f"wrote {out.names()} to {out}")
+        for line in files.notes:
+            emit.note(f"note: {line}")
     return 0
 
 
