@@ -1077,6 +1077,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for section in args.skip:
             if section in earlier:
                 results[section] = earlier[section]
+        if {"analysis", "scale"} & set(args.skip):  # their settings (repeats, threads, sizes)
+            results["settings"] = earlier.get("settings", results["settings"])
         results["kept_from"] = {
             "sections": [s for s in args.skip if s in earlier],
             "started": earlier.get("started"),
