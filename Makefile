@@ -13,7 +13,7 @@ MNIST_STAMP := data/mnist-full/.provisioned
 
 setup: $(STAMP) graphviz browser $(MNIST_STAMP)
 
-# pip takes torch==2.14.1 and torchvision==0.29.1 from this machine's disk (see DESIGN.md).
+# pip takes torch==2.14.1 and torchvision==0.29.1 from this machine's disk (see docs/design.md).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -35,30 +35,26 @@ def measure(key: str, repeats: int = 20) -> dict[str, Any]:
 
     from bench import peers
     from flowprof import tracer
-    from flowprof.tracer import fx_trace
-    from flowprof.tracer.blocks import group
 
     torch.set_num_threads(1)
     model, inputs = peers.build(peers.MODELS[key], "meta")
     inputs = list(inputs)
     for _ in range(3):  # warm: lazy imports, caches
         tracer.trace(model, inputs)
-    with tracer._gc_paused(), fx_trace.eval_mode(model):
-        structure = fx_trace.trace_structure(model, len(inputs))
-        records = fx_trace.run_counts(structure, model, inputs)
-        units, crossings, info = fx_trace.build_units(structure, model, records)
+    with tracer.gc_paused(), tracer.eval_mode(model):
+        structure = tracer.trace_structure(model, inputs)
+        record = tracer.counting_run(structure, model, inputs)
+        leaf = tracer.build_units(record)
         precision = tracer.Precision.FP32
         phases = {
-            "fx symbolic trace": _median_s(
-                lambda: fx_trace.trace_structure(model, len(inputs)), repeats
-            ),
+            "fx symbolic trace": _median_s(lambda: tracer.trace_structure(model, inputs), repeats),
             "counting run": _median_s(
-                lambda: fx_trace.run_counts(structure, model, inputs), repeats
+                lambda: tracer.counting_run(structure, model, inputs), repeats
             ),
-            "units and edges": _median_s(
-                lambda: fx_trace.build_units(structure, model, records), repeats
+            "units and edges": _median_s(lambda: tracer.build_units(record), repeats),
+            "grouping": _median_s(
+                lambda: tracer.group(leaf.units, leaf.crossings, precision, None, {}), repeats
             ),
-            "grouping": _median_s(lambda: group(units, crossings, precision, None, {}), repeats),
         }
     whole = _median_s(lambda: tracer.trace(model, inputs), repeats)
     return {
@@ -80,9 +76,9 @@ def _stock_fx_s(model, repeats: int) -> float | None:
     then makes the failing module a leaf and retries)."""
     import torch.fx as fx
 
-    from flowprof.tracer import fx_trace
+    from flowprof import tracer
 
-    with fx_trace.eval_mode(model):
+    with tracer.eval_mode(model):
         try:
             fx.Tracer().trace(model)
         except Exception:

@@ -5,7 +5,7 @@ before torch is loaded::
 
     from flowprof import FlowprofError
 
-Three kinds, and the CLI's exit code for each (DESIGN.md, "Contracts"):
+Three kinds, and the CLI's exit code for each (docs/design.md, "Contracts"):
 
 - :class:`BadInputError` (exit 2): the user's input is wrong: a malformed option, an unknown
   model, a missing data file. The message is one line that says what to do.

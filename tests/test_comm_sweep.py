@@ -1,6 +1,6 @@
-"""Tests of analyses/comm_sweep.py, its plots and tables (ASSIGNMENT.md Problem 3b): bits per edge
-family written out by hand from the transformer's sizes, closed forms against the trace, and the
-generated explanation against numbers derived here."""
+"""Tests of analyses/comm_sweep.py, its plots and tables (docs/assignment.md Problem 3b): bits
+per edge family written out by hand from the transformer's sizes, closed forms against the trace,
+and the generated explanation against numbers derived here."""
 
 from __future__ import annotations
 

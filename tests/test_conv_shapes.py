@@ -1,4 +1,5 @@
-"""Tests of analyses/conv_shapes.py: ASSIGNMENT.md Problem 1 worked by hand, torch as oracle."""
+"""Tests of analyses/conv_shapes.py: docs/assignment.md Problem 1 worked by hand, torch as
+oracle."""
 
 from __future__ import annotations
 

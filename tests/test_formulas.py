@@ -2,7 +2,7 @@
 
 One tiny single-op model per formula, traced with ``tracer.trace(model, [shape, ...])``; the
 expected OpCount is written out as arithmetic in the test, from the counting convention of
-DESIGN.md and the formula's documented derivation, never read back from the tool:
+docs/design.md and the formula's documented derivation, never read back from the tool:
 
 * a dot product of length K is K multiplications and K-1 additions; a bias is +1 addition per
   output; ``macs`` are the multiplications of conv / linear / matmul / attention products only;
@@ -303,6 +303,88 @@ def test_bmm_and_operator():
     expected = OpCount(macs=120, multiplications=120, additions=90)
     assert counted(Op2(torch.bmm), (2, 3, 4), (2, 4, 5)) == expected
     assert counted(Op2(lambda a, b: a @ b), (2, 3, 4), (2, 4, 5)) == expected
+
+
+def test_addbmm():
+    # input (3,5) + sum over 4 batches of (3,6) @ (6,5): each of the 3*5 = 15 outputs sums 4 dot
+    # products of length 6 into one (24 products, 4*5 + 3 = 23 additions) and adds the input
+    # (1 addition): macs 15*24 = 360, additions 15*23 + 15 = 360
+    expected = OpCount(macs=360, multiplications=360, additions=360)
+    assert counted(Op3(torch.addbmm), (3, 5), (4, 3, 6), (4, 6, 5)) == expected
+    # beta=0 drops the input's addition; alpha=2 scales each of the 15 sums (15 multiplications)
+    model = Op3(lambda x, a, b: torch.addbmm(x, a, b, beta=0, alpha=2))
+    expected = OpCount(macs=360, multiplications=360 + 15, additions=15 * 23)
+    assert counted(model, (3, 5), (4, 3, 6), (4, 6, 5)) == expected
+
+
+def test_bilinear_by_hand():
+    # nn.Bilinear(3, 4, 5) on 2 rows: y[n,o] = sum_ij x1[n,i] A[o,i,j] x2[n,j] + b[o], computed
+    # by ATen's _trilinear per output feature: t[n,o,j] = sum_i x1[n,i] A[o,i,j]: 2*5*4 = 40 dot
+    # products of length 3 (120 products, 80 additions); y = sum_j t[n,o,j] x2[n,j]: 2*5 = 10
+    # of length 4 (40 products, 30 additions); each added into the zero-filled output: 10
+    # additions; the bias: 10 additions.
+    # macs 120 + 40 = 160, additions 80 + 30 + 10 + 10 = 130
+    expected = OpCount(macs=160, multiplications=160, additions=130)
+    assert counted(nn.Bilinear(3, 4, 5), (2, 3), (2, 4)) == expected
+
+
+def test_bilinear_against_the_kernels_products():
+    # PyTorch as the oracle: the profiler records the bmm calls ATen's _trilinear really makes
+    # on the CPU; each (b, n, k) @ (b, k, m) is b*n*m dot products of length k.
+    from torch.profiler import profile
+
+    layer = nn.Bilinear(6, 7, 3, bias=False)
+    x1, x2 = torch.randn(5, 6), torch.randn(5, 7)
+    with profile(record_shapes=True) as prof:
+        layer(x1, x2)
+    macs = additions = 0
+    for e in prof.events():
+        if e.name == "aten::bmm":
+            (b, n, k), (_, _, m) = e.input_shapes[0], e.input_shapes[1]
+            macs += b * n * m * k
+            additions += b * n * m * (k - 1)
+        elif e.name == "aten::add_":
+            additions += math.prod(e.input_shapes[0])
+    assert macs > 0
+    expected = OpCount(macs=macs, multiplications=macs, additions=additions)
+    assert counted(layer, (5, 6), (5, 7)) == expected
+
+
+def test_grouped_mm_in_fp32_on_meta():
+    # Mixture-of-experts experts in one call: 10 tokens (16 features) grouped 3/4/3 over 3
+    # experts of 16x8: each token meets its expert's matrix, 10*8 = 80 dot products of length
+    # 16: macs 1280, additions 80*15 = 1200. In float32, which the CPU kernel computes and this
+    # build's meta kernel refuses (it applies the CUDA kernel's bfloat16 rule).
+    class Experts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(3, 16, 8))
+
+        def forward(self, x, offs):
+            return torch._grouped_mm(x, self.w, offs=offs)
+
+    offs = torch.tensor([3, 7, 10], dtype=torch.int32)
+    expected = OpCount(macs=1280, multiplications=1280, additions=1200)
+    assert counted(Experts(), torch.empty(10, 16), offs) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "mask"),
+    [
+        # positions from each op's schema: is_causal 4th after q, k, v, dropout_p
+        ("_scaled_dot_product_flash_attention_for_cpu", (0.0, True), "causal"),
+        ("_scaled_dot_product_flash_attention_for_cpu", (0.0, False), None),
+        # attn_bias, compute_log_sumexp, dropout_p, is_causal (a kernel with a meta shape only)
+        ("_scaled_dot_product_efficient_attention", (None, False, 0.0, True), "causal"),
+    ],
+)
+def test_fused_attention_ops_read_is_causal_by_position(name, args, mask):
+    op = getattr(torch.ops.aten, name)
+    model = Op3(lambda q, k, v: op(q, k, v, *args)[0])
+    # 1*2 heads, 4 queries, 4 keys, head 8: 32 scores; causal: one select per score
+    expected = sdpa_expected(2, 4, 4, 8, 8, mask)
+    assert expected.selects == (32 if mask else 0)
+    assert counted(model, (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8)) == expected
 
 
 # --- attention -----------------------------------------------------------------------------------
@@ -630,10 +712,40 @@ def test_layer_norm():
 
 
 def test_group_norm():
-    # GroupNorm(2 groups, 4 channels) on 1x4x3x3: 2 rows of n = 2*9 = 18, as layer norm:
-    # per row multiplications 1 + 18 + 1 + 18 + 18 = 56, additions 17 + 18 + 17 + 1 + 18 = 71
-    expected = OpCount(multiplications=2 * 56, additions=2 * 71, square_roots=2, divisions=2)
+    # GroupNorm(2 groups, 4 channels) on 1x4x3x3 = 36 elements, as ATen's kernel computes it.
+    # Per group of m = 2*9 = 18: mean 17 additions, 1 multiplication; variance 18 subtractions,
+    # 18 squares, 17 additions, 1 multiplication; rstd: 1 addition, 1 square root, 1 division.
+    #   per group: additions 17 + 18 + 17 + 1 = 53, multiplications 1 + 18 + 1 = 20
+    # Per channel (4): scale = weight * rstd (1 multiplication), shift = bias - mean * scale
+    # (1 multiplication, 1 addition). Per element (36): x * scale + shift: 1 multiplication,
+    # 1 addition.
+    # multiplications 2*20 + 4*2 + 36 = 84, additions 2*53 + 4*1 + 36 = 146
+    expected = OpCount(multiplications=84, additions=146, square_roots=2, divisions=2)
     assert counted(nn.GroupNorm(2, 4), (1, 4, 3, 3)) == expected
+    # without affine: scale = rstd (no multiplication), shift = -mean * rstd (1 multiplication)
+    # multiplications 2*20 + 4*1 + 36 = 80, additions 2*53 + 36 = 142
+    expected = OpCount(multiplications=80, additions=142, square_roots=2, divisions=2)
+    assert counted(nn.GroupNorm(2, 4, affine=False), (1, 4, 3, 3)) == expected
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_and_group_norm_per_channel_agree(affine):
+    # InstanceNorm2d(6) and GroupNorm(6, 6) normalise each (sample, channel) of 2x6x4x4 over
+    # its m = 16 elements: the same computation, so the same count. 12 groups:
+    # statistics: additions 15 + 16 + 15 + 1 = 47, multiplications 1 + 16 + 1 = 18 per group;
+    # fold per (sample, channel): 2 multiplications and 1 addition (affine), 1 multiplication
+    # (not affine); per element (192): 1 multiplication, 1 addition.
+    fold_mults, fold_adds = (2, 1) if affine else (1, 0)
+    expected = OpCount(
+        multiplications=12 * 18 + 12 * fold_mults + 192,
+        additions=12 * 47 + 12 * fold_adds + 192,
+        square_roots=12,
+        divisions=12,
+    )
+    instance = nn.InstanceNorm2d(6, affine=affine)
+    group = nn.GroupNorm(6, 6, affine=affine)
+    assert counted(instance, (2, 6, 4, 4)) == expected
+    assert counted(group, (2, 6, 4, 4)) == expected
 
 
 def test_batch_norm_eval():
@@ -1064,3 +1176,30 @@ def test_scans_logsumexp_and_pixel_shuffle():
     # pixel (un)shuffle only moves data
     assert counted(Op1(lambda t: F.pixel_shuffle(t, 2)), (1, 8, 3, 4)) == OpCount()
     assert counted(Op1(lambda t: F.pixel_unshuffle(t, 2)), (1, 2, 4, 6)) == OpCount()
+
+
+def test_value_dependent_shapes_name_the_way_to_real_inputs():
+    # Sparse mixture-of-experts dispatch: which tokens go to which expert depends on values, so
+    # shapes alone cannot propagate. The error says how to give real inputs and weights.
+    class Dispatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = nn.Linear(8, 2)
+            self.experts = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
+
+        def forward(self, x):
+            top = self.gate(x).argmax(-1)
+            out = torch.zeros_like(x)
+            for i, expert in enumerate(self.experts):
+                idx = (top == i).nonzero().squeeze(-1)
+                out = out.index_add(0, idx, expert(x.index_select(0, idx)))
+            return out
+
+    model = Dispatch()
+    with pytest.raises(tracer.UnsupportedModelError, match=r"--measure") as info:
+        tracer.trace(model, [(6, 8)])
+    assert "example tensors" in str(info.value)
+    # Given real inputs and weights, it traces: the gate is 6 dot products of length 8 per
+    # expert score (6*2*8 = 96 products), and the 6 tokens meet one expert each (6*8*8 = 384).
+    graph = tracer.trace(model, [torch.randn(6, 8)])
+    assert graph.total().macs == 96 + 384

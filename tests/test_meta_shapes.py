@@ -180,3 +180,27 @@ def test_norms_softmax_and_products():
     index = meta(3, dtype=torch.int64)
     check(aten.index_select.default, [meta(2, 6, 4), 1, index], must_answer=True)
     check(aten.index_select.default, [meta(2, 6, 4), -1, index], must_answer=True)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "offs"),
+    [
+        ((10, 16), (3, 16, 8), [3, 7, 10]),  # rows grouped: (M, N)
+        ((3, 4, 16), (3, 16, 8), None),  # batched: (G, M, N)
+        ((4, 48), (48, 8), [16, 32, 48]),  # contraction grouped: (G, M, N)
+        ((3, 4, 16), (16, 24), [8, 16, 24]),  # columns grouped: (M, N)
+    ],
+)
+def test_grouped_mm_matches_the_cpu_kernel_in_fp32_and_the_meta_kernel_in_bf16(a, b, offs):
+    def run(device, dtype):
+        x = torch.randn(a, dtype=dtype).to(device)
+        w = torch.randn(b, dtype=dtype).to(device)
+        o = None if offs is None else torch.tensor(offs, dtype=torch.int32, device=device)
+        return x, w, o
+
+    x, w, o = run("cpu", torch.float32)
+    truth = fields(torch._grouped_mm(x, w, offs=o))
+    mx, mw, mo = run("meta", torch.float32)
+    assert fields(shortcut(aten._grouped_mm.default, (mx, mw, mo), {})) == truth
+    # bfloat16, where this build's meta kernel answers too: the same fields
+    check(aten._grouped_mm.default, list(run("meta", torch.bfloat16)), must_answer=True)

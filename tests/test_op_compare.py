@@ -1,5 +1,5 @@
 """Tests of analyses/op_compare.py and its Rich tables: LeNet-5 against its depthwise-separable
-twin, every expected number derived by hand from the layer sizes (ASSIGNMENT.md Problem 2c)."""
+twin, every expected number derived by hand from the layer sizes (docs/assignment.md Problem 2c)."""
 
 from __future__ import annotations
 

@@ -391,7 +391,7 @@ def test_tracing_adds_no_attribute_to_the_model():
 
 
 def test_trace_leaves_the_garbage_collector_as_it_was():
-    # A trace pauses Python's cyclic collector (see tracer._gc_paused); it must hand it back in
+    # A trace pauses Python's cyclic collector (see tracer.gc_paused); it must hand it back in
     # the state it found it, after an error too.
     import gc
 

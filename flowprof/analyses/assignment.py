@@ -1,4 +1,4 @@
-"""Every answer of ASSIGNMENT.md, computed: the data behind the one-command report.
+"""Every answer of docs/assignment.md, computed: the data behind the one-command report.
 
 :func:`run_assignment` runs, in order:
 
@@ -35,7 +35,7 @@ from typing import Any
 
 Progress = Callable[[str, int, int], None]
 
-# The assignment's questions, as data (ASSIGNMENT.md).
+# The assignment's questions, as data (docs/assignment.md).
 P1B_INPUT = "13x15x3"
 P1B_LAYERS = ("conv:7@4x6", "conv:8@3x4/s2/p1", "maxpool:2x2")
 P1A_INPUT = "8x8x5"
@@ -405,7 +405,7 @@ def run_assignment(
     cache_dir: str | Path | None | bool = True,
     parallel: bool | None = None,
 ) -> AssignmentResults:
-    """Compute every answer of ASSIGNMENT.md (see the module docstring).
+    """Compute every answer of docs/assignment.md (see the module docstring).
 
     ``quick``: train on a small subset for a few epochs and sweep fewer embedding sizes (for
     tests and a first look). ``data_dir``: MNIST IDX files to read (else the data layer's order

@@ -1,5 +1,5 @@
 """Bits communicated between consecutive computing blocks of the transformer as a model
-dimension grows (ASSIGNMENT.md Problem 3b).
+dimension grows (docs/assignment.md Problem 3b).
 
 :func:`sweep` builds the model for each value of one swept option (``emb``, or ``seq_len``),
 traces it on the meta device with every floating tensor accounted at ``dtype`` (fp16: 16 bits),

@@ -1,4 +1,4 @@
-"""Convolution and pooling shape arithmetic (ASSIGNMENT.md Problem 1).
+"""Convolution and pooling shape arithmetic (docs/assignment.md Problem 1).
 
 Three things, all returning data (no printing, no Rich):
 

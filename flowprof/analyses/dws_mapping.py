@@ -1,5 +1,5 @@
 r"""The mapping f from a regular convolution's operation count x to the count y of its
-depthwise-separable replacement (ASSIGNMENT.md Problem 2d).
+depthwise-separable replacement (docs/assignment.md Problem 2d).
 
 The replacement computes the same output size: a depthwise K-tap convolution (one filter per
 input map, ``groups = C_in``, the same stride, padding and dilation) followed by a pointwise 1x1

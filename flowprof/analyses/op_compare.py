@@ -1,4 +1,4 @@
-"""Operation counts of two models side by side (ASSIGNMENT.md Problem 2c), and the check of the
+"""Operation counts of two models side by side (docs/assignment.md Problem 2c), and the check of the
 mapping f (Problem 2d, :mod:`analyses.dws_mapping`) on every convolution they differ in.
 
 Both models are built through the registry and traced on the meta device (nothing is allocated).

@@ -45,9 +45,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from flowprof import tracer
 from flowprof.errors import PartitionError
-from flowprof.tracer.counts import OpCount
-from flowprof.tracer.graph import Crossing, Precision, TensorMeta, Unit
+from flowprof.tracer import Crossing, OpCount, Precision, TensorMeta, Unit
 
 
 class ComputeMeasure(StrEnum):
@@ -86,25 +86,20 @@ def analyse(model: nn.Module, inputs: Sequence[torch.Tensor], name: str | None =
 
     Bits are accounted at the traced dtype: the first floating input's, else the model's own.
     """
-    # The tracer's internals: flowprof has no public accessor yet for the fx graph and the
-    # node -> unit map that a pipeline needs to run the stages it cuts.
-    from flowprof.tracer import fx_trace
-
     dtype = next((t.dtype for t in inputs if t.is_floating_point()), None)
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     precision = Precision.of_torch(str(dtype).removeprefix("torch.")) or Precision.FP32
-    with fx_trace.eval_mode(model):
-        structure = fx_trace.trace_structure(model, len(inputs))
-        # the fx graph's own records: the stages run its nodes, even where fx made a module a leaf
-        records = fx_trace.run_counts(structure, model, list(inputs), hooks=False)
-        units, crossings, info = fx_trace.build_units(structure, model, records)
+    with tracer.eval_mode(model):
+        # the fx graph's own units: the stages run its nodes, even where fx made a module a leaf
+        structure = tracer.trace_structure(model, list(inputs), hooks=False)
+        leaf = tracer.build_units(tracer.counting_run(structure, model, list(inputs)))
     return Dataflow(
         name or type(model).__name__,
         structure.graph_module,
-        units,
-        crossings,
-        dict(info["node_units"]),
+        leaf.units,
+        leaf.crossings,
+        dict(leaf.node_units),
         precision,
     )
 
@@ -353,11 +348,9 @@ def _compute_of(unit: Unit, measure: ComputeMeasure) -> int:
 
 def _allowed_positions(layout: _Layout, depth: int | None) -> list[int]:
     """Positions between blocks at ``depth`` (between any two units for None)."""
-    from flowprof.tracer.blocks import group_key
-
     if depth is not None and depth < 1:
         raise PartitionError(f"depth must be a positive integer, got {depth}")
-    keys = [group_key(u, depth) for u in layout.blocks]
+    keys = [tracer.group_key(u, depth) for u in layout.blocks]
     last_of = {k: i for i, k in enumerate(keys)}
     allowed, reach = [], 0
     for p in range(1, len(keys)):

@@ -172,10 +172,10 @@ class _StageRunner:
 
 
 def _graph_module(module: nn.Module) -> fx.GraphModule:
-    from flowprof.tracer import fx_trace
+    from flowprof import tracer
 
-    with fx_trace.eval_mode(module):
-        return fx_trace.trace_structure(module).graph_module
+    with tracer.eval_mode(module):
+        return tracer.trace_structure(module, hooks=False).graph_module
 
 
 def _dry_run(
@@ -577,7 +577,7 @@ def run_partition(
 
 @contextlib.contextmanager
 def _eval(module: nn.Module) -> Iterator[None]:
-    from flowprof.tracer.fx_trace import eval_mode
+    from flowprof.tracer import eval_mode
 
     with eval_mode(module):
         yield

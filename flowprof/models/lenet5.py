@@ -29,12 +29,14 @@ followed by a pointwise 1x1 convolution; in C3 the pointwise stage keeps Table I
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from flowprof.models.config import reject_unknown
 from flowprof.models.registry import BuiltModel, InputSpec, ModelError, register
 
 IMAGE_SHAPE = (1, 32, 32)  # MNIST's 28x28 digits padded by 2, as the paper feeds them
@@ -377,12 +379,12 @@ class LeNet5(nn.Module):
         return self.output(x)  # (B, 10): RBF penalties, lower is better
 
 
-def reject_options(model: str, options: Mapping[str, Any], allowed: Sequence[str] = ()) -> None:
-    """Raise ModelError for an option ``model`` does not take; a value of None means not given."""
-    unknown = sorted(k for k, v in options.items() if v is not None and k not in allowed)
-    if unknown:
-        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no model options"
-        raise ModelError(f"{model} {takes}; got {', '.join(unknown)}")
+@dataclass(frozen=True)
+class LeNet5Config:
+    """LeNet-5's options: none. The paper fixes every size (32x32 input, 6-16-120-84-10 maps and
+    units, Table I), and its depthwise-separable twin is a model of its own name
+    (``lenet5-dws``), so that a name says which network a table is of. The input batch is set
+    with ``--input``."""
 
 
 def image_input(model: str, input_shapes: Sequence[Sequence[int]] | None) -> tuple[InputSpec]:
@@ -402,7 +404,7 @@ def image_input(model: str, input_shapes: Sequence[Sequence[int]] | None) -> tup
 
 
 def _build(name: str, separable: bool, input_shapes, options) -> BuiltModel:
-    reject_options(name, options)
+    reject_unknown(name, LeNet5Config, options)
     inputs = image_input(name, input_shapes)
     config = {
         "paper": "LeCun, Bottou, Bengio, Haffner, Proc. IEEE 1998",
@@ -415,13 +417,17 @@ def _build(name: str, separable: bool, input_shapes, options) -> BuiltModel:
     return BuiltModel(name, LeNet5(separable=separable), inputs, config)
 
 
-@register("lenet5", "LeNet-5 of LeCun et al. 1998: Table I C3, trainable subsampling, RBF output")
+@register(
+    "lenet5",
+    "LeNet-5 of LeCun et al. 1998: Table I C3, trainable subsampling, RBF output",
+    LeNet5Config,
+)
 def build_lenet5(input_shapes: Sequence[Sequence[int]] | None = None, **options: Any) -> BuiltModel:
     """The 1998 paper's LeNet-5 (60,000 trainable parameters); input Nx1x32x32."""
     return _build("lenet5", False, input_shapes, options)
 
 
-@register("lenet5-dws", "LeNet-5 of 1998 with every convolution depthwise-separable")
+@register("lenet5-dws", "LeNet-5 of 1998 with every convolution depthwise-separable", LeNet5Config)
 def build_lenet5_dws(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from torch import Tensor, nn
 
-from flowprof.models.lenet5 import conv_layer, image_input, reject_options
+from flowprof.models.config import TEXT, option, reject_unknown
+from flowprof.models.lenet5 import conv_layer, image_input
 from flowprof.models.registry import BuiltModel, ModelError, register
 
 
@@ -73,11 +75,26 @@ class LeNet5Modern(nn.Module):
         return self.output(x)  # (B, 10): logits
 
 
+@dataclass(frozen=True)
+class LeNet5ModernConfig:
+    """The options of the common rendition (and its depthwise-separable twin)."""
+
+    # tanh: closest to the paper's scaled tanh, so the two families differ only where their
+    # layers do; relu is what most modern renditions use
+    activation: Activation = field(
+        default=Activation.TANH, metadata=option("'tanh' or 'relu'", TEXT)
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activation", parse_activation(self.activation))
+
+
 def _build(
     name: str, separable: bool, input_shapes: Sequence[Sequence[int]] | None, options: dict
 ) -> BuiltModel:
-    reject_options(name, options, allowed=("activation",))
-    activation = parse_activation(options.get("activation") or Activation.TANH)
+    reject_unknown(name, LeNet5ModernConfig, options)
+    given = {k: v for k, v in options.items() if v is not None}
+    activation = LeNet5ModernConfig(**given).activation
     inputs = image_input(name, input_shapes)
     config = {
         "separable": separable,
@@ -89,7 +106,11 @@ def _build(
     return BuiltModel(name, LeNet5Modern(activation, separable), inputs, config)
 
 
-@register("lenet5-modern", "LeNet-5 as PyTorch tutorials write it: full C3, avg-pool, linear out")
+@register(
+    "lenet5-modern",
+    "LeNet-5 as PyTorch tutorials write it: full C3, avg-pool, linear out",
+    LeNet5ModernConfig,
+)
 def build_lenet5_modern(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:
@@ -97,7 +118,11 @@ def build_lenet5_modern(
     return _build("lenet5-modern", False, input_shapes, options)
 
 
-@register("lenet5-modern-dws", "The common LeNet-5 with every convolution depthwise-separable")
+@register(
+    "lenet5-modern-dws",
+    "The common LeNet-5 with every convolution depthwise-separable",
+    LeNet5ModernConfig,
+)
 def build_lenet5_modern_dws(
     input_shapes: Sequence[Sequence[int]] | None = None, **options: Any
 ) -> BuiltModel:

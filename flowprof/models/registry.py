@@ -1,9 +1,11 @@
 """Model names -> factories, and the example inputs each model is traced with.
 
-Names are a contract (DESIGN.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
+Names are a contract (docs/design.md): ``lenet5``, ``lenet5-dws``, ``lenet5-modern``,
 ``lenet5-modern-dws``, ``transformer``, ``torchvision:NAME`` and ``package.module:factory`` (or
 ``path/to/file.py:factory``).
-Each model file registers itself with :func:`register`; this module never lists models by hand.
+Each model file registers itself with :func:`register`, naming its config dataclass, whose
+fields are the options the model takes (:mod:`flowprof.models.config`); this module never lists
+models or options by hand: every module of ``flowprof/models/`` is imported on first use.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import pkgutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +27,7 @@ import torch
 from torch import nn
 
 from flowprof.errors import ModelError
+from flowprof.models import config as model_config
 
 
 @dataclass(frozen=True)
@@ -66,39 +70,46 @@ Factory = Callable[..., BuiltModel]
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A built-in model: its factory, one line on what it is, and its config dataclass (whose
+    fields are the options it takes; :func:`flowprof.models.config.option` marks the CLI's)."""
+
     name: str
     factory: Factory
     summary: str
+    config: type
+
+    def options(self) -> list[model_config.Option]:
+        """The model's command-line options, from its config's fields."""
+        return model_config.options(self.config)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
-# Model files register on import; the registry imports them lazily on first use.
-_MODEL_MODULES = (
-    "flowprof.models.lenet5",
-    "flowprof.models.lenet5_modern",
-    "flowprof.models.transformer",
-)
+# Modules of flowprof/models/ that hold no model.
+_NOT_MODELS = frozenset({"config", "registry"})
 
 
-def register(name: str, summary: str) -> Callable[[Factory], Factory]:
-    """Register ``factory`` under ``name``; a second registration of a name is a bug."""
+def register(name: str, summary: str, config: type) -> Callable[[Factory], Factory]:
+    """Register ``factory`` under ``name``; a second registration of a name is a bug.
+
+    ``config`` is the model's config dataclass: the registry passes the factory only options
+    that are its fields, and the CLI derives the model's flags from it.
+    """
 
     def decorate(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, factory, summary)
+        _REGISTRY[name] = ModelEntry(name, factory, summary, config)
         return factory
 
     return decorate
 
 
 def _load_builtin_models() -> None:
-    for module_name in _MODEL_MODULES:
-        try:
-            importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a model file not written yet
-            if exc.name != module_name:
-                raise
+    """Import every model file of flowprof/models/ (each registers its models on import)."""
+    package = importlib.import_module("flowprof.models")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_MODELS and not info.name.startswith("_"):
+            importlib.import_module(f"flowprof.models.{info.name}")
 
 
 def names() -> list[str]:
@@ -108,8 +119,29 @@ def names() -> list[str]:
 
 
 def entries() -> list[ModelEntry]:
+    """The built-in models, sorted by name."""
     _load_builtin_models()
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def options() -> list[tuple[model_config.Option, str]]:
+    """Every built-in model's command-line options, each once, with the first model (by name)
+    that takes it: the flags of ``trace``, ``sweep`` and ``pipeline``.
+
+    Grouped by config, the config with the most options first (the transformer's, the models
+    whose options a user reaches for most), then by model name; in field order within a config.
+    """
+    by_config: dict[type, str] = {}
+    for entry in entries():
+        by_config.setdefault(entry.config, entry.name)
+    order = sorted(by_config, key=lambda c: (-len(model_config.options(c)), by_config[c]))
+    seen: dict[str, tuple[model_config.Option, str]] = {}
+    for config in order:
+        for opt in model_config.options(config):
+            if opt.name in seen and seen[opt.name][0].kind is not opt.kind:
+                raise RuntimeError(f"option --{opt.name} means two things in two models")
+            seen.setdefault(opt.name, (opt, by_config[config]))
+    return list(seen.values())
 
 
 def build(
@@ -136,7 +168,9 @@ def build(
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             known = ", ".join(sorted(_REGISTRY)) + ", torchvision:NAME, package.module:factory"
             raise ModelError(f"unknown model {name!r}{hint} (known: {known})")
-        factory = _REGISTRY[name].factory
+        entry = _REGISTRY[name]
+        model_config.reject_unknown(name, entry.config, options)
+        factory = entry.factory
     shapes = [tuple(int(d) for d in s) for s in input_shapes] if input_shapes else None
     accepted = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):

@@ -1,7 +1,7 @@
 """CSV and JSON of a BlockGraph: as text (the CLI prints or writes it), or written to files
 atomically (:func:`write_csv`, :func:`write_json`: the library's ``BlockGraph.to_csv``).
 
-Columns are a contract (DESIGN.md): blocks.csv starts
+Columns are a contract (docs/design.md): blocks.csv starts
 ``block,kind,macs,multiplications,additions,other,params`` and edges.csv starts
 ``src,dst,shape,dtype,elements,bits``; more columns follow, never fewer.
 """

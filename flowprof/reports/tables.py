@@ -55,10 +55,13 @@ def edges_table(graph: BlockGraph, title: str = "Tensors between blocks") -> Tab
 
 
 def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
-    """Totals by kind, FLOPs only beside the MAC count they come from, and the coverage."""
+    """Totals by kind, FLOPs only beside the MAC count they come from, and the coverage. The
+    counts are headed "exact" only when every op was counted; otherwise they are lower bounds
+    (an op without a formula adds nothing to them) and headed so."""
+    missing = graph.uncounted()
     t = Table(title=title, header_style="bold", caption=f"Convention: {CONVENTION}")
     t.add_column("quantity")
-    t.add_column("exact", justify="right")
+    t.add_column("exact" if not missing else "at least (ops uncounted)", justify="right")
     t.add_column("", justify="right")
     total = graph.total()
     t.add_row("MACs (conv/linear/matmul/attention)", count(total.macs), "")
@@ -74,7 +77,6 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
         t.add_row("  + parameters of modules inference never runs", count(idle), "")
     edge_bits = sum(e.bits for e in graph.edges())
     t.add_row(f"bits between blocks ({graph.precision.value})", count(edge_bits), bits(edge_bits))
-    missing = graph.uncounted()
     coverage = f"{graph.coverage():.1%} of op calls counted"
     if missing:
         coverage += "; uncounted: " + ", ".join(f"{k} x{v}" for k, v in missing.items())

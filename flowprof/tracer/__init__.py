@@ -1,5 +1,15 @@
 """flowprof's tracer: a model in, a BlockGraph out (exact counts on nodes, tensors on edges).
 
+:func:`trace` does it in one call. Its stages are public too (tracer/stages.py), for code that
+needs one of them: :func:`trace_structure` (fx or hooks), :func:`counting_run` (the
+:class:`RunRecord` of one meta run), :func:`build_units` (the :class:`LeafGraph` of units and
+crossings) and :func:`group` (the :class:`BlockGraph` at a depth). Only the names in ``__all__``
+are public; nothing outside the tracer uses another (a test checks it).
+
+Units throughout: counts in elementary operations (``OpCount``: MACs, multiplications,
+additions and the other kinds), parameters and buffers in elements, tensor sizes in elements and
+bits (at a :class:`Precision`), time in seconds.
+
 Imports torch, torch.fx and networkx only; drawing and printing live in ``reports``.
 """
 
@@ -15,21 +25,48 @@ import torch
 from torch import nn
 
 from flowprof.errors import BadSpecError, FlowprofError, UnsupportedModelError
-from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OpCount
-from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
+from flowprof.tracer.blocks import group_key
+from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OpCount, Phase
+from flowprof.tracer.graph import (
+    Block,
+    BlockGraph,
+    Crossing,
+    Edge,
+    Outside,
+    Precision,
+    TensorMeta,
+    Unit,
+)
+from flowprof.tracer.stages import build_units, counting_run, eval_mode, group, trace_structure
+from flowprof.tracer.units import LeafGraph, RunRecord
 
 __all__ = [
     "CONVENTION",
+    "TOOL_VERSION",
     "BadSpecError",
     "Block",
     "BlockGraph",
+    "Crossing",
     "Edge",
     "FlowprofError",
+    "LeafGraph",
     "OpCount",
+    "Outside",
+    "Phase",
     "Precision",
+    "RunRecord",
     "TensorMeta",
+    "Unit",
     "UnsupportedModelError",
+    "as_inputs",
+    "build_units",
+    "counting_run",
+    "eval_mode",
+    "gc_paused",
+    "group",
+    "group_key",
     "trace",
+    "trace_structure",
 ]
 
 TOOL_VERSION = "0.1.0"
@@ -93,9 +130,10 @@ def _by_position(model: nn.Module, inputs: Mapping[str, Any]) -> tuple[list[Any]
     return out, filled
 
 
-def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
-    """Tensors stay (only their shape and dtype are used); shapes become meta tensors; None
-    stays (an optional input given as absent). Inputs given by name (a mapping) are put in
+def as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
+    """``model``'s example inputs as the stages take them, in forward's order. Tensors stay (only
+    their shape and dtype are used); shapes (tuples of sizes, in elements) become meta tensors;
+    None stays (an optional input given as absent). Inputs given by name (a mapping) are put in
     forward's order (:func:`_by_position`), with forward's defaults where a name is skipped."""
     if isinstance(inputs, torch.Tensor):
         return [inputs]
@@ -119,8 +157,8 @@ def _as_inputs(model: nn.Module, inputs: Any) -> list[Any]:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector, paused for one trace.
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector, paused for one trace (``trace`` runs its stages so).
 
     A trace makes thousands of short-lived objects (fx nodes and proxies, records), enough to
     trigger a dozen collections; every few traces one of them is a full collection, which walks
@@ -138,16 +176,16 @@ def _gc_paused() -> Iterator[None]:
             gc.collect(0)
 
 
-def _measure(structure, model, tensors, info, units, crossings, hooked: bool):
+def _measure(structure, model, tensors, node_units, units, crossings):
     import dataclasses
 
     from flowprof.tracer.measure import measure, measure_hooked
 
-    if hooked:
+    if structure.hooked:
         m = measure_hooked(structure, model, tensors)
     else:
         values = {c.value for c in crossings}
-        m = measure(structure.graph_module, model, tensors, info["node_units"], values)
+        m = measure(structure.graph_module, model, tensors, node_units, values)
     units = tuple(dataclasses.replace(u, seconds=m.unit_seconds.get(u.name)) for u in units)
     crossings = tuple(
         dataclasses.replace(c, measured_bytes=m.value_bytes.get(c.value)) for c in crossings
@@ -179,11 +217,8 @@ def trace(
     whatever fx could do (to compare the two, or to time the path fx's failures take); False
     keeps fx's one block per module it cannot trace.
     """
-    from flowprof.tracer import fx_trace
-    from flowprof.tracer.blocks import group
-
     model, wrappers = _unwrapped(model)
-    tensors = _as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
+    tensors = as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
     given = [t for t in tensors if isinstance(t, torch.Tensor)]
     if dtype is None:
         float_inputs = [t.dtype for t in given if t.is_floating_point()]
@@ -191,19 +226,15 @@ def trace(
         precision = Precision.of_torch(own.removeprefix("torch.")) or Precision.FP32
     else:
         precision = dtype if isinstance(dtype, Precision) else Precision.parse(dtype)
-    with _gc_paused():
+    with gc_paused():
         # Traced and run in eval mode (counts are of an inference pass); flags restored after.
-        with fx_trace.eval_mode(model):
-            if hooks:
-                structure = fx_trace.whole_structure(model, len(tensors))
-            else:
-                structure = fx_trace.trace_structure(model, len(tensors), given=tensors)
-            hooked = fx_trace.uses_hooks(structure, model, hooks)
-            records = fx_trace.run_counts(structure, model, tensors, hooked)
-            units, crossings, info = fx_trace.build_units(structure, model, records)
+        with eval_mode(model):
+            structure = trace_structure(model, tensors, hooks=hooks)
+            leaf = build_units(counting_run(structure, model, tensors))
+            units, crossings = leaf.units, leaf.crossings
             if measure:
                 units, crossings = _measure(
-                    structure, model, tensors, info, units, crossings, hooked
+                    structure, model, tensors, leaf.node_units, units, crossings
                 )
         info_meta = {
             "model_class": type(model).__name__,
@@ -215,10 +246,10 @@ def trace(
             "convention": CONVENTION,
             "convention_version": CONVENTION_VERSION,
             "tool_version": TOOL_VERSION,
-            "untraceable_leaves": info["leaves_added"],
-            "blocks_by_hooks": hooked,
+            "untraceable_leaves": structure.leaves_added,
+            "blocks_by_hooks": structure.hooked,
             "run_as_compiled": structure.run_as_compiled,
             "wrappers": wrappers,
-            "params_not_run": info["params_not_run"],
+            "params_not_run": leaf.params_not_run,
         } | dict(meta or {})
-        return group(units, crossings, precision, depth, info_meta)
+        return group(units, crossings, precision, depth, info_meta, leaf.outside)

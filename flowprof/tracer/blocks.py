@@ -14,8 +14,17 @@ from typing import Any
 import networkx as nx
 
 from flowprof.errors import BadSpecError
-from flowprof.tracer.counts import OpCount
-from flowprof.tracer.graph import Block, BlockGraph, Crossing, Edge, Precision, TensorMeta, Unit
+from flowprof.tracer.counts import OpCount, add_phases
+from flowprof.tracer.graph import (
+    Block,
+    BlockGraph,
+    Crossing,
+    Edge,
+    Outside,
+    Precision,
+    TensorMeta,
+    Unit,
+)
 
 
 def group_key(unit: Unit, depth: int | None) -> str:
@@ -31,8 +40,12 @@ def group(
     precision: Precision,
     depth: int | None,
     meta: Mapping[str, Any],
+    outside: Outside | None = None,
 ) -> BlockGraph:
-    """Build the BlockGraph of ``units`` grouped at ``depth`` (see the module doc)."""
+    """The BlockGraph of leaf ``units`` and the ``crossings`` between them, grouped at ``depth``
+    (None: every unit a block; see the module doc), with the bits of floating tensors accounted
+    at ``precision``; ``meta`` is kept as the graph's metadata, ``outside`` is the work that ran
+    outside every unit (reported beside the blocks, in the totals)."""
     if depth is not None and depth < 1:
         raise BadSpecError(f"--depth must be a positive integer, got {depth}")
     key_of = {u.name: group_key(u, depth) for u in units}
@@ -67,7 +80,7 @@ def group(
         measured = [c.measured_bytes for c in values.values()]
         measured_bits = None if None in measured else 8 * sum(measured)
         g.add_edge(src, dst, edge=Edge(src, dst, tensors, precision, measured_bits))
-    return BlockGraph(g, units, crossings, precision, depth, dict(meta))
+    return BlockGraph(g, units, crossings, precision, depth, dict(meta), outside or Outside())
 
 
 def _block(
@@ -115,4 +128,5 @@ def _block(
         uncounted=tuple(sorted(uncounted.items())),
         role=first.role,
         seconds=None if any(u.seconds is None for u in units) else sum(u.seconds for u in units),
+        other_phases=add_phases(u.other_phases for u in units),
     )

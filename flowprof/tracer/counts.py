@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 
 CONVENTION_VERSION = "1"
 
@@ -92,6 +94,34 @@ def dot_products(n: int, k: int, bias: bool = False) -> OpCount:
     if k <= 0 or n <= 0:
         return ZERO
     return OpCount(macs=n * k, multiplications=n * k, additions=n * (k - 1) + (n if bias else 0))
+
+
+class Phase(StrEnum):
+    """The part of a model's work that counts belong to.
+
+    ``forward`` is an inference pass (what a trace counts today); a training step adds
+    ``backward`` (the gradients autograd computes), ``optimizer`` (the parameter update) and
+    ``recompute`` (forward work run again for activation checkpointing). A unit's or block's
+    ``count`` is its forward count; the other phases are kept beside it by phase.
+    """
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer"
+    RECOMPUTE = "recompute"
+
+
+PhaseCounts = tuple[tuple[Phase, OpCount], ...]  # counts of the phases besides forward, in order
+
+
+def add_phases(parts: Iterable[PhaseCounts]) -> PhaseCounts:
+    """The sums by phase of several (units') phase counts, phases in :class:`Phase` order; a
+    phase any part has is present in the sum (with its sum, zero or not)."""
+    sums: dict[Phase, OpCount] = {}
+    for part in parts:
+        for phase, count in part:
+            sums[phase] = sums[phase] + count if phase in sums else count
+    return tuple((p, sums[p]) for p in Phase if p in sums)
 
 
 @dataclass

@@ -88,6 +88,17 @@ def formula(*ops: Any) -> Callable[[FormulaFn], FormulaFn]:
     return register
 
 
+def unregister(*ops: Any) -> None:
+    """Remove the formulas of ``ops`` (a user's registration undone, e.g. at the end of a test or
+    before registering a corrected one); an op without a formula is refused, the table left as it
+    was."""
+    missing = [op for op in ops if op not in _TABLE]
+    if missing:
+        raise KeyError(f"{op_name(missing[0])} has no formula")
+    for op in ops:
+        del _TABLE[op]
+
+
 def _aten(*names: str) -> list[Any]:
     return [getattr(aten, n, None) for n in names]
 
@@ -227,6 +238,80 @@ def baddbmm(call: Call) -> OpCount:
     return count + OpCount(multiplications=n * ((alpha != 1) + (beta not in (0, 1))))
 
 
+@formula(*_aten("addbmm"))
+def addbmm(call: Call) -> OpCount:
+    """beta*input + alpha*sum_b(b1[b] @ b2[b]) with b1 (B,n,k), b2 (B,k,m): each of the n*m
+    outputs sums B dot products of length k into one, which is one dot product of length B*k
+    (B*k multiplications, B*k-1 additions), plus the input's addition when beta != 0 (and one
+    multiplication each for alpha != 1 or beta not in {0, 1}), as ATen's loop of addmm_ over
+    the batch computes it."""
+    a, b = call.args[1], call.args[2]
+    n = a.shape[1] * b.shape[2]
+    beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
+    count = dot_products(n, a.shape[0] * a.shape[2], bias=beta != 0)
+    return count + OpCount(multiplications=n * ((alpha != 1) + (beta not in (0, 1))))
+
+
+@formula(*_aten("_trilinear"))
+def trilinear(call: Call) -> OpCount:
+    """sum over ``sumdim`` of i1*i2*i3 (each unsqueezed at its ``expand`` dims), as ATen
+    computes it (nn.Bilinear's x1^T A x2 is one): first i1*i2 summed over the summed dims where
+    i3 is expanded (dot products whose length is those dims' extent; a plain product when
+    there are none), then that times i3 summed over the other summed dims, each result added
+    into the zero-filled output (one addition per output element: ATen accumulates slice by
+    slice along its unroll dimension). nn.Bilinear(in1, in2, out) on N rows: N*out*in2 dot
+    products of length in1, N*out of length in2, N*out accumulations."""
+    i1, i2, i3 = call.args[0], call.args[1], call.args[2]
+    expands = [
+        set(call.arg(3 + j, name)) for j, name in enumerate(("expand1", "expand2", "expand3"))
+    ]
+    sumdim = set(call.arg(6, "sumdim"))
+    dims = len(i1.shape) + len(expands[0])
+
+    def sizes(t: Any, expanded: set[int]) -> list[int]:
+        it = iter(t.shape)
+        return [1 if d in expanded else next(it) for d in range(dims)]
+
+    s1, s2, s3 = sizes(i1, expands[0]), sizes(i2, expands[1]), sizes(i3, expands[2])
+    first_sum = {d for d in sumdim if d in expands[2]}
+    second_sum = sumdim - first_sum
+    pair = [max(a, b) for a, b in zip(s1, s2, strict=True)]
+    first_out = math.prod(pair[d] for d in range(dims) if d not in first_sum)
+    first_len = math.prod(pair[d] for d in first_sum)
+    whole = [max(a, b) for a, b in zip(pair, s3, strict=True)]
+    out = math.prod(whole[d] for d in range(dims) if d not in sumdim)
+    second_len = math.prod(whole[d] for d in second_sum)
+
+    def contraction(n: int, k: int, summed: set[int]) -> OpCount:
+        return dot_products(n, k) if summed else OpCount(multiplications=n)
+
+    count = contraction(first_out, first_len, first_sum)
+    count = count + contraction(out, second_len, second_sum)
+    return count + OpCount(additions=out)
+
+
+@formula(*_aten("_grouped_mm"))
+def grouped_mm(call: Call) -> OpCount:
+    """Matrix products of groups (mixture-of-experts experts in one call), (M, K) x (G, K, N)
+    with rows grouped by ``offs``: each row meets its group's matrix, M*N dot products of length
+    K; (G, M, K) x (G, K, N): G*M*N of length K; (G, M, K) x (K, N) with columns grouped:
+    M*N of length K; (M, K) x (K, N) with the contraction grouped into G parts: G*M*N dot
+    products of lengths K_g summing to K, so M*N*K multiplications and M*N*(K-G) additions
+    (counted with every group non-empty: ``offs`` holds values, not shapes). + 1 addition per
+    output for a bias."""
+    a, b = call.args[0], call.args[1]
+    bias = call.arg(3, "bias")
+    out = _first_tensor(call.out)
+    k = a.shape[-1]
+    if a.dim() == 2 and b.dim() == 2:
+        groups = out.shape[0]
+        n = a.shape[0] * b.shape[1]
+        count = OpCount(macs=n * k, multiplications=n * k, additions=n * (k - groups))
+    else:
+        count = dot_products(out.numel(), k)
+    return count + OpCount(additions=out.numel() if bias is not None else 0)
+
+
 @formula(*_aten("mv"))
 def mv(call: Call) -> OpCount:
     """(n,k) @ (k,): n dot products of length k."""
@@ -263,8 +348,12 @@ def _transposed_taps(size_in: int, size_out: int, k: int, s: int, p: int, d: int
 def convolution(call: Call) -> OpCount:
     """Regular: each output element is a dot product over K = C_in/groups * prod(kernel) taps
     (padding taps included: they are computed), + 1 addition for the bias.
-    Transposed: every input element times every tap for C_out/groups maps is one product; an
-    output element receiving P > 0 products takes P-1 additions (+1 for the bias)."""
+    Transposed: out[o] sums x[i]*w[j] over the (input, tap) pairs that land on o = i*s - p + j*d
+    inside the output, per C_in/groups input channels: an output element receiving P > 0
+    products takes P multiplications and P-1 additions (+1 for the bias). Pairs that land in
+    the cropped border (padding) are not counted: they are no part of any output, and whether
+    a kernel computes them differs by kernel (a col2im GEMM does, oneDNN need not); counting
+    the op's definition keeps the figure independent of the kernel, as for regular convs."""
     x, w, bias = call.args[0], call.args[1], call.args[2]
     transposed = bool(call.arg(6, "transposed", False))
     out = _first_tensor(call.out)
@@ -320,30 +409,38 @@ def _mask_kind(mask: Any, is_causal: bool) -> str | None:
     return "select" if is_causal else None
 
 
-@formula(
-    F.scaled_dot_product_attention,
-    *_aten(
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_attention_math",
-    ),
-)
-def scaled_dot_product_attention(call: Call) -> OpCount:
+def _sdpa(call: Call, mask_at: int | None, mask_name: str, causal_at: int) -> OpCount:
     """Counted like its unfused math whatever kernel runs (see :func:`attention_math`); q is
-    (..., L, E), k (..., S, E), v (..., S, Ev). Dropout is not counted (inference)."""
+    (..., L, E), k (..., S, E), v (..., S, Ev). Dropout is not counted (inference). The mask
+    and ``is_causal`` are read where the op's schema puts them, given by position or name."""
     q, k, v = call.args[0], call.args[1], call.args[2]
-    mask = call.arg(3, "attn_mask")
-    if not isinstance(mask, torch.Tensor):
-        mask = call.kwargs.get("attn_bias")
-    is_causal = bool(call.kwargs.get("is_causal", False))
-    if not isinstance(call.arg(3, "attn_mask"), torch.Tensor) and len(call.args) > 5:
-        is_causal = bool(call.args[5]) if isinstance(call.args[5], bool) else is_causal
+    mask = call.arg(mask_at, mask_name) if mask_at is not None else call.kwargs.get(mask_name)
+    is_causal = bool(call.arg(causal_at, "is_causal", False))
     batch_heads = math.prod(q.shape[:-2])
     return attention_math(
         batch_heads, q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1], _mask_kind(mask, is_causal)
     )
+
+
+@formula(F.scaled_dot_product_attention, *_aten("_scaled_dot_product_attention_math"))
+def scaled_dot_product_attention(call: Call) -> OpCount:
+    """(query, key, value, attn_mask, dropout_p, is_causal, ...): see :func:`_sdpa`."""
+    return _sdpa(call, 3, "attn_mask", 5)
+
+
+@formula(
+    *_aten("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention")
+)
+def flash_attention(call: Call) -> OpCount:
+    """(query, key, value, dropout_p, is_causal, ..., *, attn_mask): see :func:`_sdpa`."""
+    return _sdpa(call, None, "attn_mask", 4)
+
+
+@formula(*_aten("_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"))
+def efficient_attention(call: Call) -> OpCount:
+    """(query, key, value, attn_bias, compute_log_sumexp, dropout_p, is_causal, ...): see
+    :func:`_sdpa`."""
+    return _sdpa(call, 3, "attn_bias", 6)
 
 
 def _mha_count(
@@ -495,12 +592,28 @@ def layer_norm(call: Call) -> OpCount:
 
 @formula(*_aten("native_group_norm"))
 def group_norm(call: Call) -> OpCount:
-    """Group norm: :func:`normalise_rows` over N*G groups of C/G*HxW elements (affine per
-    element)."""
+    """Group norm over N*G groups of m = C/G*HxW elements, as ATen's kernel computes it (and
+    as batch norm does per channel: InstanceNorm2d is batch norm over N*C channels, and
+    GroupNorm(C, C) computes the same): statistics per group (mean: m-1 additions,
+    1 multiplication; variance: m subtractions, m squares, m-1 additions, 1 multiplication;
+    rstd = 1/sqrt(var + eps): 1 addition, 1 square root, 1 division); per sample and channel
+    the affine folded into scale = weight*rstd (1 multiplication with a weight) and
+    shift = bias - mean*scale (1 multiplication, 1 addition with a bias); per element
+    y = x*scale + shift (1 multiplication, 1 addition)."""
     x, weight, bias = call.args[0], call.args[1], call.args[2]
     groups = int(call.args[6])
-    n = x.numel() // (x.shape[0] * groups)
-    return normalise_rows(x.shape[0] * groups, n, weight is not None, bias is not None)
+    n_groups = x.shape[0] * groups
+    m = x.numel() // n_groups
+    stats = OpCount(
+        additions=(m - 1) + m + (m - 1) + 1,
+        multiplications=1 + m + 1,
+        square_roots=1,
+        divisions=1,
+    )
+    channels = x.shape[0] * (x.shape[1] if x.dim() > 1 else 1)
+    fold = OpCount(multiplications=1 + int(weight is not None), additions=int(bias is not None))
+    per_element = OpCount(multiplications=1, additions=1).scale(x.numel())
+    return stats.scale(n_groups) + fold.scale(channels) + per_element
 
 
 def batch_norm_count(x: torch.Tensor, training: bool, has_weight: bool, has_bias: bool) -> OpCount:

@@ -16,9 +16,14 @@
      picks a fused kernel or decomposes it),
    - ATen formulas, via a TorchDispatchMode, for everything else.
    Inside a module or function formula the ops underneath are not counted again.
-3. The fx nodes become leaf units (one per leaf-module call or computing function call) and the
-   tensors that cross between units; free ops (views, getitem) fold into the unit that produced
-   their input.
+3. The fx nodes and what running each one did become the run's record (tracer/units.py, the
+   record the hooked path fills too), from which the one builder makes leaf units (one per
+   leaf-module call or computing function call) and the tensors that cross between them; free
+   ops (views, getitem) fold into the unit that produced their input.
+
+Leaves (one rule for both paths, :func:`is_leaf`): torch.nn's modules (fx's default), modules fx
+could not trace, and modules of a class that a formula counts as a whole (so that the formula
+applies on the fx path as it does on the hooked path).
 """
 
 from __future__ import annotations
@@ -27,8 +32,6 @@ import contextlib
 import copy
 import functools
 import inspect
-import operator
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +41,7 @@ import torch.fx as fx
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.immutable_collections import immutable_list
+from torch.nn.modules import module as _global_hooks
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
@@ -46,7 +50,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from flowprof.errors import UnsupportedModelError
 from flowprof.tracer import formulas, hook_trace, meta_shapes
 from flowprof.tracer.counts import Tally
-from flowprof.tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
+from flowprof.tracer.graph import TensorMeta
+from flowprof.tracer.units import RunRecord
 
 # --- 1. structure ----------------------------------------------------------------------------
 
@@ -54,9 +59,16 @@ from flowprof.tracer.graph import CountedOnce, Crossing, TensorMeta, Unit
 _PLAIN_ARGS = frozenset([int, float, bool, str, type(None), torch.dtype, torch.device])
 
 
+def is_leaf(m: nn.Module) -> bool:
+    """The leaf rule of both paths: torch.fx's default (a torch.nn module other than Sequential),
+    or a module whose class a formula counts as a whole (a user's class registered with
+    ``formulas.formula``: traced through, its formula would be silently ignored)."""
+    return _stock_tracer().is_leaf_module(m, "") or formulas.formula_for_module(m) is not None
+
+
 class _Tracer(fx.Tracer):
-    """torch.nn modules are leaves (fx's default) plus ``extra_leaves``; remembers which module
-    a trace failed in."""
+    """Leaves by :func:`is_leaf` plus ``extra_leaves``; remembers which module a trace failed
+    in."""
 
     # Buffers become get_attr nodes, like parameters. With fx's default (False) an expression on
     # buffers alone (``self.mask[:T, :T] == 0``) is evaluated once at trace time and baked into a
@@ -70,7 +82,11 @@ class _Tracer(fx.Tracer):
         self.failure: BaseException | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.extra_leaves or super().is_leaf_module(m, qualname)
+        return (
+            qualname in self.extra_leaves
+            or super().is_leaf_module(m, qualname)
+            or formulas.formula_for_module(m) is not None
+        )
 
     def create_arg(self, a: Any) -> Any:
         # The common arguments first (fx's own create_arg tries a dozen cases before these, on
@@ -138,6 +154,8 @@ class Structure:
     root_prefix: str = ""  # "model." when the whole model had to become a leaf
     # why the counting run had to be made as torch.compile sees the model (a branch on values)
     run_as_compiled: str | None = None
+    # the counting run records the blocks by hooks as the model runs (not from the fx graph)
+    hooked: bool = False
     _graph_module: fx.GraphModule | None = field(default=None, repr=False)
 
     @property
@@ -240,25 +258,25 @@ class NodeRecord(Tally):
     """What running one fx node did: its tally and its output."""
 
     out: Any = None  # nested TensorMeta / None
+    returned: str | None = None  # the input node whose tensor it returned (an in-place op)
 
 
 class _Recorder:
-    """Where the interceptors put counts: the tally of what is running (an fx node's record, or
-    a hooked run's unit)."""
+    """Where the interceptors put counts: the tally of what is running (an fx node's record, a
+    hooked run's unit), else ``outside``, the work that runs outside every unit: nothing counted
+    is dropped."""
 
     def __init__(self) -> None:
-        self.current: Tally | None = None
+        self.outside = Tally()
+        self.current: Tally = self.outside
         self.inside_formula = 0
 
     def add(self, f: formulas.Formula, call: formulas.Call) -> None:
-        if self.current is None:
-            return
         self.current.count = self.current.count + f.fn(call)
         self.current.ops[f.name] += 1
 
     def miss(self, name: str) -> None:
-        if self.current is not None:
-            self.current.uncounted[name] += 1
+        self.current.uncounted[name] += 1
 
 
 # id(overload) -> (overload, meta shortcut or None, free?, formula or None, name): resolved once
@@ -411,10 +429,41 @@ class _Interpreter(fx.Interpreter):
                 kwargs = {k: _thaw(v) for k, v in kwargs.items()}
             out = getattr(self, n.op)(n.target, args, kwargs)
         finally:
-            self.rec.current = None
+            self.rec.current = self.rec.outside
         with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
             record.out = _meta_of(out)
+        if isinstance(out, torch.Tensor):  # an op that returns a tensor it read: in place
+            env = self.env
+            for u in n.all_input_nodes:
+                if env.get(u) is out:
+                    record.returned = u.name
+                    break
         return out
+
+    def run_model(self, *inputs: Any) -> Any:
+        """Run the graph as a call of the model runs its forward: with the model's own forward
+        hooks and pre-hooks around it (torch.fx's trace never runs them; work in them is outside
+        every unit), or without, the usual case, directly."""
+        root = self.module
+        if not (
+            root._forward_pre_hooks
+            or root._forward_hooks
+            or _global_hooks._global_forward_pre_hooks
+            or _global_hooks._global_forward_hooks
+        ):
+            return self.run(*inputs)
+        # nn.Module.__call__ runs the hooks around ``forward``: here the graph, for this call only
+        # (the traced root is a shallow twin of the user's model where it could be copied)
+        missing = object()
+        saved = root.__dict__.get("forward", missing)
+        root.__dict__["forward"] = self.run
+        try:
+            return root(*inputs)
+        finally:
+            if saved is missing:
+                del root.__dict__["forward"]
+            else:
+                root.__dict__["forward"] = saved
 
 
 @contextlib.contextmanager
@@ -467,7 +516,7 @@ def _run(
     meta_state: dict[str, torch.Tensor] | None = None,
     hooks: bool = False,
     clock: bool = False,
-) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+) -> RunRecord:
     records: dict[str, NodeRecord] = {}
     rec = _Recorder()
     with contextlib.ExitStack() as stack:
@@ -484,8 +533,9 @@ def _run(
         if hooks:
             return _hooked_run(structure, model, inputs, rec, table, device, clock)
         stack.enter_context(_FunctionCounter(rec, table, device))
-        _Interpreter(structure, rec, records).run(*inputs)
-    return records
+        _Interpreter(structure, rec, records).run_model(*inputs)
+    # (after the run: the real weights are back, which the record's units own)
+    return _fx_record(structure, model, records, rec.outside)
 
 
 @contextlib.contextmanager
@@ -531,28 +581,28 @@ def _hooked_run(
     table: dict[Any, formulas.Formula],
     device: torch.device,
     clock: bool = False,
-) -> hook_trace.HookRecords:
-    run = hook_trace.HookRun(model, rec, _default_leaf, clock)
+) -> RunRecord:
+    run = hook_trace.HookRun(model, rec, is_leaf, clock)
+    # Ours run first among a module's pre-hooks and last among its forward hooks, so that the
+    # work of the user's own hooks on a module is inside its call, as on the fx path (where the
+    # trace or the leaf's call runs them inside it). On the model itself, the other way round:
+    # its hooks run outside its forward.
     handles = []
     for m in model.modules():
         if m is not model:
-            handles.append(m.register_forward_pre_hook(run.pre, with_kwargs=True))
+            handles.append(m.register_forward_pre_hook(run.pre, with_kwargs=True, prepend=True))
             handles.append(m.register_forward_hook(run.post, with_kwargs=True))
+    handles.append(model.register_forward_pre_hook(run.forward_starts, with_kwargs=True))
+    handles.append(model.register_forward_hook(run.forward_ends, with_kwargs=True, prepend=True))
     # (the fx graph's placeholders name the inputs, as on the fx path: forward's parameter names)
-    run.inputs([n.name for n in structure.graph.nodes if n.op == "placeholder"], inputs)
+    run.input_names = [n.name for n in structure.graph.nodes if n.op == "placeholder"]
     try:
         with _HookedFunctionCounter(rec, table, device, hooks=run):
-            out = model(*inputs)
+            model(*inputs)
     finally:
         for h in handles:
             h.remove()
-    run.output(out)
     return run.records()
-
-
-def _default_leaf(m: nn.Module) -> bool:
-    """torch.fx's default leaf rule (the hooked path makes the same units as the fx path)."""
-    return _stock_tracer().is_leaf_module(m, "")
 
 
 @functools.cache
@@ -562,7 +612,7 @@ def _stock_tracer() -> fx.Tracer:
 
 def timed_hooked_run(
     structure: Structure, model: nn.Module, inputs: Sequence[torch.Tensor]
-) -> hook_trace.HookRecords:
+) -> RunRecord:
     """``--measure`` for a model whose blocks hooks record: one hooked run on real inputs and
     weights, each unit timed and each value weighed. The counting modes are on (the units are
     told apart by what they compute), so each unit's time includes their per-op overhead."""
@@ -587,7 +637,7 @@ def _as_if_compiling():
 
 def _run_as_compiled(
     structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
-) -> dict[str, NodeRecord] | hook_trace.HookRecords | None:
+) -> RunRecord | None:
     """The meta (else fake) run again, as torch.compile would see the model
     (:func:`_as_if_compiling`), for a model that branched on values; None if it still cannot
     run. What it counts is the path a compiled model takes: the general one, e.g. with the
@@ -601,7 +651,7 @@ def _run_as_compiled(
 
 def _on_meta_else_fake(
     structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
-) -> dict[str, NodeRecord] | hook_trace.HookRecords:
+) -> RunRecord:
     """The counting run on meta tensors, the fastest way that allocates nothing (real weights
     swapped for meta stand-ins during the run); where meta cannot (a tensor attribute that is
     neither parameter nor buffer, a branch on values), on fake tensors, whose error it raises."""
@@ -648,12 +698,12 @@ def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
 
 def run_counts(
     structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool | None = None
-) -> dict[str, NodeRecord] | hook_trace.HookRecords:
-    """Run the traced graph with the counters on; one record per fx node. Where the blocks are
-    recorded by hooks (``hooks``, as :func:`uses_hooks` decides it when None; False for a
-    pipeline, which needs the fx graph's nodes), the model itself is run with hooks instead and
-    the result is the units they recorded. Call it inside ``eval_mode(model)``, the mode the
-    graph was traced in (as ``tracer.trace`` does).
+) -> RunRecord:
+    """Run the traced graph with the counters on: the record of the run (tracer/units.py), made
+    from the fx graph's nodes and what each one did. Where the blocks are recorded by hooks
+    (``hooks``, as :func:`uses_hooks` decides it when None; False for a pipeline, which needs the
+    fx graph's nodes), the model itself is run with hooks instead, which fill the record. Call it
+    inside ``eval_mode(model)``, the mode the graph was traced in (as ``tracer.trace`` does).
 
     On meta tensors, else fake ones (nothing allocated), unless the model branches on tensor
     values, which they cannot decide: then, given real inputs and real weights, it runs on those
@@ -680,7 +730,9 @@ def run_counts(
             if records is None:
                 raise UnsupportedModelError(
                     f"{type(model).__name__} branches on tensor values, which shapes alone "
-                    "cannot decide: trace it with real inputs and weights"
+                    "cannot decide: trace it with real inputs and weights (the CLI's --measure "
+                    "builds the model with weights and runs it on random inputs; in Python, "
+                    "give a model on the CPU and example tensors)"
                 ) from exc
             structure.run_as_compiled = _one_line(exc)
             return records
@@ -692,7 +744,7 @@ def run_counts(
         ) from exc
 
 
-# --- 3. units and crossings ------------------------------------------------------------------
+# --- 3. the record of the run ------------------------------------------------------------
 
 
 def _tensors(meta: Any) -> tuple[TensorMeta, ...]:
@@ -701,17 +753,6 @@ def _tensors(meta: Any) -> tuple[TensorMeta, ...]:
     if isinstance(meta, tuple):
         return tuple(t for m in meta for t in _tensors(m))
     return ()
-
-
-def _elements(meta: Any) -> int:
-    return sum(t.elements for t in _tensors(meta))
-
-
-def _op_base_name(n: fx.Node) -> str:
-    if n.op == "call_method":
-        return str(n.target)
-    name = getattr(n.target, "__name__", str(n.target))
-    return name.removesuffix("_") if n.target is not operator.getitem else name
 
 
 def _stack(n: fx.Node, prefix: str) -> tuple[tuple[str, str, str], ...]:
@@ -727,167 +768,65 @@ def _stack(n: fx.Node, prefix: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
-# Names of the graph's ends; the colon keeps them apart from module paths (LeNet-5 has a layer
-# called "output").
-_INPUT, _OUTPUT, _PARAM = "input:", "output:out", object()
+_NOTHING = NodeRecord()
 
 
-def build_units(
-    structure: Structure,
-    model: nn.Module,
-    records: dict[str, NodeRecord] | hook_trace.HookRecords,
-) -> tuple[tuple[Unit, ...], tuple[Crossing, ...], dict[str, Any]]:
-    """Leaf units and crossings from the traced graph and its run (see module doc), or from
-    the hooked run of a model whose own forward could not be traced."""
-    if isinstance(records, hook_trace.HookRecords):
-        info = {
-            "leaves_added": structure.leaves_added,
-            "node_units": {},
-            "params_not_run": records.params_not_run,
-        }
-        return records.units, records.crossings, info
+def _fx_record(
+    structure: Structure, model: nn.Module, records: dict[str, NodeRecord], outside: Tally
+) -> RunRecord:
+    """The record of an fx run (tracer/units.py): the graph's nodes in order, each one an input,
+    a weight, a unit call, a fold or the output, by the rules the hooked run follows too. A value
+    is bound to its node's name; an in-place op's value also to the node it changed."""
     top, prefix = structure.root, structure.root_prefix
-    nodes = list(structure.graph.nodes)
-    out_of = {n.name: records.get(n.name, NodeRecord()).out for n in nodes}
+    record = RunRecord(outside=outside, parameters=tuple(model.parameters()))
+    node_units = record.node_units
+    bound = record.bound
 
-    def tensor_inputs(n: fx.Node) -> list[fx.Node]:
-        return [u for u in n.all_input_nodes if _tensors(out_of[u.name]) or u.op == "get_attr"]
-
-    # Which fx nodes are units, and their names.
-    unit_of: dict[str, Any] = {}  # fx node name -> unit name, _PARAM, or None (constant)
-    source_of: dict[str, str] = {}  # free node -> the value it reads
-    names_used: Counter[str] = Counter()
-    unit_nodes: list[tuple[fx.Node, str]] = []
-
-    stacks: dict[fx.Node, tuple[tuple[str, str, str], ...]] = {}
-
-    def stack_of(n: fx.Node) -> tuple[tuple[str, str, str], ...]:
-        if n not in stacks:
-            stacks[n] = _stack(n, prefix)
-        return stacks[n]
-
-    def fresh(name: str) -> str:
-        k = names_used[name]
-        names_used[name] += 1
-        return name if k == 0 else f"{name}@{k}"
-
-    for n in nodes:
-        rec = records.get(n.name, NodeRecord())
-        if n.op == "placeholder" and not _tensors(rec.out):
-            unit_of[n.name] = None  # an optional parameter left at its default (not data)
-        elif n.op == "placeholder":
-            unit_of[n.name] = _INPUT + n.name
-            unit_nodes.append((n, unit_of[n.name]))
-        elif n.op == "output":
-            unit_of[n.name] = _OUTPUT
-            unit_nodes.append((n, _OUTPUT))
-        elif n.op == "get_attr":
-            unit_of[n.name] = _PARAM
-        elif not _tensors(rec.out) and not (rec.ops or rec.uncounted or n.op == "call_module"):
-            unit_of[n.name] = None  # sizes, flags: not data
-        elif n.op == "call_module":
-            unit_of[n.name] = stack_of(n)[-1][0]
-            unit_nodes.append((n, unit_of[n.name]))
-        else:
-            inputs = tensor_inputs(n)
-            free = rec.is_empty() and len(inputs) <= 1
-            if free and not inputs:
-                unit_of[n.name] = None  # a constant made in forward: no producer, no edge
-            elif free:
-                source_of[n.name] = inputs[0].name
-                unit_of[n.name] = unit_of[inputs[0].name]
-            else:
-                enclosing = stack_of(n)
-                base = _op_base_name(n)
-                name = fresh(f"{enclosing[-1][0]}.{base}" if enclosing else base)
-                unit_of[n.name] = name
-                unit_nodes.append((n, name))
-
-    def root_value(name: str) -> str:
-        """Walk back through free ops that keep all the data (views, expand, copies)."""
-        while name in source_of and _elements(out_of[name]) >= _elements(out_of[source_of[name]]):
-            name = source_of[name]
-        return name
-
-    def param_root(name: str) -> str:
-        """The value a free op ultimately reads (a parameter, or a whole unit output)."""
-        while name in source_of:
-            name = source_of[name]
-        return name
-
-    own_tensors = CountedOnce()  # parameters and buffers, each counted once
-
-    by_name = {n.name: n for n in nodes}
-    units: list[Unit] = []
-    crossings: list[Crossing] = []
-    for n, uname in unit_nodes:
-        rec = records.get(n.name, NodeRecord())
-        params = buffers = 0
-        if n.op == "call_module":
-            sub = top.get_submodule(str(n.target))
-            params = own_tensors(sub.parameters())
-            buffers = own_tensors(sub.buffers())
-        inputs_meta: list[tuple[int, ...]] = []
-        seen_values: set[str] = set()
+    def reads(n: fx.Node) -> list[Any]:
+        values = []
         for u in n.all_input_nodes:
-            owner = unit_of.get(u.name)
-            if owner is _PARAM:
-                attr = by_name[param_root(u.name)]
-                t = _fetch(top, str(attr.target))
-                if isinstance(t, nn.Parameter):
-                    params += own_tensors([t])
-                elif isinstance(t, torch.Tensor):
-                    buffers += own_tensors([t])
-                continue
-            if owner is None:
-                continue
-            inputs_meta.extend(t.shape for t in _tensors(out_of[u.name]))
-            if owner == uname:
-                continue
-            value = root_value(u.name)
-            if value in seen_values:
-                continue
-            seen_values.add(value)
-            root = param_root(value)
-            crossings.append(Crossing(value, root, owner, uname, _tensors(out_of[value])))
-        if n.op == "placeholder":
-            role, kind, stack = "input", "input", ()
-            inputs_meta = []
-        elif n.op == "output":
-            role, kind, stack = "output", "output", ()
+            v = bound.get(u.name)
+            if v is not None and v not in values:
+                values.append(v)
+        return values
+
+    for n in structure.graph.nodes:
+        rec = records.get(n.name, _NOTHING)
+        tensors = _tensors(rec.out)
+        op = n.op
+        if op == "placeholder":
+            if tensors:  # (else an optional parameter left at its default: not data)
+                call, v = record.input(n.name, tensors)
+                bound[n.name] = v
+                node_units[n.name] = call.name
+            continue
+        if op == "get_attr":
+            t = _fetch(top, str(n.target))
+            if isinstance(t, torch.Tensor):
+                record.weight(n.name, n.name, t, isinstance(t, nn.Parameter))
+            continue
+        if op == "output":
+            node_units[n.name] = record.output(reads(n)).name
+            continue
+        if op != "call_module" and not RunRecord.is_data(bool(tensors), rec):
+            continue  # sizes, flags: not data
+        ins = reads(n)
+        if op == "call_module":
+            stack = _stack(n, prefix)
+            call = record.module_call(stack, top.get_submodule(str(n.target)), ins, rec)
+        elif RunRecord.is_fold(rec, ins):
+            source = ins[0] if ins else None
+            bound[n.name] = record.folded(n.name, source, tensors)
+            if source is not None and source.producer is not None:
+                node_units[n.name] = source.producer.name
+            continue
         else:
-            role = "block"
-            stack = stack_of(n)
-            kind = stack[-1][2] if n.op == "call_module" else _op_base_name(n)
-        units.append(
-            Unit(
-                name=uname,
-                kind=kind,
-                stack=stack,
-                count=rec.count,
-                params=params,
-                buffers=buffers,
-                input_shapes=tuple(dict.fromkeys(inputs_meta)),
-                output_shapes=tuple(dict.fromkeys(t.shape for t in _tensors(out_of[n.name])))
-                if n.op != "output"
-                else (),
-                ops=tuple(sorted(rec.ops.items())),
-                uncounted=tuple(sorted(rec.uncounted.items())),
-                role=role,
-            )
-        )
-    # Ops run in nodes that were folded away (free by definition) carry no counts, but an
-    # uncounted op inside a folded node would be lost: folded nodes have none by construction.
-    node_units = {k: v for k, v in unit_of.items() if isinstance(v, str)}
-    # Parameters of modules that an inference pass never calls (e.g. GoogLeNet's auxiliary
-    # classifiers, which run in training only): in no block, but reported, so totals reconcile.
-    params_not_run = own_tensors.not_counted(model.parameters())
-    info = {
-        "leaves_added": structure.leaves_added,
-        "node_units": node_units,
-        "params_not_run": params_not_run,
-    }
-    return tuple(units), tuple(crossings), info
+            call = record.function_call(_stack(n, prefix), n.target, ins, rec)
+        v = bound[n.name] = record.produced(call, n.name, tensors)
+        if rec.returned is not None:  # in place: later reads of what it changed read this
+            bound[rec.returned] = v
+        node_units[n.name] = call.name
+    return record
 
 
 def _fetch(root: nn.Module, target: str) -> Any:

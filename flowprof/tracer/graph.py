@@ -18,7 +18,17 @@ from typing import Any
 import networkx as nx
 
 from flowprof.errors import BadSpecError
-from flowprof.tracer.counts import CONVENTION, CONVENTION_VERSION, OTHER_KINDS, OpCount
+from flowprof.tracer.counts import (
+    CONVENTION,
+    CONVENTION_VERSION,
+    OTHER_KINDS,
+    ZERO,
+    OpCount,
+    Phase,
+    PhaseCounts,
+    Tally,
+    add_phases,
+)
 
 
 class Precision(StrEnum):
@@ -142,6 +152,58 @@ class Unit:
     uncounted: tuple[tuple[str, int], ...] = ()  # op name -> calls
     role: str = "block"  # "block", "input" or "output"
     seconds: float | None = None  # measured wall time (--measure), else None
+    other_phases: PhaseCounts = ()  # counts of the phases besides forward (``count``)
+
+    def counts(self) -> dict[Phase, OpCount]:
+        """Counts by phase: forward (``count``) first, then the other phases recorded."""
+        return {Phase.FORWARD: self.count} | dict(self.other_phases)
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Work that ran outside every block (e.g. in a forward hook or pre-hook on the model
+    itself, which runs before and after its forward): counted, reported by op name, and
+    included in the graph's totals, but in no block and on no edge."""
+
+    count: OpCount = ZERO  # forward
+    ops: tuple[tuple[str, int], ...] = ()  # counted op name -> calls
+    uncounted: tuple[tuple[str, int], ...] = ()  # op name -> calls
+    other_phases: PhaseCounts = ()
+
+    @classmethod
+    def of(cls, tally: Tally) -> Outside:
+        return cls(
+            tally.count, tuple(sorted(tally.ops.items())), tuple(sorted(tally.uncounted.items()))
+        )
+
+    def is_empty(self) -> bool:
+        return (
+            self.count.is_zero() and not self.ops and not self.uncounted and not self.other_phases
+        )
+
+    def calls(self) -> dict[str, int]:
+        """Every op that ran outside the blocks, counted or not, by name -> calls."""
+        out = Counter(dict(self.ops))
+        out.update(dict(self.uncounted))
+        return dict(sorted(out.items()))
+
+    def counts(self) -> dict[Phase, OpCount]:
+        return {Phase.FORWARD: self.count} | dict(self.other_phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "counts": self.count.to_dict(),
+            "other": self.count.other,
+            "ops": dict(self.ops),
+            "uncounted": dict(self.uncounted),
+        }
+        if self.other_phases:
+            out["phases"] = _phases_dict(self.counts())
+        return out
+
+
+def _phases_dict(counts: Mapping[Phase, OpCount]) -> dict[str, Any]:
+    return {p.value: c.to_dict() | {"other": c.other} for p, c in counts.items()}
 
 
 @dataclass(frozen=True)
@@ -176,6 +238,11 @@ class Block:
     uncounted: tuple[tuple[str, int], ...]
     role: str = "block"
     seconds: float | None = None  # measured wall time (--measure)
+    other_phases: PhaseCounts = ()  # counts of the phases besides forward (``count``)
+
+    def counts(self) -> dict[Phase, OpCount]:
+        """Counts by phase: forward (``count``) first, then the other phases recorded."""
+        return {Phase.FORWARD: self.count} | dict(self.other_phases)
 
     @property
     def macs(self) -> int:
@@ -194,7 +261,7 @@ class Block:
         return self.count.other
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "role": self.role,
@@ -212,6 +279,9 @@ class Block:
             "uncounted": dict(self.uncounted),
             "seconds": self.seconds,
         }
+        if self.other_phases:  # (a forward-only block's dict is as it always was)
+            out["phases"] = _phases_dict(self.counts())
+        return out
 
 
 @dataclass(frozen=True)
@@ -280,6 +350,7 @@ class BlockGraph:
     precision: Precision
     depth: int | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    outside_blocks: Outside = field(default_factory=Outside)  # read with :meth:`outside`
 
     # -- queries --
 
@@ -294,8 +365,25 @@ class BlockGraph:
     def edges(self) -> list[Edge]:
         return [d["edge"] for _, _, d in self.graph.edges(data=True)]
 
-    def total(self) -> OpCount:
-        return OpCount.sum(b.count for b in self.blocks())
+    def outside(self) -> Outside:
+        """The work that ran outside every block: op name -> calls (:meth:`Outside.calls`) and
+        its counts. Included in :meth:`total`, :meth:`uncounted` and :meth:`coverage`."""
+        return self.outside_blocks
+
+    def total(self, phase: Phase = Phase.FORWARD) -> OpCount:
+        """Operations of every block, and of the work outside them, in ``phase``."""
+        if phase is Phase.FORWARD:
+            blocks = OpCount.sum(b.count for b in self.blocks())
+        else:
+            blocks = OpCount.sum(dict(b.other_phases).get(phase, ZERO) for b in self.blocks())
+        return blocks + self.outside_blocks.counts().get(phase, ZERO)
+
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases counted: forward, and those a training step added."""
+        other = add_phases(
+            [b.other_phases for b in self.blocks()] + [self.outside_blocks.other_phases]
+        )
+        return (Phase.FORWARD, *(p for p, _ in other))
 
     def params(self) -> int:
         return sum(b.params for b in self.blocks())
@@ -312,25 +400,30 @@ class BlockGraph:
         calls: Counter[str] = Counter()
         for u in self.units:
             calls.update(dict(u.uncounted))
+        calls.update(dict(self.outside_blocks.uncounted))
         return dict(sorted(calls.items()))
 
     def coverage(self) -> float:
         """Share of the non-free op calls that were counted by a formula (1.0 = all)."""
-        counted = sum(n for u in self.units for _, n in u.ops)
+        out = self.outside_blocks
+        counted = sum(n for u in self.units for _, n in u.ops) + sum(n for _, n in out.ops)
         missing = sum(n for u in self.units for _, n in u.uncounted)
+        missing += sum(n for _, n in out.uncounted)
         return 1.0 if counted + missing == 0 else counted / (counted + missing)
 
     def by_block(self, depth: int | None) -> BlockGraph:
         """The same analysis grouped at ``depth`` (None: leaf units)."""
         from flowprof.tracer.blocks import group  # grouping lives beside the unit builder
 
-        return group(self.units, self.crossings, self.precision, depth, self.meta)
+        return group(
+            self.units, self.crossings, self.precision, depth, self.meta, self.outside_blocks
+        )
 
     def with_precision(self, precision: Precision) -> BlockGraph:
         from flowprof.tracer.blocks import group
 
         meta = dict(self.meta) | {"precision": precision.value}
-        return group(self.units, self.crossings, precision, self.depth, meta)
+        return group(self.units, self.crossings, precision, self.depth, meta, self.outside_blocks)
 
     # -- outputs (the reports do the work; imported on use, so the tracer loads no drawing or
     # printing package: like pandas' DataFrame.plot) --
@@ -343,7 +436,7 @@ class BlockGraph:
         return summary(self, name)
 
     def to_csv(self, out_dir: Any) -> list[Any]:
-        """Write ``blocks.csv`` and ``edges.csv`` (DESIGN.md's columns) to ``out_dir``, each
+        """Write ``blocks.csv`` and ``edges.csv`` (docs/design.md's columns) to ``out_dir``, each
         atomically; returns their paths."""
         from flowprof.reports.export import write_csv
 
@@ -363,7 +456,7 @@ class BlockGraph:
 
     def to_dict(self) -> dict[str, Any]:
         total = self.total()
-        return {
+        out = {
             "meta": dict(self.meta)
             | {
                 "depth": self.depth,
@@ -378,3 +471,10 @@ class BlockGraph:
             "blocks": [b.to_dict() for b in self.blocks(include_io=True)],
             "edges": [e.to_dict() for e in self.edges()],
         }
+        # (keys only where there is something: a forward-only graph's dict is as it always was)
+        if not self.outside_blocks.is_empty():
+            out["outside"] = self.outside_blocks.to_dict()
+        phases = self.phases()
+        if len(phases) > 1:
+            out["totals_by_phase"] = _phases_dict({p: self.total(p) for p in phases})
+        return out

@@ -9,6 +9,9 @@ the counting run asks ``shortcut`` first and runs the kernel only when it says N
 those the meta kernel gives (tests/test_meta_shapes.py compares them case by case). Anything
 unusual (an input that is not dense, mixed dtypes it does not promote, transposed convolution,
 arguments the real kernel would reject) gets None, and the kernel decides, errors included.
+One shortcut answers where the meta kernel refuses: ``_grouped_mm`` in float32, which this
+build's meta kernel rejects by the CUDA kernel's dtype rule while the CPU kernel computes it; its
+answer is checked against the CPU kernel's output.
 """
 
 from __future__ import annotations
@@ -262,6 +265,39 @@ def _product(func, x, args, kwargs):  # (.., n, k) @ (.., k, m) -> (.., n, m)
     return _contiguous((*a.shape[:-1], b.shape[-1]), a.dtype)
 
 
+def grouped_mm_shape(a: Any, b: Any, offs: Any) -> tuple[int, ...] | None:
+    """The output shape of ``torch._grouped_mm(a, b, offs)``, or None where the op refuses the
+    shapes: 2-D x 3-D (rows grouped by ``offs``): (M, N); 3-D x 3-D (batched): (G, M, N); 2-D x
+    2-D (the contraction grouped by ``offs``): (G, M, N); 3-D x 2-D (columns grouped): (M, N)."""
+    if a.shape[-1] != b.shape[-2]:
+        return None
+    if a.dim() == 2 and b.dim() == 3:
+        return (a.shape[0], b.shape[2]) if offs is not None else None
+    if a.dim() == 3 and b.dim() == 3:
+        return (a.shape[0], a.shape[1], b.shape[2]) if a.shape[0] == b.shape[0] else None
+    if a.dim() == 2 and b.dim() == 2:
+        return (offs.numel(), a.shape[0], b.shape[1]) if offs is not None else None
+    if a.dim() == 3 and b.dim() == 2:
+        return (a.shape[1], b.shape[1]) if offs is not None else None
+    return None
+
+
+def _grouped_mm(func, a, args, kwargs):
+    # Not only faster: this build's meta kernel applies the CUDA kernel's dtype rule (bfloat16
+    # only) and refuses float32, which the CPU kernel computes (Mixtral's experts in fp32). The
+    # output is contiguous, of the input dtype unless out_dtype is given (checked against the
+    # CPU kernel in fp32 and the meta kernel in bfloat16 in tests/test_meta_shapes.py).
+    b = args[1]
+    offs = args[2] if len(args) > 2 else kwargs.get("offs")
+    out_dtype = args[4] if len(args) > 4 else kwargs.get("out_dtype")
+    if not (_meta(b) and a.dtype == b.dtype and a.dtype.is_floating_point):
+        return None
+    if len(args) > 3 and args[3] is not None or kwargs.get("bias") is not None:
+        return None  # (a bias: let the kernel decide)
+    shape = grouped_mm_shape(a, b, offs)
+    return None if shape is None else _contiguous(shape, out_dtype or a.dtype)
+
+
 def _index_select(func, x, args, kwargs):
     dim, index = args[1], args[2]
     if not (_meta(index) and index.dim() <= 1):
@@ -289,6 +325,7 @@ _BY_PACKET: dict[Any, Any] = (
         _aten.convolution: _conv,
         _aten.index_select: _index_select,
     }
+    | ({_aten._grouped_mm: _grouped_mm} if hasattr(_aten, "_grouped_mm") else {})
 )
 
 

@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST: provisioning, and the one loader that reads IDX files for every source.
 
-Sources, in order of preference (DESIGN.md, "Data"):
+Sources, in order of preference (docs/design.md, "Data"):
 
 1. ``data_dir``: a folder with the standard IDX files, in torchvision's layout
    (``DIR/MNIST/raw/train-images-idx3-ubyte`` ...; ``DIR/FashionMNIST/raw/...``), in ``DIR/raw``

@@ -1,0 +1,1 @@
+"""One module per ``flowprof`` command, each defining ``COMMAND`` (a :class:`Command`)."""

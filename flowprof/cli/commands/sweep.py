@@ -1,0 +1,117 @@
+"""``flowprof sweep``: the bits between consecutive blocks as a model dimension grows."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flowprof.cli.command import Command
+from flowprof.cli.emit import Emitter, Format, OutputDir, add_format
+from flowprof.cli.options import (
+    PROG,
+    add_analysis_options,
+    add_model_options,
+    int_list,
+    model_options,
+)
+
+# --emb and --seq-len take lists here: the dimensions swept.
+SWEPT = ("emb", "seq_len")
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="transformer")
+    add_model_options(p, exclude=SWEPT)
+    p.add_argument(
+        "--emb",
+        type=int_list,
+        metavar="E1,E2,...",
+        help="embedding sizes (default 64,128,...,4096)",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int_list,
+        metavar="N[,N2,...]",
+        dest="seq_len",
+        help="sequence length, or a list for the sequence-length sweep",
+    )
+    add_analysis_options(p)
+    add_format(p, Format.TABLE, Format.CSV, Format.JSON)
+    p.add_argument("--out", metavar="DIR", help="write sweep.csv, sweep.json and the plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    from flowprof.analyses import comm_sweep
+
+    options = model_options(args, exclude=SWEPT)
+    emb = args.emb or list(comm_sweep.DEFAULT_EMBS)
+    if len(emb) == 1 and args.seq_len and len(args.seq_len) > 1:
+        emb_sweep = None
+    else:
+        seq = args.seq_len[0] if args.seq_len else None
+        emb_sweep = comm_sweep.sweep(
+            args.model,
+            emb=emb,
+            seq_len=seq,
+            depth=args.depth,
+            dtype=args.dtype or "fp16",
+            **options,
+        )
+    # How the picture changes with sequence length, at one embedding size.
+    seq_lens = (
+        args.seq_len
+        if args.seq_len and len(args.seq_len) > 1
+        else list(comm_sweep.DEFAULT_SEQ_LENS)
+    )
+    seq_emb = emb[0] if len(emb) == 1 else comm_sweep.SEQ_SWEEP_EMB
+    seq_sweep = comm_sweep.sweep(
+        args.model,
+        emb=seq_emb,
+        seq_len=seq_lens,
+        depth=args.depth,
+        dtype=args.dtype or "fp16",
+        **options,
+    )
+    sweeps = [s for s in (emb_sweep, seq_sweep) if s is not None]
+    emit = Emitter(args.format)
+    emit.show(
+        table=lambda: _tables(sweeps),
+        csv=lambda: [s.to_csv() for s in sweeps],
+        json=lambda: [s.to_dict() for s in sweeps],
+    )
+    if args.out:
+        from flowprof.reports.sweep_plots import figures
+
+        out = OutputDir(args.out)
+        if emb_sweep is not None:
+            out.text("sweep.csv", emb_sweep.to_csv())
+            out.json("sweep.json", emb_sweep.to_dict())
+        out.text("sweep_seq_len.csv", seq_sweep.to_csv())
+        for stem, fig in figures(emb_sweep or seq_sweep, seq_sweep).items():
+            out.figure(stem, fig)
+        emit.note(f"wrote the sweep's CSV, JSON and plots to {out}")
+    mismatched = [m for s in sweeps for m in s.mismatches()]
+    if mismatched:
+        print(f"{PROG}: traced bits differ from the closed forms: {mismatched[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tables(sweeps):
+    from flowprof.analyses import comm_sweep
+    from flowprof.reports.compare_tables import sweep_table
+
+    for s in sweeps:
+        yield sweep_table(s)
+        for line in comm_sweep.explain(s):
+            yield f"- {line}"
+
+
+COMMAND = Command(
+    name="sweep",
+    help="bits between consecutive blocks as a model dimension grows",
+    example="python cli.py sweep transformer --emb 64,128,256,512,1024,2048,4096 --out out/sweep",
+    arguments=arguments,
+    run=run,
+    order=50,
+)

@@ -1,0 +1,134 @@
+"""``flowprof train``: LeNet-5 variants trained on MNIST until convergence, with curves."""
+
+from __future__ import annotations
+
+import argparse
+
+from flowprof.cli.command import Command
+from flowprof.cli.emit import Emitter, OutputDir
+from flowprof.cli.options import add_data_options, positive_int
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="lenet5, lenet5-dws, lenet5-modern, lenet5-modern-dws (several: "
+        "a comparison figure too)",
+    )
+    add_data_options(p)
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default="out/train",
+        help="histories, checkpoints and curves (default out/train)",
+    )
+    p.add_argument("--epochs", type=positive_int, help="train exactly N epochs")
+    p.add_argument("--max-epochs", type=positive_int, default=50)
+    p.add_argument("--patience", type=positive_int, default=3)
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-decay", type=float, default=1.0, help="per-epoch factor")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--shift",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="augment: move each training digit by up to PX pixels",
+    )
+    p.add_argument("--train-samples", type=positive_int, metavar="N")
+    p.add_argument("--test-samples", type=positive_int, metavar="N")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.add_argument("--profile", action="store_true", help="time each block's forward pass")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an earlier run in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from flowprof.reports.training_plots import accuracy_figure, comparison_figure, loss_figure
+    from flowprof.reports.training_progress import progress_callbacks, training_progress
+    from flowprof.training import mnist
+    from flowprof.training.loop import TrainConfig, TrainingInterrupted, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = OutputDir(args.out)
+    data = mnist.load(args.dataset, args.data_dir, download_allowed=args.download)
+    emit = Emitter()
+    console = emit.console
+    console.print(f"data: {data.description}")
+    results = {}
+    for name in args.models:
+        config = TrainConfig(
+            model=name,
+            epochs=args.epochs,
+            max_epochs=args.max_epochs,
+            patience=args.patience,
+            tol=args.tol,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_decay=args.lr_decay,
+            optimizer=args.optimizer,
+            seed=args.seed,
+            shift=args.shift,
+            train_samples=args.train_samples,
+            test_samples=args.test_samples,
+        ).validate()
+        console.print(f"[bold]{name}[/bold]: {config.rule()}")
+        with training_progress(console) as progress:
+            on_batch, on_epoch = progress_callbacks(progress, config)
+            try:
+                result = train(
+                    config,
+                    data,
+                    out_dir=out / name,
+                    resume=args.resume,
+                    overwrite=args.force,
+                    on_batch=on_batch,
+                    on_epoch=on_epoch,
+                    profile=args.profile,
+                )
+            except TrainingInterrupted as stop:
+                console.print(stop.result.summary())
+                console.print(
+                    f"stopped: the last complete epoch is saved in {out / name}; "
+                    "continue with --resume"
+                )
+                return 130
+        results[name] = result
+        out.figure(
+            f"{name}/accuracy",
+            accuracy_figure(result.history, f"{name}: accuracy", result.converged_epoch),
+        )
+        out.figure(
+            f"{name}/loss", loss_figure(result.history, f"{name}: loss", result.converged_epoch)
+        )
+        if args.profile and result.block_times:
+            from flowprof.reports.tables import block_time_table
+
+            console.print(block_time_table(result.block_times, title=f"{name}: forward time"))
+        console.print(result.summary())
+    if len(results) > 1:
+        fig = comparison_figure(
+            {n: r.history for n, r in results.items()},
+            converged={n: r.converged_epoch for n, r in results.items()},
+        )
+        out.figure("comparison", fig)
+    console.print(f"wrote histories, checkpoints and curves to {out}")
+    return 0
+
+
+COMMAND = Command(
+    name="train",
+    help="train LeNet-5 variants on MNIST until convergence, with curves",
+    example="python cli.py train lenet5 lenet5-dws --out out/train",
+    arguments=arguments,
+    run=run,
+    order=70,
+)

@@ -1,0 +1,116 @@
+"""The parser built from the commands, and the one place that turns errors into exit codes:
+0 success, 2 bad input or usage (one line on stderr, no traceback), 1 internal error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from flowprof.cli.command import Command, commands
+from flowprof.cli.options import PROG
+from flowprof.errors import BadInputError, UnsupportedModelError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+class _CommandParser(_Parser):
+    """A command's parser, whose arguments are added when the command is chosen: ``flowprof
+    --help`` and the other commands never import what one command's arguments need (the model
+    options come from the model files, which import torch)."""
+
+    def __init__(self, *args, command: Command, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.command = command
+        self._ready = False
+
+    def ready(self) -> _CommandParser:
+        if not self._ready:
+            self._ready = True
+            self.command.arguments(self)
+            self.set_defaults(fn=self.command.run)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.ready()
+        return super().parse_known_args(args, namespace)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``flowprof`` and one subparser per command (:func:`flowprof.cli.command.commands`)."""
+    found = commands()
+    p = _Parser(
+        prog=PROG,
+        description="Exact operation counts and the dataflow between blocks of PyTorch models.",
+        epilog=f"example: {found[0].example}",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
+    for command in found:
+        sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            command=command,
+        )
+    return p
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command, its arguments added (for tests and documentation)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name].ready()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "fn", None):
+            parser.print_help()
+            return 2
+        return args.fn(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if _is_user_error(exc):
+            print(f"{PROG}: error: {first_line(exc)}{_hint(exc)}", file=sys.stderr)
+            return 2
+        if os.environ.get("FLOWPROF_DEBUG"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {first_line(exc)} "
+            "(set FLOWPROF_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about a known cause, appended to the error line."""
+    text = str(exc)
+    if "'indices'" in text and "Long" in text:  # an Embedding given a floating input
+        return " (inputs that hold token ids need an integer dtype: --input SHAPE:int64)"
+    return ""
+
+
+def first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors that are the input's fault, not flowprof's (flowprof.errors: exit code 2)."""
+    return isinstance(exc, (BadInputError, UnsupportedModelError))
