@@ -50,8 +50,11 @@ def progress_calls() -> list[tuple[str, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def results(progress_calls: list[tuple[str, int, int]]) -> AssignmentResults:
-    return run_assignment(quick=True, progress=lambda *call: progress_calls.append(call))
+def results(progress_calls: list[tuple[str, int, int]], tmp_path_factory) -> AssignmentResults:
+    cache = tmp_path_factory.mktemp("checkpoints")  # empty: both LeNets are really trained
+    return run_assignment(
+        quick=True, progress=lambda *call: progress_calls.append(call), cache_dir=cache
+    )
 
 
 @pytest.fixture(scope="module")

@@ -230,16 +230,23 @@ def _results():
             "weight_bytes": 10**6,
         },
     ]
+    rates = {"plain": 400.0, "bare": 1000.0, "library": 990.0, "library+profile": 900.0}
     training = {
         "model": "lenet5",
-        "batch_size": 64,
-        "threads": 1,
+        "batch_size": 128,
+        "criterion": "eq. (9)",
         "data": "MNIST",
-        "samples_per_s": {"bare": 1000.0, "library": 990.0, "library+profile": 900.0},
-        "median_samples_per_s": {"bare": 990.0, "library": 980.0, "library+profile": 890.0},
-        "epochs_measured": {"bare": 9, "library": 9, "library+profile": 9},
-        "library_overhead_pct": 1.0,
-        "profile_overhead_pct": 9.1,
+        "cells": [
+            {
+                "condition": "as found",
+                "threads": 1,
+                "load": [0.5, 0.5, 0.5],
+                "samples_per_s": rates | {"ceiling": 1100.0},
+                "median_samples_per_s": rates | {"ceiling": 1050.0},
+                "epochs_measured": dict.fromkeys([*rates, "ceiling"], 4),
+                "ceiling_layout": "contiguous",
+            }
+        ],
     }
     return {
         "command": "bench/run.py",
@@ -305,7 +312,8 @@ def test_summary_states_where_flowprof_is_slower():
     assert "fvcore is exact on 0 of 2; its largest error is -20.00% (m2)" in text
     assert "thop is exact on 0 of 1; it failed on m2" in text
     assert "timeout at emb 256" in text
-    assert "99% of bare" in text and "91% of `train`" in text
+    # 990 / 1100 = 90% of the ceiling
+    assert "`train` 990 samples/s, 90% of the ceiling (1,100)" in text
     # m1: flowprof 20 ms vs FlopCounterMode 10 ms; its fx trace alone is 12 ms of it
     assert (
         "the fx symbolic trace alone (40 nodes) takes 12 ms, longer than FlopCounterMode's whole "

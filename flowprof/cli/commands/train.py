@@ -8,6 +8,8 @@ from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, OutputDir
 from flowprof.cli.options import add_data_options, positive_int
 
+_DEFAULT = "default: training.loop.TrainConfig's"
+
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -25,13 +27,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="histories, checkpoints and curves (default out/train)",
     )
     p.add_argument("--epochs", type=positive_int, help="train exactly N epochs")
-    p.add_argument("--max-epochs", type=positive_int, default=50)
-    p.add_argument("--patience", type=positive_int, default=3)
-    p.add_argument("--tol", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-decay", type=float, default=1.0, help="per-epoch factor")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    # The recipe's defaults live once, on training.loop.TrainConfig (read there, not here:
+    # --help must not import torch); an option left out keeps TrainConfig's value.
+    p.add_argument("--max-epochs", type=positive_int, help=_DEFAULT)
+    p.add_argument("--patience", type=positive_int, help=_DEFAULT)
+    p.add_argument("--tol", type=float, help=_DEFAULT)
+    p.add_argument("--batch-size", type=positive_int, help=_DEFAULT)
+    p.add_argument("--lr", type=float, help=_DEFAULT)
+    p.add_argument("--lr-decay", type=float, help=f"per-epoch factor; {_DEFAULT}")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help=_DEFAULT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--shift",
@@ -42,22 +46,18 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--train-samples", type=positive_int, metavar="N")
     p.add_argument("--test-samples", type=positive_int, metavar="N")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default 1)")
     p.add_argument("--profile", action="store_true", help="time each block's forward pass")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an earlier run in --out")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from flowprof.reports.training_plots import accuracy_figure, comparison_figure, loss_figure
     from flowprof.reports.training_progress import progress_callbacks, training_progress
     from flowprof.training import mnist
-    from flowprof.training.loop import TrainConfig, TrainingInterrupted, train
+    from flowprof.training.loop import TrainConfig, TrainingInterrupted, train, with_overrides
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = OutputDir(args.out)
     data = mnist.load(args.dataset, args.data_dir, download_allowed=args.download)
     emit = Emitter()
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"data: {data.description}")
     results = {}
     for name in args.models:
-        config = TrainConfig(
-            model=name,
+        config = with_overrides(
+            TrainConfig(model=name),
             epochs=args.epochs,
             max_epochs=args.max_epochs,
             patience=args.patience,
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
             shift=args.shift,
             train_samples=args.train_samples,
             test_samples=args.test_samples,
-        ).validate()
+            threads=args.threads,
+        )
         console.print(f"[bold]{name}[/bold]: {config.rule()}")
         with training_progress(console) as progress:
             on_batch, on_epoch = progress_callbacks(progress, config)
