@@ -35,6 +35,7 @@ from flowprof.reports.document import (
 )
 from flowprof.reports.units import si
 from flowprof.tracer.counts import OpCount
+from tests.chromium import PROBE, chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -315,16 +316,9 @@ def test_folded_24_layer_diagram_renders() -> None:
 
 # Injected at the top of a copy of the page: records console errors and warnings, failed loads
 # and uncaught errors, then, once loaded, what rendered, into <body data-check>.
-_PROBE = """<script>
-window.__problems = [];
-for (const level of ["error", "warn"]) {
-  const original = console[level];
-  console[level] = (...args) => { window.__problems.push(level + ": " + args.join(" "));
-                                  original.apply(console, args); };
-}
-addEventListener("error", (e) => window.__problems.push(
-  "error: " + (e.message || (e.target && (e.target.src || e.target.href)) || e.type)), true);
-addEventListener("load", () => {
+_PROBE = (
+    PROBE.removesuffix("</script>")
+    + """addEventListener("load", () => {
   const visible = (el) => {
     const r = el.getBoundingClientRect();
     return r.width > 0 && r.height > 0;
@@ -340,10 +334,7 @@ addEventListener("load", () => {
   });
 });
 </script>"""
-
-
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+)
 
 
 def _chromium_check(html: str) -> tuple[dict, list[str]]:
