@@ -98,6 +98,7 @@ class HookRun:
         # Python forward): kept, as a block of its own, rather than lost.
         self.rest = Tally()
         self.folds: Counter[str] = Counter()  # folds made so far, by source value and function
+        self.fold_tallies: list[tuple[Tally, Tally]] = []  # (a fold's tally, its owner's)
         param_ids = {id(t) for t in params.values()}
         for name, t in (params | buffers).items():
             if id(t) not in self.record.bound:
@@ -208,7 +209,8 @@ class HookRun:
             if v is not None and v.producer is unit:
                 continue  # returned twice
             # (a tensor the unit read and changed in place gets its new version here)
-            self._bind(t, self.record.produced(unit, self._output_name(unit), (_meta(t),)))
+            name = self._output_name(unit)
+            self._bind(t, self.record.produced(unit, name, (_meta(t),), _needs_grad(t)))
 
     # -- functions ------------------------------------------------------------------------
 
@@ -239,20 +241,26 @@ class HookRun:
                     with torch._C.DisableTorchFunction():  # (not the model's work)
                         is_view = t._is_view()
                     name = self._fold_name(source, func)
-                    value = record.folded(name, func, source, (_meta(t),), is_view)
+                    value = record.folded(name, func, source, (_meta(t),), is_view, _needs_grad(t))
                     self._bind(t, value)
+            # (a training step) the backward of a fold is its source producer's work
+            owner = source.producer.tally if source and source.producer else self.rest
+            self.fold_tallies.append((slot, owner))
             return out
         unit = record.function_call(tuple(self.stack), func, ins, slot)
         if self.clock:
             record.unit_seconds[unit.name] = seconds
         for t in outs:
-            self._bind(t, record.produced(unit, self._output_name(unit), (_meta(t),)))
+            name = self._output_name(unit)
+            self._bind(t, record.produced(unit, name, (_meta(t),), _needs_grad(t)))
         return out
 
     # -- result ---------------------------------------------------------------------------
 
     def records(self) -> RunRecord:
-        """The record of the run (after the model returned)."""
+        """The record of the run (after the model returned, and a training step's backward)."""
+        for slot, owner in self.fold_tallies:
+            owner.absorb_phases(slot)
         self.record.rest(type(self.model).__name__, self.rest)
         if self.clock and not self.rest.is_empty():
             self.record.unit_seconds["forward:rest"] = 0.0  # (not timed: no hook sees it)
@@ -262,3 +270,9 @@ class HookRun:
 def _meta(t: torch.Tensor) -> TensorMeta:
     with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
         return TensorMeta.of(t)
+
+
+def _needs_grad(t: torch.Tensor) -> bool:
+    """Whether autograd will send ``t`` a gradient (grad mode on, and it requires one)."""
+    with torch._C.DisableTorchFunction():
+        return torch.is_grad_enabled() and t.requires_grad
