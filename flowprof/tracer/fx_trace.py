@@ -186,7 +186,8 @@ def trace_structure(
     for _ in range(max_retries):
         tracer = _Tracer(extra)
         try:
-            graph = tracer.trace(root, concrete_args=concrete or None)
+            with _checkpoint_refused(model):
+                graph = tracer.trace(root, concrete_args=concrete or None)
         except Exception as exc:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
@@ -198,6 +199,45 @@ def trace_structure(
             continue
         return Structure(tracer.root, graph, why)
     raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
+
+
+class _Checkpointed(Exception):
+    """torch.utils.checkpoint called in a forward being traced."""
+
+
+@contextlib.contextmanager
+def _checkpoint_refused(model: nn.Module):
+    """``torch.utils.checkpoint.checkpoint`` raises while fx traces: fx would trace through it
+    into the graph of a plain forward, and the recomputation it costs a training step would be
+    lost. The module that calls it becomes a leaf instead, recorded by hooks as it runs, where
+    the checkpoint runs for real. Patched where forwards find it: the module attribute and the
+    globals of the model's forwards that imported it by name; restored on exit."""
+    import torch.utils.checkpoint as cp
+
+    original = cp.checkpoint
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _Checkpointed("torch.utils.checkpoint is recorded by hooks, not traced by fx")
+
+    patched: list[dict[str, Any]] = []
+    for m in model.modules():
+        fn_globals = getattr(type(m).forward, "__globals__", None)
+        if fn_globals is None or any(g is fn_globals for g in patched):
+            continue
+        for k, v in fn_globals.items():
+            if v is original:
+                fn_globals[k] = refuse
+                patched.append(fn_globals)
+                break
+    cp.checkpoint = refuse
+    try:
+        yield
+    finally:
+        cp.checkpoint = original
+        for fn_globals in patched:
+            for k, v in fn_globals.items():
+                if v is refuse:
+                    fn_globals[k] = original
 
 
 def _shallow_twin(model: nn.Module) -> nn.Module:
@@ -273,6 +313,7 @@ class _Recorder:
         self.outside = Tally()
         self.current: Tally = self.outside
         self.inside_formula = 0
+        self.pinned: Tally | None = None  # a training step: the unit a checkpoint recomputes
 
     def add(self, f: formulas.Formula, call: formulas.Call) -> None:
         self.current.count = self.current.count + f.fn(call)
@@ -336,7 +377,7 @@ class _TrainingCounter(_AtenCounter):
         if node is None:
             return super().__torch_dispatch__(func, types, args, kwargs)
         rec = self.rec
-        saved, rec.current = rec.current, training_step.backward_tally(node, rec.outside)
+        saved, rec.current = rec.current, training_step.backward_tally(node, rec)
         try:
             return super().__torch_dispatch__(func, types, args, kwargs)
         finally:
@@ -368,11 +409,14 @@ class _FunctionCounter(TorchFunctionMode):
         rec = self.rec
         node = torch._C._current_autograd_node()
         if node is not None:  # Python run by the backward (a checkpoint's recomputed forward)
-            saved, rec.current = rec.current, training_step.backward_tally(node, rec.outside)
+            saved, rec.current = rec.current, training_step.backward_tally(node, rec)
             try:
-                return self._count(func, args, kwargs or {})
+                out = self._count(func, args, kwargs or {})
             finally:
                 rec.current = saved
+            if torch.is_grad_enabled():  # (its own backward, reentrant checkpoint's, is the unit's)
+                training_step.tag(out, training_step.recompute_owner(node, rec))
+            return out
         out = self._count(func, args, kwargs or {})
         training_step.tag(out, rec.current)
         return out
@@ -598,7 +642,9 @@ def _run(
         stack.enter_context(counter(rec, meta=meta))
         table = formulas.function_formulas()
         if hooks:
-            hook_run, out = _hooked_run(structure, model, inputs, rec, table, device, clock, step)
+            hook_run, out = _hooked_run(
+                structure, model, inputs, rec, table, device, clock, step, stack
+            )
         else:
             stack.enter_context(_FunctionCounter(rec, table, device, step))
             out = _Interpreter(structure, rec, records).run_model(*inputs)
@@ -611,15 +657,16 @@ def _run(
     else:
         record = _fx_record(structure, model, records, rec.outside)
     if step is not None:
-        assert loss is not None
+        assert loss is not None  # (set in the run above)
         at = len(record.calls) - (bool(record.calls) and record.calls[-1].role == "output")
         loss.inputs = list(record.calls[at].inputs) if at < len(record.calls) else []
         record.calls.insert(at, loss)
-        with contextlib.ExitStack() as stack:
-            if fake_mode is not None:
-                stack.enter_context(fake_mode)
-            stack.enter_context(_AtenCounter(rec, meta=meta))
-            _optimizer_steps(step, structure, record, rec, meta_state or {})
+        if step.update:
+            with contextlib.ExitStack() as stack:
+                if fake_mode is not None:
+                    stack.enter_context(fake_mode)
+                stack.enter_context(_AtenCounter(rec, meta=meta))
+                _optimizer_steps(step, structure, record, rec, meta_state or {})
     return record
 
 
@@ -719,9 +766,12 @@ def _hooked_run(
     device: torch.device,
     clock: bool = False,
     step: TrainingStep | None = None,
+    stack: contextlib.ExitStack | None = None,
 ) -> tuple[hook_trace.HookRun, Any]:
     """Run ``model`` with the hooks that record its units; the run (whose ``records()`` is the
-    record, to be read once a training step's backward has run too) and the model's output."""
+    record, to be read once a training step's backward has run too) and the model's output.
+    The hooks and the function mode stay on until ``stack`` closes (a checkpoint's forward
+    recomputed in the backward is seen by them too); without a stack, until it returns."""
     run = hook_trace.HookRun(model, rec, is_leaf, clock)
     # Ours run first among a module's pre-hooks and last among its forward hooks, so that the
     # work of the user's own hooks on a module is inside its call, as on the fx path (where the
@@ -736,12 +786,16 @@ def _hooked_run(
     handles.append(model.register_forward_hook(run.forward_ends, with_kwargs=True, prepend=True))
     # (the fx graph's placeholders name the inputs, as on the fx path: forward's parameter names)
     run.input_names = [n.name for n in structure.graph.nodes if n.op == "placeholder"]
-    try:
-        with _HookedFunctionCounter(rec, table, device, step, hooks=run):
-            out = model(*inputs)
-    finally:
+
+    def remove() -> None:
         for h in handles:
             h.remove()
+
+    with contextlib.ExitStack() as own:
+        outer = stack or own
+        outer.callback(remove)
+        outer.enter_context(_HookedFunctionCounter(rec, table, device, step, hooks=run))
+        out = model(*inputs)
     return run, out
 
 

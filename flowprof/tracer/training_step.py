@@ -56,6 +56,7 @@ class TrainingStep:
     optimizer: str | OptimizerFactory = "sgd"
     loss: str = "auto"
     input_grad: bool = False
+    update: bool = True  # run the optimizer (False: forward and backward only)
 
     def __post_init__(self) -> None:
         if isinstance(self.optimizer, str) and self.optimizer not in OPTIMIZERS:
@@ -86,13 +87,19 @@ class TrainingStep:
         return "cross-entropy" if out.dim() == 2 else "mse"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer_name, "loss": self.loss, "input_grad": self.input_grad}
+        return {
+            "optimizer": self.optimizer_name if self.update else None,
+            "loss": self.loss,
+            "input_grad": self.input_grad,
+        }
 
 
 def as_step(phases: Iterable[str] | None, optimizer: Any, loss: str | None) -> TrainingStep | None:
     """The step that ``trace``'s arguments ask for: None for a forward pass (``phases`` None or
-    ``("forward",)``); otherwise forward, backward and optimizer (the phases of a step come
-    together: a backward needs its forward, and the optimizer the backward's gradients)."""
+    ``("forward",)``); otherwise forward and backward (a backward needs its forward), and the
+    optimizer when ``phases`` names it (or is None: an ``optimizer`` or ``loss`` alone asks for
+    a whole step). ``recompute`` is counted wherever a checkpoint runs one; naming it changes
+    nothing."""
     if phases is None:
         if optimizer is None and loss is None:
             return None
@@ -106,7 +113,10 @@ def as_step(phases: Iterable[str] | None, optimizer: Any, loss: str | None) -> T
         if optimizer is not None or loss is not None:
             raise BadSpecError("an optimizer or a loss applies to a training step: add its phases")
         return None
-    return TrainingStep(optimizer or "sgd", loss or "auto")
+    update = "optimizer" in names
+    if optimizer is not None and not update:
+        raise BadSpecError("an optimizer is given but the phases do not include 'optimizer'")
+    return TrainingStep(optimizer or "sgd", loss or "auto", update=update)
 
 
 # --- tagging the autograd graph ----------------------------------------------------------------
@@ -137,12 +147,19 @@ def tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from tensors(v)
 
 
-def backward_tally(node: Any, outside: Tally) -> Tally:
-    """The tally an op run by autograd ``node`` counts into: the backward (or, with grad mode on
-    inside the backward, the recomputed forward) of the tally the node was tagged with."""
-    owner = node.metadata.get(_TAG, outside)
-    phase = Phase.RECOMPUTE if torch.is_grad_enabled() else Phase.BACKWARD
-    return owner.phase(phase)
+def recompute_owner(node: Any, rec: Any) -> Tally:
+    """The forward piece whose forward autograd ``node`` is recomputing (see below)."""
+    return rec.pinned or node.metadata.get(_TAG, rec.outside)
+
+
+def backward_tally(node: Any, rec: Any) -> Tally:
+    """The tally an op run by autograd ``node`` counts into: the backward of the tally the node
+    was tagged with (``rec.outside``'s if none); with grad mode on inside the backward (a
+    checkpoint recomputing a forward) the recompute phase of the unit being recomputed
+    (``rec.pinned``, set by the hooks), else of the node's tally."""
+    if torch.is_grad_enabled():
+        return recompute_owner(node, rec).phase(Phase.RECOMPUTE)
+    return node.metadata.get(_TAG, rec.outside).phase(Phase.BACKWARD)
 
 
 # --- the loss --------------------------------------------------------------------------------
