@@ -581,12 +581,13 @@ def _fused_adam(call: Call, decoupled: bool) -> OpCount:
     total = ZERO
     for p in params:
         total = total + adam_update(p.numel(), wd != 0, decoupled, amsgrad)
-    return total + OpCount(additions=len(params))
+    return total  # (torch.optim counts the steps before the kernel, with _foreach_add_)
 
 
 @formula(*_aten("_fused_adam", "_fused_adam_"))
 def fused_adam(call: Call) -> OpCount:
-    """torch.optim.Adam(fused=True): :func:`adam_update` per parameter, plus its step count."""
+    """torch.optim.Adam(fused=True): :func:`adam_update` per parameter (the step counters are
+    advanced before the kernel, by ``_foreach_add_``)."""
     return _fused_adam(call, decoupled=False)
 
 

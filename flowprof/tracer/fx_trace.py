@@ -654,6 +654,8 @@ def _run(
     # (after the run: the real weights are back, which the record's units own)
     if hook_run is not None:
         record = hook_run.records()
+        # (what the training counter routed to no unit: the run's work outside every unit)
+        record.outside.absorb_phases(rec.outside)
     else:
         record = _fx_record(structure, model, records, rec.outside)
     if step is not None:

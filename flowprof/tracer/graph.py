@@ -453,7 +453,11 @@ class BlockGraph:
         """The edges of the backward of a training step: for each forward edge whose tensors
         need a gradient, the gradients flowing back from its destination to its source (same
         shapes and dtypes), in reverse execution order of the forward edges."""
-        return [e.gradient() for e in reversed(self.edges()) if e.grad_tensors]
+        return [
+            e.gradient()
+            for e in reversed(self.edges())
+            if e.grad_tensors and self.block(e.dst).role != "output"  # (the loss sends them)
+        ]
 
     def outside(self) -> Outside:
         """The work that ran outside every block: op name -> calls (:meth:`Outside.calls`) and

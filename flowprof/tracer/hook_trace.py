@@ -203,7 +203,7 @@ class HookRun:
 
     def post(self, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         if torch._C._current_autograd_node() is not None:
-            self._recompute_post()
+            self._recompute_post(out)
             return
         if self.depth_in_leaf > 1 or (self.depth_in_leaf == 1 and not self.open):
             self.depth_in_leaf -= 1
@@ -235,10 +235,16 @@ class HookRun:
             self.rec.pinned = unit.tally
             self.recompute_depth = 1
 
-    def _recompute_post(self) -> None:
+    def _recompute_post(self, out: Any) -> None:
         if self.recompute_depth > 1:
             self.recompute_depth -= 1
         elif self.recompute_depth == 1:
+            # the autograd nodes the recomputation made (a reentrant checkpoint runs its own
+            # backward through them) are the unit's: no function mode runs inside the backward
+            # to tag them as they are made
+            from flowprof.tracer.training_step import tag
+
+            tag(out, self.rec.pinned)
             self.recompute_depth = 0
             self.rec.pinned = None
 
