@@ -377,6 +377,17 @@ def index_add(call: Call) -> OpCount:
     return OpCount(additions=n, multiplications=n if alpha != 1 else 0)
 
 
+@formula(*_aten("index_put", "index_put_", "_index_put_impl", "_index_put_impl_"))
+def index_put(call: Call) -> OpCount:
+    """(self, indices, values, accumulate): writing values at indices is free; with
+    ``accumulate`` (the backward of an indexing read, e.g. a relative position bias table) each
+    value is added into its position: one addition per value element."""
+    values = call.arg(2, "values")
+    accumulate = bool(call.arg(3, "accumulate", False))
+    n = values.numel() if isinstance(values, torch.Tensor) else 0
+    return OpCount(additions=n) if accumulate else ZERO
+
+
 _elementwise(
     "bernoulli bernoulli_",
     "A random 0/1 draw (dropout's mask where it is not fused): one comparison of a uniform draw "
