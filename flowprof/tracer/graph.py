@@ -585,4 +585,8 @@ class BlockGraph:
         phases = self.phases()
         if len(phases) > 1:
             out["totals_by_phase"] = _phases_dict({p: self.total(p) for p in phases})
+        if "training_step" in self.meta:  # the backward's edges: gradients, dst -> src
+            out["gradient_edges"] = [
+                e.to_dict() | {"phase": "backward"} for e in self.gradient_edges()
+            ]
         return out
