@@ -44,7 +44,7 @@ def trace(
     hooks: bool | None = None,
     phases: Any = None,
     optimizer: Any = None,
-    loss: str | None = None,
+    loss: str | Any = None,
     input_grad: bool = False,
     **options: Any,
 ) -> BlockGraph:

@@ -229,7 +229,7 @@ def trace(
     hooks: bool | None = None,
     phases: Sequence[str] | None = None,
     optimizer: str | Any = None,
-    loss: str | None = None,
+    loss: str | Any = None,
     input_grad: bool = False,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes, in forward's order; or a mapping of

@@ -48,13 +48,14 @@ class TrainingStep:
     or a function that makes an optimizer from a list of parameters (called once per block).
     ``loss``: ``"cross-entropy"`` (class scores in the last dimension, integer targets),
     ``"mse"`` (a target of the output's shape), ``"sum"`` (the output's sum, no target), or
-    ``"auto"``: cross-entropy for a 2-D output (a classifier's N x C scores), mse otherwise.
+    ``"auto"``: cross-entropy for a 2-D output (a classifier's N x C scores), mse otherwise; or
+    a function of the model's output returning the loss (a criterion with its own target).
     ``input_grad``: the model's floating inputs need a gradient too (as when the model is a part
     of a bigger one); off by default, so the first layer computes no input gradient.
     """
 
     optimizer: str | OptimizerFactory = "sgd"
-    loss: str = "auto"
+    loss: str | Callable[[torch.Tensor], torch.Tensor] = "auto"
     input_grad: bool = False
     update: bool = True  # run the optimizer (False: forward and backward only)
 
@@ -63,7 +64,7 @@ class TrainingStep:
             raise BadSpecError(
                 f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})"
             )
-        if self.loss not in LOSSES:
+        if not callable(self.loss) and self.loss not in LOSSES:
             raise BadSpecError(f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
 
     @property
@@ -82,6 +83,8 @@ class TrainingStep:
         return self.optimizer(params)
 
     def loss_kind(self, out: torch.Tensor) -> str:
+        if callable(self.loss):
+            return getattr(self.loss, "__name__", "loss")
         if self.loss != "auto":
             return self.loss
         return "cross-entropy" if out.dim() == 2 else "mse"
@@ -89,12 +92,12 @@ class TrainingStep:
     def to_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer_name if self.update else None,
-            "loss": self.loss,
+            "loss": self.loss if isinstance(self.loss, str) else self.loss_kind(None),
             "input_grad": self.input_grad,
         }
 
 
-def as_step(phases: Iterable[str] | None, optimizer: Any, loss: str | None) -> TrainingStep | None:
+def as_step(phases: Iterable[str] | None, optimizer: Any, loss: Any) -> TrainingStep | None:
     """The step that ``trace``'s arguments ask for: None for a forward pass (``phases`` None or
     ``("forward",)``); otherwise forward and backward (a backward needs its forward), and the
     optimizer when ``phases`` names it (or is None: an ``optimizer`` or ``loss`` alone asks for
@@ -174,6 +177,8 @@ def loss_of(step: TrainingStep, out: Any) -> tuple[torch.Tensor, str]:
             "parameter): there is no backward to count"
         )
     kind = step.loss_kind(y)
+    if callable(step.loss):
+        return step.loss(y), kind
     if kind == "sum":
         return y.sum(), "sum"
     if kind == "mse":
