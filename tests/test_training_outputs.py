@@ -171,3 +171,16 @@ def test_forward_only_phases_are_a_forward_pass():
     tracer.trace(model, [torch.randn(2, 4)], phases=("forward", "backward", "optimizer"))
     assert all(p.grad is None for p in model.parameters())
     assert model.training  # and its mode is restored
+
+
+def test_the_readme_training_example():
+    import flowprof
+
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    g = flowprof.trace(
+        model, (32, 784), phases=("forward", "backward", "optimizer"), optimizer="adam"
+    )
+    # first Linear: weight gradient only (32 x 784 x 256); last: weight and input gradients
+    assert g.total("backward").macs == 32 * 784 * 256 + 2 * 32 * 256 * 10 == 6586368
+    assert set(g.block("2").counts()) == {Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER}
+    assert [(e.src, e.dst) for e in g.gradient_edges()] == [("loss", "2"), ("2", "1"), ("1", "0")]
