@@ -871,6 +871,11 @@ def _training_step_section(t: dict[str, Any]) -> list[str]:
     ]
     table = []
     for r in rows:
+        if "flowprof_error" in r:
+            table.append(
+                [r["model"], "-", "-", "-", "-", f"flowprof failed: {r['flowprof_error']}"]
+            )
+            continue
         if "flopcounter_error" in r:
             status, theirs = f"FlopCounterMode failed: {r['flopcounter_error']}", "-"
         else:

@@ -85,8 +85,9 @@ def flopcounter() -> list[dict[str, Any]]:
         built = flowprof.build(f"torchvision:{name}", device="meta")
         model = built.module.train()
         inputs = built.example_inputs("meta")
-        if name == "inception_v3":  # its auxiliary classifier needs 299 x 299 in training
-            inputs = [torch.empty(1, 3, 299, 299, device="meta")]
+        if name == "inception_v3":  # its auxiliary classifier needs 299 x 299 in training,
+            # and its batch norm on a 1 x 1 map more than one sample (PyTorch refuses batch 1)
+            inputs = [torch.empty(2, 3, 299, 299, device="meta")]
         shapes: dict[nn.Module, torch.Size] = {}
         grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
 
@@ -113,7 +114,12 @@ def flopcounter() -> list[dict[str, Any]]:
             (m.groups - 1) * m.weight.numel() * s[0] * math.prod(s[2:]) for m, s in shapes.items()
         )
         start = time.perf_counter()
-        g = flowprof.trace(model, inputs, phases=("forward", "backward"), loss="cross-entropy")
+        try:
+            g = flowprof.trace(model, inputs, phases=("forward", "backward"), loss="cross-entropy")
+        except Exception as exc:  # noqa: BLE001 - reported as a result
+            row["flowprof_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            rows.append(row)
+            continue
         row["flowprof_s"] = time.perf_counter() - start
         row["flowprof_macs"] = g.total(Phase.FORWARD).macs + g.total(Phase.BACKWARD).macs
         row["backward_over_forward"] = g.total(Phase.BACKWARD).total / g.total(Phase.FORWARD).total
