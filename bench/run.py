@@ -872,9 +872,8 @@ def _training_step_section(t: dict[str, Any]) -> list[str]:
     table = []
     for r in rows:
         if "flowprof_error" in r:
-            table.append(
-                [r["model"], "-", "-", "-", "-", f"flowprof failed: {r['flowprof_error']}"]
-            )
+            failed = f"flowprof failed: {r['flowprof_error']}"
+            table.append([r["model"], "-", "-", "-", "-", failed, "-", "-"])
             continue
         if "flopcounter_error" in r:
             status, theirs = f"FlopCounterMode failed: {r['flopcounter_error']}", "-"
