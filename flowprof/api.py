@@ -46,6 +46,7 @@ def trace(
     optimizer: Any = None,
     loss: str | Any = None,
     input_grad: bool = False,
+    amp: str | None = None,
     **options: Any,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` into a BlockGraph: exact counts on the blocks, tensors on the
@@ -67,7 +68,8 @@ def trace(
 
     A training step: ``phases=("forward", "backward", "optimizer")``, with ``optimizer``
     (``"sgd"``, ``"adam"``, ``"adamw"`` or a factory of a parameter list), ``loss`` (``"auto"``,
-    ``"cross-entropy"``, ``"mse"``, ``"sum"``) and ``input_grad``: counts by phase on every
+    ``"cross-entropy"``, ``"mse"``, ``"sum"``), ``input_grad`` and ``amp`` (mixed precision:
+    ``"bf16"``, or ``"fp16"`` with a loss scaler): counts by phase on every
     block (``block.counts()``, ``g.total("backward")``), the gradients on the edges
     (``g.gradient_edges()``); see :func:`flowprof.tracer.trace`.
 
@@ -104,6 +106,7 @@ def trace(
         optimizer=optimizer,
         loss=loss,
         input_grad=input_grad,
+        amp=amp,
     )
 
 

@@ -402,3 +402,40 @@ def test_checkpoint_early_stop_recomputes_only_what_the_backward_needs():
         macs=256, multiplications=256, additions=256, nonlinearities=32
     )
     assert ckpt.total(BWD) == plain.total(BWD)
+
+
+# --- mixed precision -------------------------------------------------------------------------
+
+
+def test_mixed_precision_counts_as_it_runs():
+    # Linear(8 -> 16) -> ReLU -> Linear(16 -> 4), batch 2, loss = sum, SGD. Under autocast the
+    # activations between blocks are fp16 or bf16 (16 bits an element whatever the accounted
+    # precision: the model casts them), the gradients flowing back too; the master weights stay
+    # fp32 (their update is the fp32 one). The arithmetic is that of fp32 training, plus, in fp16,
+    # the loss scaler's (torch.amp.GradScaler):
+    #   loss * scale: 1 multiplication (forward) and its backward, g * scale: 1 multiplication;
+    #   unscaling: each gradient element times 1/scale and checked for inf/nan: 1 multiplication
+    #   and 1 comparison per trainable parameter (block 0: 8*16 + 16 = 144, block 2: 64 + 4 = 68);
+    #   1/scale once (1 division) and the next scale (2 comparisons, 1 addition, 1 mult), outside.
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    kw = {"phases": ("forward", "backward", "optimizer")}
+    fp32 = step(model, (2, 8), **kw)
+    for amp, dtype in (("bf16", "bf16"), ("fp16", "fp16")):
+        g = step(model, (2, 8), amp=amp, **kw)
+        assert [(e.src, e.dst, e.dtype, e.bits) for e in g.edges() if e.src != "input:input_1"][
+            :2
+        ] == [("0", "1", dtype, 2 * 16 * 16), ("1", "2", dtype, 2 * 16 * 16)]
+        assert {e.dtype for e in g.gradient_edges()} == {dtype}
+        assert g.meta["training_step"]["mixed_precision"] == amp
+        scaler = amp == "fp16"
+        for name, params in (("0", 144), ("2", 68)):
+            ours, plain = g.block(name).counts(), fp32.block(name).counts()
+            assert ours[FWD] == plain[FWD] and ours[BWD] == plain[BWD]
+            unscale = OpCount(multiplications=params, comparisons=params)
+            assert ours[OPT] == plain[OPT] + (unscale if scaler else OpCount())
+        loss = g.block("loss").counts()
+        assert loss[FWD].multiplications == int(scaler)
+        assert loss.get(BWD, OpCount()).multiplications == int(scaler)
+        outside = g.outside().counts().get(OPT, OpCount())
+        expected = OpCount(divisions=1, comparisons=2, additions=1, multiplications=1)
+        assert outside == (expected if scaler else OpCount())

@@ -231,6 +231,7 @@ def trace(
     optimizer: str | Any = None,
     loss: str | Any = None,
     input_grad: bool = False,
+    amp: str | None = None,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes, in forward's order; or a mapping of
     forward's parameter names to them) into a BlockGraph.
@@ -254,12 +255,15 @@ def trace(
     ``loss`` block sits before the output. ``optimizer``: ``"sgd"`` (default), ``"adam"``,
     ``"adamw"`` or a function making one from a list of parameters; ``loss``: ``"auto"``,
     ``"cross-entropy"``, ``"mse"``, ``"sum"``; ``input_grad``: the inputs need a gradient too
-    (see :class:`tracer.training_step.TrainingStep`). Edges then carry the gradients flowing
-    back (:meth:`BlockGraph.gradient_edges`), blocks the bits of their parameter gradients.
+    (see :class:`tracer.training_step.TrainingStep`); ``amp``: mixed precision, ``"bf16"`` or
+    ``"fp16"`` (autocast over fp32 master weights; fp16 with torch.amp.GradScaler's loss
+    scaling), run on fake tensors, as autocast has no meta backend. Edges then carry the
+    gradients flowing back (:meth:`BlockGraph.gradient_edges`), blocks the bits of their
+    parameter gradients.
     """
     from flowprof.tracer.training_step import as_step
 
-    step = as_step(phases, optimizer, loss)
+    step = as_step(phases, optimizer, loss, amp)
     if step is not None and input_grad:
         import dataclasses
 

@@ -150,6 +150,8 @@ class Tally:
     def absorb_phases(self, other: Tally) -> None:
         """Add ``other``'s other-phase tallies to this one's (a view's backward belongs to the
         unit that made what it viewed)."""
+        if other is self:
+            return
         for phase, t in other.phases.items():
             mine = self.phase(phase)
             mine.count = mine.count + t.count

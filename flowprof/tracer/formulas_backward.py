@@ -538,6 +538,27 @@ _elementwise(
 )
 
 
+@formula(
+    *_aten(
+        "_amp_foreach_non_finite_check_and_unscale", "_amp_foreach_non_finite_check_and_unscale_"
+    )
+)
+def amp_unscale(call: Call) -> OpCount:
+    """(grads, found_inf, inv_scale): torch.amp.GradScaler's unscale of fp16 training: each
+    gradient element multiplied by 1/scale (1 multiplication) and checked for inf or nan
+    (1 comparison; found_inf is set when one is)."""
+    n = sum(g.numel() for g in call.args[0])
+    return OpCount(multiplications=n, comparisons=n)
+
+
+@formula(*_aten("_amp_update_scale", "_amp_update_scale_"))
+def amp_update_scale(call: Call) -> OpCount:
+    """(scale, growth_tracker, found_inf, growth_factor, backoff_factor, interval): the next
+    step's loss scale: one comparison (an inf found?), the tracker's addition, one comparison
+    with the interval, and one multiplication (the scale by the growth or backoff factor)."""
+    return OpCount(comparisons=2, additions=1, multiplications=1)
+
+
 def _foreach_base(op: Any) -> Any:
     """The elementwise op a ``_foreach_NAME`` op applies to each tensor of its lists."""
     name = op.__name__.removeprefix("_foreach_")

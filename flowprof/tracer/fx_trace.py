@@ -201,8 +201,9 @@ def trace_structure(
     raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
 
 
-class _Checkpointed(Exception):
-    """torch.utils.checkpoint called in a forward being traced."""
+class _Checkpointed(UnsupportedModelError):
+    """torch.utils.checkpoint called in a forward being traced: fx does not trace it (the module
+    that calls it is recorded by hooks instead); never seen outside the tracer."""
 
 
 @contextlib.contextmanager
@@ -641,16 +642,22 @@ def _run(
             stack.enter_context(fake_mode)
         stack.enter_context(counter(rec, meta=meta))
         table = formulas.function_formulas()
-        if hooks:
-            hook_run, out = _hooked_run(
-                structure, model, inputs, rec, table, device, clock, step, stack
-            )
-        else:
-            stack.enter_context(_FunctionCounter(rec, table, device, step))
-            out = _Interpreter(structure, rec, records).run_model(*inputs)
-        if step is not None:
-            loss = _loss_and_backward(step, rec, out)
+        # a training step in mixed precision: forward and loss under autocast (fake CPU tensors)
+        amp = step.autocast() if step is not None else contextlib.nullcontext()
+        with amp:
+            if hooks:
+                hook_run, out = _hooked_run(
+                    structure, model, inputs, rec, table, device, clock, step, stack
+                )
+            else:
+                stack.enter_context(_FunctionCounter(rec, table, device, step))
+                out = _Interpreter(structure, rec, records).run_model(*inputs)
+            if step is not None:
+                loss, value = _loss(step, rec, out)
         del out
+        if step is not None:
+            value.backward()
+            del value
     # (after the run: the real weights are back, which the record's units own)
     if hook_run is not None:
         record = hook_run.records()
@@ -669,21 +676,23 @@ def _run(
                     stack.enter_context(fake_mode)
                 stack.enter_context(_AtenCounter(rec, meta=meta))
                 _optimizer_steps(step, structure, record, rec, meta_state or {})
+            record.outside.absorb_phases(rec.outside)  # (the loss scaler's update)
     return record
 
 
-def _loss_and_backward(step: TrainingStep, rec: _Recorder, out: Any) -> UnitCall:
-    """The loss of the model's output, counted as a unit of its own (``loss``), and the backward
-    from it (counted by the training counter into the tallies the forward tagged)."""
+def _loss(step: TrainingStep, rec: _Recorder, out: Any) -> tuple[UnitCall, torch.Tensor]:
+    """The loss of the model's output, counted as a unit of its own (``loss``), scaled by the
+    loss scaler in fp16 mixed precision; the backward from it is counted by the training counter
+    into the tallies the forward tagged."""
     call = UnitCall("loss", "loss", (), [])
     rec.current = call.tally
     try:
         value, call.kind = training_step.loss_of(step, out)
+        value = training_step.scaled(step, value)
         training_step.tag(value, call.tally)
     finally:
         rec.current = rec.outside
-    value.backward()
-    return call
+    return call, value
 
 
 def _optimizer_steps(
@@ -721,7 +730,7 @@ def _optimizer_steps(
     def set_current(tally: Tally | None) -> None:
         rec.current = rec.outside if tally is None else tally
 
-    training_step.run_optimizer(step, list(groups.values()), set_current)
+    training_step.run_optimizer(step, list(groups.values()), set_current, rec.outside)
 
 
 @contextlib.contextmanager
@@ -857,6 +866,8 @@ def _on_meta_else_fake(
     neither parameter nor buffer, a branch on values), on fake tensors, whose error it raises.
     A training step runs on meta only: its stand-ins take the gradients and the optimizer's
     state, and the model's own parameters are left untouched."""
+    if step is not None and step.amp is not None:  # (autocast has no meta backend)
+        return _fake_step(structure, model, inputs, hooks, step)
     try:
         meta_state = _meta_state(structure, every=step is not None)
         meta_inputs = _empty_on(inputs, "meta", step is not None and step.input_grad)
@@ -877,6 +888,32 @@ def _on_meta_else_fake(
     return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
 
 
+def _fake_step(
+    structure: Structure,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    hooks: bool,
+    step: TrainingStep,
+) -> RunRecord:
+    """A training step on fake CPU tensors (no storage either): torch.autocast casts fake
+    tensors as it casts real ones, not meta tensors. Stand-ins for every parameter and buffer,
+    made in the fake mode, take the gradients and the optimizer's state, as on meta."""
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    cpu = torch.device("cpu")
+    try:
+        with fake_mode:
+            state = _meta_state(structure, every=True, device=cpu)
+            fake_inputs = _empty_on(inputs, cpu, step.input_grad)
+        return _run(structure, model, fake_inputs, cpu, fake_mode, state, hooks, step=step)
+    except FlowprofError:
+        raise
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"the mixed-precision training step of {type(model).__name__} could not run on "
+            f"fake tensors: {_one_line(exc)}"
+        ) from exc
+
+
 def _empty_on(inputs: Sequence[Any], device: torch.device | str, grad: bool = False) -> list[Any]:
     """Empty tensors of the inputs' shapes and dtypes on ``device`` (other inputs as they are);
     ``grad``: the floating ones need a gradient."""
@@ -890,7 +927,9 @@ def _empty_on(inputs: Sequence[Any], device: torch.device | str, grad: bool = Fa
     ]
 
 
-def _meta_state(structure: Structure, every: bool = False) -> dict[str, torch.Tensor]:
+def _meta_state(
+    structure: Structure, every: bool = False, device: torch.device | str = "meta"
+) -> dict[str, torch.Tensor]:
     """Meta stand-ins (no storage) for every parameter and buffer not on meta already (``every``:
     for those on meta too; a parameter's stand-in is a parameter that needs a gradient as it
     does, for a training step), and for the tensor constants torch.fx folded while tracing (made
@@ -913,7 +952,7 @@ def _meta_state(structure: Structure, every: bool = False) -> dict[str, torch.Te
     made: dict[int, torch.Tensor] = {}  # (tied weights: one stand-in)
     for n, t in named.items():
         if id(t) not in made:
-            empty = torch.empty_like(t, device="meta")
+            empty = torch.empty_like(t, device=device)
             made[id(t)] = (
                 nn.Parameter(empty, requires_grad=t.requires_grad)
                 if isinstance(t, nn.Parameter)

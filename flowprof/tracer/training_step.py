@@ -22,6 +22,7 @@ parameter (``requires_grad=False``) gets no weight gradient and no update.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ from flowprof.tracer.counts import Phase, Tally
 _TAG = "flowprof"  # the key of a tag in an autograd node's metadata
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+AMP = ("bf16", "fp16")
+LOSS_SCALE = 2.0**16  # torch.amp.GradScaler's initial scale
 LOSSES = ("auto", "cross-entropy", "mse", "sum")
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -58,12 +61,15 @@ class TrainingStep:
     loss: str | Callable[[torch.Tensor], torch.Tensor] = "auto"
     input_grad: bool = False
     update: bool = True  # run the optimizer (False: forward and backward only)
+    amp: str | None = None  # mixed precision: "bf16" or "fp16" (with a loss scaler); None: off
 
     def __post_init__(self) -> None:
         if isinstance(self.optimizer, str) and self.optimizer not in OPTIMIZERS:
             raise BadSpecError(
                 f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})"
             )
+        if self.amp not in (None, *AMP):
+            raise BadSpecError(f"unknown mixed precision {self.amp!r} (known: {', '.join(AMP)})")
         if not callable(self.loss) and self.loss not in LOSSES:
             raise BadSpecError(f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
 
@@ -89,22 +95,39 @@ class TrainingStep:
             return self.loss
         return "cross-entropy" if out.dim() == 2 else "mse"
 
+    def autocast(self) -> Any:
+        """The forward's and the loss's autocast (a no-op without mixed precision): CPU autocast
+        on fake CPU tensors, fp32 master weights cast to ``amp`` where autocast casts them."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast("cpu", dtype=dtype)
+
+    @property
+    def scaler(self) -> bool:
+        """fp16 training scales the loss (torch.amp.GradScaler); bf16 needs no scaler."""
+        return self.amp == "fp16"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer_name if self.update else None,
             "loss": self.loss if isinstance(self.loss, str) else self.loss_kind(None),
             "input_grad": self.input_grad,
+            "mixed_precision": self.amp,
+            "loss_scaler": self.scaler,
         }
 
 
-def as_step(phases: Iterable[str] | None, optimizer: Any, loss: Any) -> TrainingStep | None:
+def as_step(
+    phases: Iterable[str] | None, optimizer: Any, loss: Any, amp: str | None = None
+) -> TrainingStep | None:
     """The step that ``trace``'s arguments ask for: None for a forward pass (``phases`` None or
     ``("forward",)``); otherwise forward and backward (a backward needs its forward), and the
     optimizer when ``phases`` names it (or is None: an ``optimizer`` or ``loss`` alone asks for
     a whole step). ``recompute`` is counted wherever a checkpoint runs one; naming it changes
     nothing."""
     if phases is None:
-        if optimizer is None and loss is None:
+        if optimizer is None and loss is None and amp is None:
             return None
         phases = ("forward", "backward", "optimizer")
     names = tuple(phases)
@@ -113,13 +136,13 @@ def as_step(phases: Iterable[str] | None, optimizer: Any, loss: Any) -> Training
     if unknown:
         raise BadSpecError(f"unknown phase {unknown[0]!r} (known: {', '.join(sorted(known))})")
     if set(names) <= {"forward"}:
-        if optimizer is not None or loss is not None:
+        if optimizer is not None or loss is not None or amp is not None:
             raise BadSpecError("an optimizer or a loss applies to a training step: add its phases")
         return None
     update = "optimizer" in names
     if optimizer is not None and not update:
         raise BadSpecError("an optimizer is given but the phases do not include 'optimizer'")
-    return TrainingStep(optimizer or "sgd", loss or "auto", update=update)
+    return TrainingStep(optimizer or "sgd", loss or "auto", update=update, amp=amp)
 
 
 # --- tagging the autograd graph ----------------------------------------------------------------
@@ -189,25 +212,55 @@ def loss_of(step: TrainingStep, out: Any) -> tuple[torch.Tensor, str]:
     return nn.functional.cross_entropy(scores, target), "CrossEntropyLoss"
 
 
+def scaled(step: TrainingStep, loss: torch.Tensor) -> torch.Tensor:
+    """The loss times the loss scale, as GradScaler.scale does it in fp16 training (one
+    multiplication); the loss itself otherwise."""
+    if not step.scaler:
+        return loss
+    return loss * torch.full((), LOSS_SCALE, dtype=torch.float32, device=loss.device)
+
+
 # --- the optimizer ---------------------------------------------------------------------------
 
 
 def run_optimizer(
-    step: TrainingStep, groups: list[tuple[Tally, list[nn.Parameter]]], set_current
+    step: TrainingStep,
+    groups: list[tuple[Tally, list[nn.Parameter]]],
+    set_current,
+    outside: Tally,
 ) -> None:
     """One optimizer per group (a unit's trainable parameters that got a gradient), stepped twice;
     the second step counts into the group's tally, phase ``optimizer`` (see the module doc).
-    ``set_current(tally)`` points the counting modes at a tally."""
+    ``set_current(tally)`` points the counting modes at a tally. In fp16, the loss scaler's work
+    per parameter (unscaling the gradients and checking them) is the group's; its scalar work
+    (1/scale, the next scale) is ``outside``'s, in the optimizer phase."""
     scratch = Tally()
+    scale = found_inf = inv_scale = None
     for owner, params in groups:
         params = [p for p in params if p.grad is not None]
         if not params:
             continue
+        if step.scaler and scale is None:
+            device = params[0].device
+            set_current(outside.phase(Phase.OPTIMIZER))
+            scale = torch.full((), LOSS_SCALE, dtype=torch.float32, device=device)
+            found_inf = torch.zeros((), dtype=torch.float32, device=device)
+            inv_scale = scale.reciprocal()
         opt = step.make_optimizer(params)
         set_current(scratch)
         opt.step()  # state made, first-step special cases taken
         set_current(owner.phase(Phase.OPTIMIZER))
         try:
-            opt.step()
+            if step.scaler:  # GradScaler.unscale_: the gradients / scale, checked for inf/nan
+                grads = [p.grad for p in params]
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale)
+            opt.step()  # (GradScaler.step skips it when an inf was found: assumed finite)
+        finally:
+            set_current(None)
+    if step.scaler and scale is not None:  # GradScaler.update: the next step's scale
+        set_current(outside.phase(Phase.OPTIMIZER))
+        try:
+            tracker = torch.zeros((), dtype=torch.int32, device=scale.device)
+            torch._amp_update_scale_(scale, tracker, found_inf, 2.0, 0.5, 2000)
         finally:
             set_current(None)

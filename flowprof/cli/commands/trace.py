@@ -57,6 +57,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="the loss of --train (default auto: cross-entropy for an N x C output, else mse)",
     )
     g.add_argument(
+        "--amp",
+        choices=("bf16", "fp16"),
+        help="with --train: mixed precision (autocast over fp32 master weights; fp16 with a loss "
+        "scaler), run on fake tensors",
+    )
+    g.add_argument(
         "--input-grad",
         action="store_true",
         help="with --train: the inputs need a gradient too (as inside a bigger model)",
@@ -67,9 +73,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = model_options(args)
     check_model(args.model, options)  # (before torch is imported)
-    train = args.train or args.optimizer or args.loss or args.input_grad
+    train = args.train or args.optimizer or args.loss or args.input_grad or args.amp
     if train and not args.train:
-        raise BadInputError("--optimizer, --loss and --input-grad go with --train")
+        raise BadInputError("--optimizer, --loss, --amp and --input-grad go with --train")
     if train and args.measure:
         raise BadInputError("--measure times a forward pass: use it without --train")
     import flowprof
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         loss=args.loss,
         input_grad=args.input_grad,
+        amp=args.amp,
         **options,
     )
     name = graph.meta["model"]
@@ -150,8 +157,7 @@ def _csv(graph) -> list[str]:
 COMMAND = Command(
     name="trace",
     help="trace a model into a block graph: counts, tensors, diagram",
-    example="python cli.py trace transformer --emb 512 --out out/t512\n"
-    "  python cli.py trace lenet5 --train --optimizer adam",
+    example="python cli.py trace transformer --emb 512 --out out/t512",
     arguments=arguments,
     run=run,
     order=10,
