@@ -14,6 +14,7 @@ from rich.table import Table
 from flowprof.analyses import dws_mapping
 from flowprof.analyses.comm_sweep import Sweep
 from flowprof.analyses.op_compare import Comparison, LayerCounts, LayerRow
+from flowprof.reports.fit import fit
 from flowprof.reports.units import bits, count
 
 
@@ -56,7 +57,7 @@ def comparison_table(cmp: Comparison, title: str = "") -> Table:
         add(row)
     table.add_section()
     add(cmp.total, style="bold")
-    return table
+    return fit(table)
 
 
 def _fraction(value: Fraction | None) -> str:
@@ -108,7 +109,7 @@ def conv_check_table(cmp: Comparison, title: str = "") -> Table:
                 "yes" if q.ok else "NO",
                 end_section=i == len(conv.checks) - 1,
             )
-    return table
+    return fit(table)
 
 
 def mapping_table(title: str = "The mapping f, step by step") -> Table:
@@ -118,7 +119,7 @@ def mapping_table(title: str = "The mapping f, step by step") -> Table:
     table.add_column("step")
     for i, line in enumerate(dws_mapping.derivation("text"), start=1):
         table.add_row(str(i), line)
-    return table
+    return fit(table)
 
 
 def sweep_table(sw: Sweep, title: str = "") -> Table:
@@ -177,7 +178,7 @@ def sweep_table(sw: Sweep, title: str = "") -> Table:
     )
     table.add_section()
     table.add_row("total", "", *(bits(p.total_bits) for p in sw.points), "", "", style="bold")
-    return table
+    return fit(table)
 
 
 def sweep_blocks_table(sw: Sweep, index: int = -1, title: str = "") -> Table:
@@ -199,4 +200,4 @@ def sweep_blocks_table(sw: Sweep, index: int = -1, title: str = "") -> Table:
             bits(b.weight_bits),
             "yes" if b.weight_dominated else "",
         )
-    return table
+    return fit(table)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
+from flowprof.reports.fit import fit
 from flowprof.reports.units import bits, count
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def partition_table(part: Partition, title: str | None = None) -> Table:
             t.add_row(
                 f"cut {cut.index}|{cut.index + 1}", _values_text(cut), "", count(cut.bits), ""
             )
-    return t
+    return fit(t)
 
 
 def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
@@ -108,7 +109,7 @@ def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
                 count(check.measured_bits),
                 _agree(check.agree),
             )
-    return t
+    return fit(t)
 
 
 def stages_diagram(subject: Partition | PipelineResult, title: str | None = None):

@@ -66,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
         json=graph.to_dict,
     )
     if args.out:
+        from flowprof.reports.fit import short_name
+
         out = OutputDir(args.out)
         out.kept(graph.to_csv(out.path))
         out.kept([graph.to_json(out / "graph.json")])
         files = trace_files.write(
             graph,
-            name,
+            short_name(name),  # titles: a file's name, not its whole path
             out.path,
             args,
             lambda path, data: out.text(path.relative_to(out.path), data),
@@ -88,7 +90,9 @@ def _tables(graph, name: str, measured: bool):
     from rich.text import Text
 
     from flowprof.reports import tables
+    from flowprof.reports.fit import short_name
 
+    name = short_name(name)  # a factory in a file by the file's name, not its whole path
     yield tables.blocks_table(graph, title=f"{name}: blocks")
     yield tables.edges_table(graph, title=f"{name}: tensors between blocks")
     yield tables.totals_table(graph, title=f"{name}: totals")
