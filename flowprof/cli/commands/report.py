@@ -9,6 +9,7 @@ from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, OutputDir
 from flowprof.cli.main import first_line
 from flowprof.cli.options import PROG
+from flowprof.cli.progress import Lines, live
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -42,13 +43,21 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=emit.console) as progress:
-        task = progress.add_task("report", total=None)
+    if live(emit.console):
+        with Progress(*columns, console=emit.console) as progress:
+            task = progress.add_task("report", total=None)
 
-        def on_step(step: str, done: int, total: int) -> None:
-            progress.update(task, description=step, completed=done, total=total)
+            def on_step(step: str, done: int, total: int) -> None:
+                progress.update(task, description=step, completed=done, total=total)
 
-        results = run_assignment(quick=args.quick, data_dir=args.data_dir, progress=on_step)
+            results = run_assignment(quick=args.quick, data_dir=args.data_dir, progress=on_step)
+    else:  # piped: a plain line on stderr per step and per epoch trained
+        lines = Lines("report")
+        results = run_assignment(
+            quick=args.quick,
+            data_dir=args.data_dir,
+            progress=lambda step, done, total: lines.say(f"[{done}/{total}] {step}"),
+        )
     doc = build_report(results)
     html = document.render_html(doc)
     markdown, md_files = document.render_markdown(doc)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, OutputDir
 from flowprof.cli.options import add_data_options, positive_int
+from flowprof.cli.progress import Lines, live
 
 _DEFAULT = "default: training.loop.TrainConfig's"
 
@@ -82,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
         console.print(f"[bold]{name}[/bold]: {config.rule()}")
-        with training_progress(console) as progress:
-            on_batch, on_epoch = progress_callbacks(progress, config)
+        if live(console):
+            display = training_progress(console)
+            on_batch, on_epoch = progress_callbacks(display, config)
+        else:  # piped: plain lines on stderr, one per epoch and one per half minute between
+            display = contextlib.nullcontext()
+            on_batch, on_epoch = _plain_callbacks(name, config)
+        with display:
             try:
                 result = train(
                     config,
@@ -123,6 +130,16 @@ def run(args: argparse.Namespace) -> int:
         out.figure("comparison", fig)
     console.print(f"wrote histories, checkpoints and curves to {out}")
     return 0
+
+
+def _plain_callbacks(name: str, config):
+    from flowprof.reports.training_progress import batch_line, epoch_line
+
+    lines = Lines(f"train {name}")
+    return (
+        lambda p: lines.say(batch_line(p), force=False),
+        lambda record: lines.say(epoch_line(record, config)),
+    )
 
 
 COMMAND = Command(
