@@ -70,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     written = ["report.html", "report.md", "report.tex", f"{len(md_files | tex_files)} figures"]
     try:
         pdf = document.compile_pdf(latex, tex_files)
+        if pdf is None:
+            print(
+                f"{PROG}: note: no report.pdf: no LaTeX engine is installed (any of "
+                f"{', '.join(document.LATEX_ENGINES)} compiles report.tex)",
+                file=sys.stderr,
+            )
     except LatexError as exc:
         print(f"{PROG}: warning: LaTeX failed, no PDF: {first_line(exc)}", file=sys.stderr)
         pdf = None
