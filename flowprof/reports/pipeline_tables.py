@@ -66,7 +66,7 @@ def partition_table(part: Partition, title: str | None = None) -> Table:
             t.add_row(
                 f"cut {cut.index}|{cut.index + 1}", _values_text(cut), "", count(cut.bits), ""
             )
-    return fit(t)
+    return fit(t, names=("stage / cut", "units / values crossing"), keys=("stage / cut",))
 
 
 def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
@@ -109,7 +109,7 @@ def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
                 count(check.measured_bits),
                 _agree(check.agree),
             )
-    return fit(t)
+    return fit(t, names=("stage / cut", "units / values crossing"), keys=("stage / cut",))
 
 
 def stages_diagram(subject: Partition | PipelineResult, title: str | None = None):
