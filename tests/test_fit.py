@@ -103,7 +103,7 @@ def test_a_table_that_fits_is_drawn_as_rich_draws_it() -> None:
 
 
 def test_columns_that_do_not_fit_are_folded_below_with_the_key() -> None:
-    t = Table(title="wide")
+    t = Table(title="wide", caption="a caption under the last page only")
     t.add_column("block")
     for i in range(8):
         t.add_column(f"count {i}", justify="right")
@@ -118,6 +118,8 @@ def test_columns_that_do_not_fit_are_folded_below_with_the_key() -> None:
     # the row's name is on every page, its index whole
     pages = text.count("wide")
     assert len(re.findall(r"\.11\.", text)) == pages
+    assert text.count("a caption under the last page only") == 1
+    assert text.rstrip().endswith("a caption under the last page only")
 
 
 def test_names_are_abbreviated_outer_parts_first() -> None:

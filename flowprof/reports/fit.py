@@ -204,13 +204,14 @@ def _fitted(table: FitTable, console: Console, width: int) -> list[Table]:
     """The table as one or more plain Tables, each at most ``width`` wide where that can be."""
     count = len(table.columns)
     if count == 0:
-        return [_plain(console, table, [], {}, first=True)]
+        return [_plain(console, table, [], {}, first=True, last=True)]
     pads = _pads(table, count)
     cols = [
         _measure(console, table, c, c._index in table.names, pads[c._index]) for c in table.columns
     ]
     if _span(table, cols, "want") <= width:
-        return [_plain(console, table, cols, {c.index: c.want for c in cols}, first=True)]
+        widths = {c.index: c.want for c in cols}
+        return [_plain(console, table, cols, widths, first=True, last=True)]
     parts: list[list[_Col]] = []
     rest = list(cols)
     keys = [cols[k] for k in table.keys]
@@ -223,7 +224,7 @@ def _fitted(table: FitTable, console: Console, width: int) -> list[Table]:
             page.append(rest.pop(0))
         parts.append(page)
     return [
-        _plain(console, table, page, _widths(table, page, width), first=i == 0)
+        _plain(console, table, page, _widths(table, page, width), i == 0, i == len(parts) - 1)
         for i, page in enumerate(parts)
     ]
 
@@ -249,9 +250,15 @@ def _widths(table: Table, page: list[_Col], width: int) -> dict[int, int]:
 
 
 def _plain(
-    console: Console, table: Table, page: list[_Col], widths: dict[int, int], first: bool
+    console: Console,
+    table: Table,
+    page: list[_Col],
+    widths: dict[int, int],
+    first: bool,
+    last: bool,
 ) -> Table:
-    """A plain Table of ``page``'s columns at ``widths``, names shortened to fit."""
+    """A plain Table of ``page``'s columns at ``widths``, names shortened to fit; the title
+    marked "(continued)" after the first page, the caption under the last only."""
     out = copy.copy(table)
     out.__class__ = Table
     out.columns = []
@@ -267,6 +274,8 @@ def _plain(
         out.columns.append(column)
     if not first:
         out.title = f"{table.title} (continued)" if table.title else None
+    if not last:
+        out.caption = None
     return out
 
 
