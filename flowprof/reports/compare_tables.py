@@ -14,7 +14,7 @@ from rich.table import Table
 from flowprof.analyses import dws_mapping
 from flowprof.analyses.comm_sweep import Sweep
 from flowprof.analyses.op_compare import Comparison, LayerCounts, LayerRow
-from flowprof.reports.fit import fit
+from flowprof.reports.fit import fit, short_name
 from flowprof.reports.units import bits, count
 
 
@@ -32,7 +32,7 @@ def comparison_table(cmp: Comparison, title: str = "") -> Table:
     a, b = cmp.model_a, cmp.model_b
     depth = "leaf units" if cmp.depth is None else f"depth {cmp.depth}"
     table = Table(
-        title=title or f"{a} vs {b}: operations per layer ({depth})",
+        title=title or f"{short_name(a)} vs {short_name(b)}: operations per layer ({depth})",
         caption="ratio = B / A; counting convention: dot product of length K = K mult. + "
         "K-1 add., bias +1 add.",
     )
