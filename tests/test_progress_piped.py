@@ -56,3 +56,28 @@ def test_train_piped_reports_each_epoch_while_it_runs(tmp_path) -> None:
     # the first epoch's line came while the process still had two epochs and the plots to do
     assert done[0][1] is True
     assert "done in" not in stdout  # progress is on stderr, not among the results
+
+
+def test_report_piped_says_each_step(monkeypatch, capsys, tmp_path) -> None:
+    # The report's work replaced by two steps, then a stop: what matters is what it says.
+    from flowprof.analyses import assignment
+    from flowprof.cli.main import main
+
+    class Stop(Exception):
+        pass
+
+    def two_steps(quick, data_dir, progress):
+        progress("Problem 1: shapes", 0, 2)
+        progress("Problem 2: train lenet5: epoch 1 done", 1, 2)
+        raise Stop
+
+    monkeypatch.setattr(assignment, "run_assignment", two_steps)
+    assert main(["report", "--out", str(tmp_path)]) == 1  # Stop, as an internal error
+    captured = capsys.readouterr()  # stdout is not a terminal here
+    said = [line for line in captured.err.splitlines() if line.startswith("flowprof: report:")]
+    lines = [line.rsplit(" (", 1)[0] for line in said]  # without the elapsed time
+    assert lines == [
+        "flowprof: report: [0/2] Problem 1: shapes",
+        "flowprof: report: [1/2] Problem 2: train lenet5: epoch 1 done",
+    ]
+    assert captured.out == ""
