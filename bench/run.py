@@ -10,7 +10,10 @@ run of a minute or two). Sections:
 2. scale: the giant transformer configurations of bench/scale.py, peers under a memory and a time
    limit;
 3. training: bench/bench_training.py (``train`` vs a bare PyTorch loop and a tuned ceiling, at 1
-   and 2 threads, as found and with one core busy).
+   and 2 threads, as found and with one core busy);
+4. training_step: bench/training_step.py (the giant transformer's Adam training step traced on
+   meta: time and peak memory; every torchvision classifier's training-step MACs against
+   FlopCounterMode's).
 
 ``--render-only`` rewrites BENCHMARKS.md and the plot from bench/results.json without measuring.
 Every sentence of the summary in BENCHMARKS.md is generated from the numbers.
@@ -197,6 +200,19 @@ def run_training(args: argparse.Namespace, progress) -> dict[str, Any]:
         epochs=args.train_epochs,
         repeats=args.train_repeats,
     )
+    progress.advance(task)
+    return out
+
+
+def run_training_step(progress) -> dict[str, Any]:
+    from bench import training_step
+
+    task = progress.add_task("", total=2, section="step")
+    progress.update(task, description="Adam step of the emb-12288 transformer on meta")
+    out = {"scale": training_step.run_isolated("scale")}
+    progress.advance(task)
+    progress.update(task, description="every torchvision classifier vs FlopCounterMode")
+    out["flopcounter"] = training_step.run_isolated("flopcounter")
     progress.advance(task)
     return out
 
@@ -548,6 +564,8 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
         out += _scale_section(results["scale"], s)
     if results.get("training"):
         out += _training_section(results["training"])
+    if results.get("training_step"):
+        out += _training_step_section(results["training_step"])
     out += _method_section(s)
     return "\n".join(out) + "\n"
 
@@ -822,6 +840,67 @@ def _training_section(t: dict[str, Any]) -> list[str]:
     ]
 
 
+def _training_step_section(t: dict[str, Any]) -> list[str]:
+    sc = t["scale"]
+    out = [
+        "## Training step",
+        "",
+        "bench/training_step.py. One training step (forward, loss, backward, Adam update) of the "
+        f"reference transformer at emb {sc['emb']:,}, seq {sc['seq_len']:,} "
+        f"({sc['params']:,} parameters), traced on meta tensors in a fresh process: "
+        f"**{sc['seconds']:.1f} s** (after {sc['import_seconds']:.1f} s of imports), peak "
+        f"resident memory **{fmt_bytes(sc['peak_bytes'])}** (the kernel's VmHWM; "
+        f"{fmt_bytes(sc['peak_bytes_before_trace'])} before the trace), uncounted ops: "
+        f"{sc['uncounted'] or 'none'}. MACs by phase: "
+        + ", ".join(f"{k} {v:,}" for k, v in sc["macs"].items())
+        + "; Adam: "
+        f"{sc['optimizer_ops_per_param']:.2f} operations per parameter.",
+        "",
+    ]
+    rows = t["flopcounter"]
+    agree = [r for r in rows if r.get("agree")]
+    failed = [r for r in rows if "flopcounter_error" in r]
+    out += [
+        "Every torchvision classifier, one forward + cross-entropy + backward on meta tensors: "
+        "flowprof's MACs of forward and backward against FlopCounterMode's FLOPs / 2, less "
+        "FlopCounterMode's overcount of grouped convolutions' weight gradients (it ignores "
+        "`groups` there: (groups - 1) x the true MACs, computed from each layer's shapes). "
+        f"**{len(agree)} of {len(rows) - len(failed)}** models FlopCounterMode could run agree "
+        f"exactly; {len(failed)} it could not run.",
+        "",
+    ]
+    table = []
+    for r in rows:
+        if "flopcounter_error" in r:
+            status, theirs = f"FlopCounterMode failed: {r['flopcounter_error']}", "-"
+        else:
+            status = "exact" if r["agree"] else "**differs**"
+            theirs = f"{r['flopcounter_macs']:,}"
+        table.append(
+            [
+                r["model"],
+                f"{r['flowprof_macs']:,}",
+                theirs,
+                f"{r['grouped_overcount']:,}" if r["grouped_overcount"] else "0",
+                f"{r['backward_over_forward']:.2f}",
+                status,
+                f"{r['flowprof_s']:.2f}",
+                f"{r['flopcounter_s']:.2f}",
+            ]
+        )
+    header = [
+        "model",
+        "flowprof MACs",
+        "FlopCounterMode FLOPs/2",
+        "its grouped-conv overcount",
+        "bwd/fwd ops",
+        "agreement",
+        "flowprof s",
+        "FlopCounterMode s",
+    ]
+    return out + md_table(header, table) + [""]
+
+
 def _method_section(s: dict[str, Any]) -> list[str]:
     return [
         "## How it is measured",
@@ -992,7 +1071,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--train-samples", type=int, default=4000)
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--train-repeats", type=int, default=2)
-    p.add_argument("--skip", type=names(["analysis", "phases", "scale", "training"]), default=[])
+    p.add_argument(
+        "--skip",
+        type=names(["analysis", "phases", "scale", "training", "training_step"]),
+        default=[],
+    )
     p.add_argument(
         "--quick", action="store_true", help="smoke run: 1 repeat, small scale, short training"
     )
@@ -1071,6 +1154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "training" not in args.skip:
             results["training"] = run_training(args, progress)
             results["load"]["after training"] = load_average()
+        if "training_step" not in args.skip:
+            results["training_step"] = run_training_step(progress)
+            results["load"]["after training step"] = load_average()
     results["duration_s"] = time.time() - started
     if args.keep_skipped and args.results.is_file():
         earlier = json.loads(args.results.read_text())

@@ -42,6 +42,10 @@ def trace(
     depth: int | None = None,
     measure: bool = False,
     hooks: bool | None = None,
+    phases: Any = None,
+    optimizer: Any = None,
+    loss: str | Any = None,
+    input_grad: bool = False,
     **options: Any,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` into a BlockGraph: exact counts on the blocks, tensors on the
@@ -60,6 +64,12 @@ def trace(
     model's children; None = leaf modules and computing functions). ``measure``: also run the
     model for real on the CPU and add seconds per block and measured bytes per edge (a model
     given by name is then built with real weights). ``hooks``: see :func:`flowprof.tracer.trace`.
+
+    A training step: ``phases=("forward", "backward", "optimizer")``, with ``optimizer``
+    (``"sgd"``, ``"adam"``, ``"adamw"`` or a factory of a parameter list), ``loss`` (``"auto"``,
+    ``"cross-entropy"``, ``"mse"``, ``"sum"``) and ``input_grad``: counts by phase on every
+    block (``block.counts()``, ``g.total("backward")``), the gradients on the edges
+    (``g.gradient_edges()``); see :func:`flowprof.tracer.trace`.
 
     Counts are operations (multiplications, additions, ... by kind; ``macs`` multiply-accumulates
     of conv/linear/matmul/attention), parameters are elements, bits are elements x bit width.
@@ -83,7 +93,17 @@ def trace(
     elif inputs is None:
         raise BadInputError("give the model's example inputs: shapes or tensors")
     return _trace_module(
-        model, inputs, dtype=dtype, depth=depth, meta=meta, measure=measure, hooks=hooks
+        model,
+        inputs,
+        dtype=dtype,
+        depth=depth,
+        meta=meta,
+        measure=measure,
+        hooks=hooks,
+        phases=phases,
+        optimizer=optimizer,
+        loss=loss,
+        input_grad=input_grad,
     )
 
 

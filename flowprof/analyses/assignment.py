@@ -101,6 +101,9 @@ class Problem2:
     graphs: dict[str, Any]  # model name -> BlockGraph at depth 1 (for diagrams)
     derivation_text: list[str]
     derivation_latex: list[str]
+    # model name -> analyses.training_cost.TrainingCost of its run (operations per training step,
+    # per epoch and for the run)
+    training_costs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -483,6 +486,9 @@ def run_assignment(
 
     begin("Problem 2c/2d: operation counts and f")
     comparison = op_compare.compare(LENETS[0], LENETS[1], depth=1)
+    from flowprof.analyses import training_cost
+
+    costs = {name: training_cost.of_run(runs[name]) for name in LENETS}
     p2 = Problem2(
         source_description=data.description,
         data_description=first.data_description,
@@ -495,6 +501,7 @@ def run_assignment(
         graphs=_lenet_graphs(),
         derivation_text=dws_mapping.derivation("text"),
         derivation_latex=dws_mapping.derivation("latex"),
+        training_costs=costs,
     )
 
     begin("Problem 3: trace the transformer")

@@ -336,6 +336,80 @@ def _problem2c(sec: Section, r: AssignmentResults) -> None:
         f"{_n(ta.params)} and {_n(tb.params)}."
     )
     sec.command(f"python cli.py compare {a} {b}")
+    if r.problem2.training_costs:
+        _training_cost(sec, r)
+
+
+def _training_cost(sec: Section, r: AssignmentResults) -> None:
+    """(c) continued: what training each network cost, per step, per epoch and per run."""
+    costs = r.problem2.training_costs
+    a, b = (costs[n] for n in LENETS)
+    rows: list[tuple[Any, ...]] = []
+
+    def add(label: str, ca: Any, cb: Any) -> None:
+        ratio_m = cb.multiplications / ca.multiplications if ca.multiplications else None
+        ratio_a = cb.additions / ca.additions if ca.additions else None
+        rows.append(
+            (
+                label,
+                ca.multiplications,
+                ca.additions,
+                cb.multiplications,
+                cb.additions,
+                _ratio(ratio_m),
+                _ratio(ratio_a),
+            )
+        )
+
+    for phase in a.step.phases:
+        add(
+            f"one step ({a.batch} images): {phase.value}",
+            a.step.phases[phase],
+            b.step.phases[phase],
+        )
+    add(f"one step ({a.batch} images)", a.step.total, b.step.total)
+    add(f"one epoch ({_n(a.samples)} images, {a.steps_per_epoch} steps)", a.epoch, b.epoch)
+    if a.converged_epoch and b.converged_epoch:
+        add(
+            f"to convergence ({a.converged_epoch} and {b.converged_epoch} epochs)",
+            a.run(a.converged_epoch),
+            b.run(b.converged_epoch),
+        )
+    add(f"the whole run ({a.epochs} and {b.epochs} epochs)", a.run(), b.run())
+    add(
+        f"evaluation per epoch ({_n(a.eval_samples)} test images, forward)",
+        a.eval_forward,
+        b.eval_forward,
+    )
+    x, y = LENETS
+    sec.table(
+        ("training", f"mult. {x}", f"add. {x}", f"mult. {y}", f"add. {y}", "mult. B/A", "add. B/A"),
+        rows,
+        f"Operations of training both networks as the runs above ran them: forward, the "
+        f"criterion, backward and the {r.problem2.runs[x].config.optimizer} update, in batches of "
+        f"{a.batch}; B/A = {y} / {x}",
+    )
+    run_a, run_b = a.run(), b.run()
+    sec.paragraph(
+        f"**Training cost.** One training step of {x} on {a.batch} images (forward, the "
+        "criterion, backward and the optimizer's update, each op as autograd and torch.optim "
+        f"run it) takes {_n(a.step.total.multiplications)} multiplications and "
+        f"{_n(a.step.total.additions)} additions; of {y}, {_n(b.step.total.multiplications)} and "
+        f"{_n(b.step.total.additions)}. The backward costs {_ratio(_share(a, 'backward'))} and "
+        f"{_ratio(_share(b, 'backward'))} times the forward (not a fixed 2: the first layer "
+        "computes no input gradient). The whole runs took "
+        f"{_n(run_a.multiplications)} and {_n(run_b.multiplications)} multiplications, "
+        f"{_n(run_a.additions)} and {_n(run_b.additions)} additions."
+    )
+    sec.command(f"python cli.py compare {x} {y} --train")
+
+
+def _share(cost: Any, phase: str) -> float | None:
+    from flowprof.tracer import Phase
+
+    fwd = cost.step.phases.get(Phase.FORWARD)
+    other = cost.step.phases.get(Phase(phase))
+    return other.total / fwd.total if fwd and other and fwd.total else None
 
 
 def _problem2d(sec: Section, r: AssignmentResults) -> None:

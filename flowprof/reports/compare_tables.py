@@ -8,6 +8,7 @@ Each builder returns a ``rich.table.Table``; printing is the caller's business. 
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 from rich.table import Table
 
@@ -259,3 +260,38 @@ def sweep_blocks_table(sw: Sweep, index: int = -1, title: str = "") -> Table:
             "yes" if b.weight_dominated else "",
         )
     return fit(table)
+
+
+def training_cost_table(costs: list[Any], title: str = "") -> Table:
+    """Multiplications and additions of training each model (analyses.training_cost): per step
+    and phase, per epoch, per run; B/A beside them."""
+    from flowprof.reports.units import count as _count
+
+    a, b = costs
+    t = Table(title=title or f"Training cost: {a.model} (A) and {b.model} (B)", header_style="bold")
+    t.add_column("training", overflow="fold")
+    for c in (a, b):
+        t.add_column(f"mult. {c.model}", justify="right")
+        t.add_column(f"add. {c.model}", justify="right")
+    t.add_column("mult. B/A", justify="right")
+    t.add_column("add. B/A", justify="right")
+
+    def row(label: str, x: Any, y: Any) -> None:
+        t.add_row(
+            label,
+            _count(x.multiplications),
+            _count(x.additions),
+            _count(y.multiplications),
+            _count(y.additions),
+            _ratio(y.multiplications / x.multiplications if x.multiplications else None),
+            _ratio(y.additions / x.additions if x.additions else None),
+        )
+
+    for phase, counts in a.step.phases.items():
+        row(f"step ({a.batch}): {phase.value}", counts, b.step.phases[phase])
+    row(f"step ({a.batch})", a.step.total, b.step.total)
+    row(f"epoch ({a.samples:,} samples, {a.steps_per_epoch} steps)", a.epoch, b.epoch)
+    if a.epochs:
+        row(f"{a.epochs} epochs", a.run(), b.run())
+    row(f"evaluation pass ({a.eval_samples:,} samples)", a.eval_forward, b.eval_forward)
+    return fit(t)

@@ -57,6 +57,14 @@ def _label(b: Block, cluster: tuple[str, ...] = (), copies: int = 1, name: str =
     if c.other:
         ops.append(f"other {si(c.other)}")
     lines.append(" · ".join(ops))
+    if b.other_phases:  # a training step: the other phases' operations, all kinds
+        phases = {"backward": "bwd", "optimizer": "opt", "recompute": "recompute"}
+        lines.append(
+            " · ".join(
+                f"{phases[p.value]} {si(n.total * copies)}" for p, n in b.other_phases if n.total
+            )
+            + " ops"
+        )
     if b.params:
         each = f"{copies} × {si(b.params)} = " if copies > 1 else ""
         lines.append(f"{each}{si(b.params * copies)} params".replace("  ", " "))
@@ -288,9 +296,12 @@ def dataflow(
     clusters: bool = True,
     fold: bool = False,
     rankdir: str = "TB",
+    backward: bool | None = None,
 ):
     """The block graph as a ``graphviz.Digraph``; ``fold`` draws repeated blocks once (×N);
-    ``rankdir`` "TB" (top to bottom) or "LR" (left to right, e.g. for a long chain)."""
+    ``rankdir`` "TB" (top to bottom) or "LR" (left to right, e.g. for a long chain);
+    ``backward``: also draw the backward's edges, the gradients flowing back between blocks, as
+    dashed red arrows (None: when the graph is a training step's)."""
     dot = styled_digraph("flowprof", title, rankdir)
     blocks = graph.blocks(include_io=True)
     tree = _cluster_tree(blocks, clusters)
@@ -343,6 +354,24 @@ def dataflow(
             penwidth=f"{width:.2f}",
             **attrs,
         )
+    if backward is None:
+        backward = "training_step" in graph.meta
+    if backward:
+        grads: dict[tuple[str, str], list[Edge]] = {}
+        for e in graph.gradient_edges():
+            src, dst = folding.node_of[e.src], folding.node_of[e.dst]
+            if src != dst:
+                grads.setdefault((src, dst), []).append(e)
+        for (src, dst), edges in grads.items():
+            dot.edge(
+                _node_id(src),
+                _node_id(dst),
+                label="∇ " + _edge_label(edges, False),
+                style="dashed",
+                color="#c0392b",
+                fontcolor="#c0392b",
+                constraint="false",
+            )
     return dot
 
 

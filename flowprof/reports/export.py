@@ -4,6 +4,13 @@ atomically (:func:`write_csv`, :func:`write_json`: the library's ``BlockGraph.to
 Columns are a contract (docs/design.md): blocks.csv starts
 ``block,kind,macs,multiplications,additions,other,params`` and edges.csv starts
 ``src,dst,shape,dtype,elements,bits``; more columns follow, never fewer.
+
+Both have a ``phase`` column. A forward pass has one row per block (phase ``forward``) and per
+edge. A training step has one row per block and phase (``forward``, ``backward``,
+``optimizer``, ``recompute``: the counts are that phase's; the block's own columns, params and
+shapes, repeat), and its edges.csv has the forward edges (phase ``forward``: activations) and
+the backward's (phase ``backward``: gradients, from the forward edge's destination to its
+source).
 """
 
 from __future__ import annotations
@@ -34,8 +41,11 @@ BLOCK_COLUMNS = (
     "input_shapes",
     "output_shapes",
     "uncounted",
+    "phase",
+    "trainable_params",
+    "param_grad_bits",
 )
-EDGE_COLUMNS = ("src", "dst", "shape", "dtype", "elements", "bits", "traced_dtype")
+EDGE_COLUMNS = ("src", "dst", "shape", "dtype", "elements", "bits", "traced_dtype", "phase")
 
 
 def _shapes(shapes) -> str:
@@ -48,14 +58,15 @@ def blocks_csv(graph: BlockGraph) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(BLOCK_COLUMNS)
     for b in graph.blocks():
-        c = b.count
-        w.writerow(
-            [b.name, b.kind, c.macs, c.multiplications, c.additions, c.other, b.params]
-            + [getattr(c, k) for k in OTHER_KINDS]
-            + [b.buffers, b.param_bits, b.activation_bits, b.path]
-            + [_shapes(b.input_shapes), _shapes(b.output_shapes)]
-            + [";".join(f"{k}={v}" for k, v in b.uncounted)]
-        )
+        for phase, c in b.counts().items():
+            w.writerow(
+                [b.name, b.kind, c.macs, c.multiplications, c.additions, c.other, b.params]
+                + [getattr(c, k) for k in OTHER_KINDS]
+                + [b.buffers, b.param_bits, b.activation_bits, b.path]
+                + [_shapes(b.input_shapes), _shapes(b.output_shapes)]
+                + [";".join(f"{k}={v}" for k, v in b.uncounted)]
+                + [phase.value, b.trainable, b.param_grad_bits]
+            )
     return buf.getvalue()
 
 
@@ -64,9 +75,11 @@ def edges_csv(graph: BlockGraph) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EDGE_COLUMNS)
-    for e in graph.edges():
+    rows = [(e, "forward") for e in graph.edges()]
+    rows += [(e, "backward") for e in graph.gradient_edges()]
+    for e, phase in rows:
         traced = "+".join(dict.fromkeys(t.dtype for t in e.tensors))
-        w.writerow([e.src, e.dst, e.shape, e.dtype, e.elements, e.bits, traced])
+        w.writerow([e.src, e.dst, e.shape, e.dtype, e.elements, e.bits, traced, phase])
     return buf.getvalue()
 
 

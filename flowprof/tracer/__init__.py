@@ -37,7 +37,15 @@ from flowprof.tracer.graph import (
     TensorMeta,
     Unit,
 )
-from flowprof.tracer.stages import build_units, counting_run, eval_mode, group, trace_structure
+from flowprof.tracer.stages import (
+    build_units,
+    counting_run,
+    eval_mode,
+    group,
+    trace_structure,
+    train_mode,
+)
+from flowprof.tracer.training_step import TrainingStep
 from flowprof.tracer.units import LeafGraph, RunRecord
 
 __all__ = [
@@ -65,8 +73,10 @@ __all__ = [
     "gc_paused",
     "group",
     "group_key",
+    "TrainingStep",
     "trace",
     "trace_structure",
+    "train_mode",
 ]
 
 TOOL_VERSION = "0.1.0"
@@ -217,6 +227,10 @@ def trace(
     meta: Mapping[str, Any] | None = None,
     measure: bool = False,
     hooks: bool | None = None,
+    phases: Sequence[str] | None = None,
+    optimizer: str | Any = None,
+    loss: str | Any = None,
+    input_grad: bool = False,
 ) -> BlockGraph:
     """Trace ``model`` on ``inputs`` (tensors, or shapes, in forward's order; or a mapping of
     forward's parameter names to them) into a BlockGraph.
@@ -233,7 +247,25 @@ def trace(
     blocks by hooks as the model runs where fx cannot trace all of it; True records them by hooks
     whatever fx could do (to compare the two, or to time the path fx's failures take); False
     keeps fx's one block per module it cannot trace.
+
+    A training step: ``phases=("forward", "backward", "optimizer")`` (or any of ``optimizer``,
+    ``loss``) counts forward, loss, backward and optimizer update as autograd and torch.optim run
+    them, on meta tensors, in train mode; each block's ``counts()`` has them by phase and a
+    ``loss`` block sits before the output. ``optimizer``: ``"sgd"`` (default), ``"adam"``,
+    ``"adamw"`` or a function making one from a list of parameters; ``loss``: ``"auto"``,
+    ``"cross-entropy"``, ``"mse"``, ``"sum"``; ``input_grad``: the inputs need a gradient too
+    (see :class:`tracer.training_step.TrainingStep`). Edges then carry the gradients flowing
+    back (:meth:`BlockGraph.gradient_edges`), blocks the bits of their parameter gradients.
     """
+    from flowprof.tracer.training_step import as_step
+
+    step = as_step(phases, optimizer, loss)
+    if step is not None and input_grad:
+        import dataclasses
+
+        step = dataclasses.replace(step, input_grad=True)
+    if step is not None and measure:
+        raise BadSpecError("measure times a forward pass; trace the training step without it")
     model, wrappers = _unwrapped(model)
     tensors = as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
     given = [t for t in tensors if isinstance(t, torch.Tensor)]
@@ -246,10 +278,11 @@ def trace(
     else:
         precision = dtype if isinstance(dtype, Precision) else Precision.parse(dtype)
     with gc_paused():
-        # Traced and run in eval mode (counts are of an inference pass); flags restored after.
-        with eval_mode(model):
+        # Traced and run in eval mode (counts are of an inference pass), a training step in
+        # train mode; flags restored after.
+        with eval_mode(model) if step is None else train_mode(model):
             structure = trace_structure(model, tensors, hooks=hooks)
-            leaf = build_units(counting_run(structure, model, tensors))
+            leaf = build_units(counting_run(structure, model, tensors, step))
             units, crossings = leaf.units, leaf.crossings
             if measure:
                 units, crossings = _measure(
@@ -271,4 +304,6 @@ def trace(
             "wrappers": wrappers,
             "params_not_run": leaf.params_not_run,
         } | dict(meta or {})
+        if step is not None:
+            info_meta["training_step"] = step.to_dict()
         return group(units, crossings, precision, depth, info_meta, leaf.outside, model_dtype=own)

@@ -85,8 +85,9 @@ def group(
         measured = [c.measured_bytes for c in values.values()]
         measured_bits = None if None in measured else 8 * sum(measured)
         why = dict.fromkeys(c.unmeasured for c in values.values() if c.unmeasured is not None)
+        grads = tuple(t for c in values.values() if c.grad for t in c.tensors)
         edge = Edge(
-            src, dst, tensors, precision, measured_bits, model_dtype, "; ".join(why) or None
+            src, dst, tensors, precision, measured_bits, model_dtype, "; ".join(why) or None, grads
         )
         g.add_edge(src, dst, edge=edge)
     return BlockGraph(
@@ -141,4 +142,6 @@ def _block(
         role=first.role,
         seconds=None if any(u.seconds is None for u in units) else sum(u.seconds for u in units),
         other_phases=add_phases(u.other_phases for u in units),
+        trainable=sum(u.trainable for u in units),
+        bits_per_element=precision.bits,
     )

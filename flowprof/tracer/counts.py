@@ -133,7 +133,43 @@ class Tally:
     count: OpCount = field(default_factory=OpCount)
     ops: Counter = field(default_factory=Counter)
     uncounted: Counter = field(default_factory=Counter)
+    # a training step: what the other phases ran for this piece (backward, optimizer, ...)
+    phases: dict[Phase, Tally] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         """Nothing counted and nothing uncounted: a view, a copy, a constant."""
         return self.count.is_zero() and not self.ops and not self.uncounted
+
+    def phase(self, phase: Phase) -> Tally:
+        """The tally of another phase of this piece (made on first use)."""
+        t = self.phases.get(phase)
+        if t is None:
+            t = self.phases[phase] = Tally()
+        return t
+
+    def absorb_phases(self, other: Tally) -> None:
+        """Add ``other``'s other-phase tallies to this one's (a view's backward belongs to the
+        unit that made what it viewed)."""
+        for phase, t in other.phases.items():
+            mine = self.phase(phase)
+            mine.count = mine.count + t.count
+            mine.ops.update(t.ops)
+            mine.uncounted.update(t.uncounted)
+        other.phases = {}
+
+    def phase_counts(self) -> tuple[tuple[Phase, OpCount], ...]:
+        """The counts of the other phases, in :class:`Phase` order."""
+        return tuple(
+            (p, t.count)
+            for p in Phase
+            if (t := self.phases.get(p)) is not None and not t.is_empty()
+        )
+
+    def all_ops(self) -> tuple[Counter, Counter]:
+        """(counted, uncounted) op calls of every phase; another phase's ops by
+        ``phase:name``."""
+        ops, uncounted = Counter(self.ops), Counter(self.uncounted)
+        for phase, t in self.phases.items():
+            ops.update({f"{phase.value}:{k}": n for k, n in t.ops.items()})
+            uncounted.update({f"{phase.value}:{k}": n for k, n in t.uncounted.items()})
+        return ops, uncounted

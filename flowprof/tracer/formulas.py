@@ -34,6 +34,7 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
     out: Any = None
     module: nn.Module | None = None
+    op: Any = None  # the op itself, for a formula registered for several (``_foreach_*``)
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         if len(self.args) > i:
@@ -139,7 +140,10 @@ _FREE_NAMES = (
     "new_empty new_empty_strided new_zeros new_ones new_full scalar_tensor fill_ zero_ "
     # bookkeeping
     "_local_scalar_dense item _assert_async sym_size sym_stride sym_numel sym_storage_offset "
-    "resize_ set_ _assert_tensor_metadata"
+    "resize_ set_ _assert_tensor_metadata "
+    # backward of views and indexing: a zero-filled gradient with the slice copied in
+    "select_backward slice_backward diagonal_backward unfold_backward as_strided_scatter "
+    "select_scatter slice_scatter diagonal_scatter expand_backward"
 ).split()
 FREE_ATEN: frozenset[Any] = frozenset(op for op in _aten(*_FREE_NAMES) if op is not None)
 
@@ -152,7 +156,11 @@ def is_free(op: Any) -> bool:
         if op.is_view or op.namespace in ("prim", "profiler"):
             return True
         op = op.overloadpacket
-    return op in FREE_ATEN
+    if op in FREE_ATEN:
+        return True
+    # a multi-tensor op (optimizers' ``_foreach_zero_``, ``_foreach_copy_``) of a free op
+    name = getattr(op, "__name__", "")
+    return name.startswith("_foreach_") and getattr(aten, name[9:], None) in FREE_ATEN
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -1106,3 +1114,7 @@ def function_formulas() -> dict[Any, Formula]:
         and not isinstance(op, type)
         and not isinstance(op, torch._ops.OpOverloadPacket)
     }
+
+
+# The training step's kernels (backward, losses, optimizers) register into the same table.
+from flowprof.tracer import formulas_backward  # noqa: E402, F401

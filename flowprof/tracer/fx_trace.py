@@ -47,11 +47,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flowprof.errors import UnsupportedModelError
-from flowprof.tracer import formulas, hook_trace, meta_shapes
+from flowprof.errors import FlowprofError, UnsupportedModelError
+from flowprof.tracer import formulas, hook_trace, meta_shapes, training_step
 from flowprof.tracer.counts import Tally
 from flowprof.tracer.graph import TensorMeta
-from flowprof.tracer.units import RunRecord
+from flowprof.tracer.training_step import TrainingStep
+from flowprof.tracer.units import RunRecord, UnitCall
 
 # --- 1. structure ----------------------------------------------------------------------------
 
@@ -185,7 +186,8 @@ def trace_structure(
     for _ in range(max_retries):
         tracer = _Tracer(extra)
         try:
-            graph = tracer.trace(root, concrete_args=concrete or None)
+            with _checkpoint_refused(model):
+                graph = tracer.trace(root, concrete_args=concrete or None)
         except Exception as exc:
             failed = tracer.failed_in
             if failed is None:  # the top-level forward itself
@@ -197,6 +199,45 @@ def trace_structure(
             continue
         return Structure(tracer.root, graph, why)
     raise UnsupportedModelError(f"torch.fx could not trace {type(model).__name__}")
+
+
+class _Checkpointed(Exception):
+    """torch.utils.checkpoint called in a forward being traced."""
+
+
+@contextlib.contextmanager
+def _checkpoint_refused(model: nn.Module):
+    """``torch.utils.checkpoint.checkpoint`` raises while fx traces: fx would trace through it
+    into the graph of a plain forward, and the recomputation it costs a training step would be
+    lost. The module that calls it becomes a leaf instead, recorded by hooks as it runs, where
+    the checkpoint runs for real. Patched where forwards find it: the module attribute and the
+    globals of the model's forwards that imported it by name; restored on exit."""
+    import torch.utils.checkpoint as cp
+
+    original = cp.checkpoint
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _Checkpointed("torch.utils.checkpoint is recorded by hooks, not traced by fx")
+
+    patched: list[dict[str, Any]] = []
+    for m in model.modules():
+        fn_globals = getattr(type(m).forward, "__globals__", None)
+        if fn_globals is None or any(g is fn_globals for g in patched):
+            continue
+        for k, v in fn_globals.items():
+            if v is original:
+                fn_globals[k] = refuse
+                patched.append(fn_globals)
+                break
+    cp.checkpoint = refuse
+    try:
+        yield
+    finally:
+        cp.checkpoint = original
+        for fn_globals in patched:
+            for k, v in fn_globals.items():
+                if v is refuse:
+                    fn_globals[k] = original
 
 
 def _shallow_twin(model: nn.Module) -> nn.Module:
@@ -260,6 +301,7 @@ class NodeRecord(Tally):
     out: Any = None  # nested TensorMeta / None
     returned: str | None = None  # the input node whose tensor it returned (an in-place op)
     is_view: bool = False  # its output is one tensor that shares the data of another
+    requires_grad: bool = False  # (a training step) a tensor of its output needs a gradient
 
 
 class _Recorder:
@@ -271,6 +313,7 @@ class _Recorder:
         self.outside = Tally()
         self.current: Tally = self.outside
         self.inside_formula = 0
+        self.pinned: Tally | None = None  # a training step: the unit a checkpoint recomputes
 
     def add(self, f: formulas.Formula, call: formulas.Call) -> None:
         self.current.count = self.current.count + f.fn(call)
@@ -324,20 +367,61 @@ class _AtenCounter(TorchDispatchMode):
         return out
 
 
+class _TrainingCounter(_AtenCounter):
+    """The ATen counter of a training step: an op that autograd runs in the backward counts into
+    the backward (or recompute) tally of the forward piece its node was tagged with
+    (tracer/training_step.py); every other op where :class:`_AtenCounter` counts it."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        node = torch._C._current_autograd_node()
+        if node is None:
+            return super().__torch_dispatch__(func, types, args, kwargs)
+        rec = self.rec
+        saved, rec.current = rec.current, training_step.backward_tally(node, rec)
+        try:
+            return super().__torch_dispatch__(func, types, args, kwargs)
+        finally:
+            rec.current = saved
+
+
 class _FunctionCounter(TorchFunctionMode):
     """Function formulas, and the default device for tensors made in forward (what
     ``with torch.device(device)`` does, folded into this mode: one Python mode per call, not two).
     """
 
-    def __init__(self, rec: _Recorder, table: dict[Any, formulas.Formula], device: torch.device):
+    def __init__(
+        self,
+        rec: _Recorder,
+        table: dict[Any, formulas.Formula],
+        device: torch.device,
+        step: TrainingStep | None = None,
+    ):
         super().__init__()
         self.rec = rec
         self.table = table
         self.device = device
         self.constructors = _device_constructors()
+        self.step = step  # a training step: tag the autograd nodes each call makes
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        if self.step is None:
+            return self._count(func, args, kwargs or {})
+        rec = self.rec
+        node = torch._C._current_autograd_node()
+        if node is not None:  # Python run by the backward (a checkpoint's recomputed forward)
+            saved, rec.current = rec.current, training_step.backward_tally(node, rec)
+            try:
+                out = self._count(func, args, kwargs or {})
+            finally:
+                rec.current = saved
+            if torch.is_grad_enabled():  # (its own backward, reentrant checkpoint's, is the unit's)
+                training_step.tag(out, training_step.recompute_owner(node, rec))
+            return out
+        out = self._count(func, args, kwargs or {})
+        training_step.tag(out, rec.current)
+        return out
+
+    def _count(self, func, args, kwargs):
         f = self.table.get(func)
         if f is None or self.rec.inside_formula:
             if func in self.constructors and kwargs.get("device") is None:
@@ -364,7 +448,11 @@ class _HookedFunctionCounter(_FunctionCounter):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         count = super().__torch_function__
-        if self.rec.inside_formula or not self.hooks.active():
+        if (
+            self.rec.inside_formula
+            or not self.hooks.active()
+            or (self.step is not None and torch._C._current_autograd_node() is not None)
+        ):
             return count(func, types, args, kwargs)
         return self.hooks.function_call(
             func, args, kwargs, lambda: count(func, types, args, kwargs)
@@ -434,6 +522,9 @@ class _Interpreter(fx.Interpreter):
         with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
             record.out = _meta_of(out)
             record.is_view = isinstance(out, torch.Tensor) and out._is_view()
+            record.requires_grad = torch.is_grad_enabled() and any(
+                t.requires_grad for t in training_step.tensors(out)
+            )
         if isinstance(out, torch.Tensor):  # an op that returns a tensor it read: in place
             env = self.env
             for u in n.all_input_nodes:
@@ -487,6 +578,19 @@ def eval_mode(model: nn.Module):
             m.training = True
 
 
+@contextlib.contextmanager
+def train_mode(model: nn.Module):
+    """A training step runs in train mode: set, and every module's flag restored afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    with contextlib.suppress(NotImplementedError):  # (torch.export's modules: mode fixed)
+        model.train()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
 def model_device(model: nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
@@ -518,11 +622,16 @@ def _run(
     meta_state: dict[str, torch.Tensor] | None = None,
     hooks: bool = False,
     clock: bool = False,
+    step: TrainingStep | None = None,
 ) -> RunRecord:
     records: dict[str, NodeRecord] = {}
     rec = _Recorder()
+    hook_run: hook_trace.HookRun | None = None
+    loss: UnitCall | None = None
+    counter = _TrainingCounter if step is not None else _AtenCounter
+    meta = device.type == "meta" and fake_mode is None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.enable_grad() if step is not None else torch.no_grad())
         stack.enter_context(_module_formula_hooks(model, rec))
         if meta_state:  # real weights stand in as meta tensors for this run only
             stack.enter_context(_reparametrize_module(structure.root, meta_state, tie_weights=True))
@@ -530,14 +639,89 @@ def _run(
             stack.enter_context(_autocast_on_meta())
         if fake_mode is not None:
             stack.enter_context(fake_mode)
-        stack.enter_context(_AtenCounter(rec, meta=device.type == "meta" and fake_mode is None))
+        stack.enter_context(counter(rec, meta=meta))
         table = formulas.function_formulas()
         if hooks:
-            return _hooked_run(structure, model, inputs, rec, table, device, clock)
-        stack.enter_context(_FunctionCounter(rec, table, device))
-        _Interpreter(structure, rec, records).run_model(*inputs)
+            hook_run, out = _hooked_run(
+                structure, model, inputs, rec, table, device, clock, step, stack
+            )
+        else:
+            stack.enter_context(_FunctionCounter(rec, table, device, step))
+            out = _Interpreter(structure, rec, records).run_model(*inputs)
+        if step is not None:
+            loss = _loss_and_backward(step, rec, out)
+        del out
     # (after the run: the real weights are back, which the record's units own)
-    return _fx_record(structure, model, records, rec.outside)
+    if hook_run is not None:
+        record = hook_run.records()
+        # (what the training counter routed to no unit: the run's work outside every unit)
+        record.outside.absorb_phases(rec.outside)
+    else:
+        record = _fx_record(structure, model, records, rec.outside)
+    if step is not None:
+        assert loss is not None  # (set in the run above)
+        at = len(record.calls) - (bool(record.calls) and record.calls[-1].role == "output")
+        loss.inputs = list(record.calls[at].inputs) if at < len(record.calls) else []
+        record.calls.insert(at, loss)
+        if step.update:
+            with contextlib.ExitStack() as stack:
+                if fake_mode is not None:
+                    stack.enter_context(fake_mode)
+                stack.enter_context(_AtenCounter(rec, meta=meta))
+                _optimizer_steps(step, structure, record, rec, meta_state or {})
+    return record
+
+
+def _loss_and_backward(step: TrainingStep, rec: _Recorder, out: Any) -> UnitCall:
+    """The loss of the model's output, counted as a unit of its own (``loss``), and the backward
+    from it (counted by the training counter into the tallies the forward tagged)."""
+    call = UnitCall("loss", "loss", (), [])
+    rec.current = call.tally
+    try:
+        value, call.kind = training_step.loss_of(step, out)
+        training_step.tag(value, call.tally)
+    finally:
+        rec.current = rec.outside
+    value.backward()
+    return call
+
+
+def _optimizer_steps(
+    step: TrainingStep,
+    structure: Structure,
+    record: RunRecord,
+    rec: _Recorder,
+    meta_state: dict[str, torch.Tensor],
+) -> None:
+    """The optimizer of each unit over the parameters it owns (the first unit that reads a
+    parameter, the rule by which parameters are counted), run on the stand-ins that got the
+    gradients."""
+    stand_in: dict[int, torch.Tensor] = {}
+    for name, p in structure.root.named_parameters(remove_duplicate=False):
+        if name in meta_state and id(p) not in stand_in:
+            stand_in[id(p)] = meta_state[name]
+    owner: dict[int, UnitCall] = {}
+    params: dict[int, torch.Tensor] = {}
+    for call in record.calls:
+        read = list(call.parameters)
+        for v in call.inputs:
+            base = v.origin()
+            if base.weight is not None and base.is_parameter:
+                read.append(base.weight)
+        for p in read:
+            if id(p) not in owner:
+                owner[id(p)] = call
+                params[id(p)] = stand_in.get(id(p), p)
+    groups: dict[int, tuple[Tally, list[nn.Parameter]]] = {}
+    for key, call in owner.items():
+        p = params[key]
+        if p.requires_grad:
+            groups.setdefault(id(call), (call.tally, []))[1].append(p)
+
+    def set_current(tally: Tally | None) -> None:
+        rec.current = rec.outside if tally is None else tally
+
+    training_step.run_optimizer(step, list(groups.values()), set_current)
 
 
 @contextlib.contextmanager
@@ -583,7 +767,13 @@ def _hooked_run(
     table: dict[Any, formulas.Formula],
     device: torch.device,
     clock: bool = False,
-) -> RunRecord:
+    step: TrainingStep | None = None,
+    stack: contextlib.ExitStack | None = None,
+) -> tuple[hook_trace.HookRun, Any]:
+    """Run ``model`` with the hooks that record its units; the run (whose ``records()`` is the
+    record, to be read once a training step's backward has run too) and the model's output.
+    The hooks and the function mode stay on until ``stack`` closes (a checkpoint's forward
+    recomputed in the backward is seen by them too); without a stack, until it returns."""
     run = hook_trace.HookRun(model, rec, is_leaf, clock)
     # Ours run first among a module's pre-hooks and last among its forward hooks, so that the
     # work of the user's own hooks on a module is inside its call, as on the fx path (where the
@@ -598,13 +788,17 @@ def _hooked_run(
     handles.append(model.register_forward_hook(run.forward_ends, with_kwargs=True, prepend=True))
     # (the fx graph's placeholders name the inputs, as on the fx path: forward's parameter names)
     run.input_names = [n.name for n in structure.graph.nodes if n.op == "placeholder"]
-    try:
-        with _HookedFunctionCounter(rec, table, device, hooks=run):
-            model(*inputs)
-    finally:
+
+    def remove() -> None:
         for h in handles:
             h.remove()
-    return run.records()
+
+    with contextlib.ExitStack() as own:
+        outer = stack or own
+        outer.callback(remove)
+        outer.enter_context(_HookedFunctionCounter(rec, table, device, step, hooks=run))
+        out = model(*inputs)
+    return run, out
 
 
 @functools.cache
@@ -652,18 +846,30 @@ def _run_as_compiled(
 
 
 def _on_meta_else_fake(
-    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool
+    structure: Structure,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    hooks: bool,
+    step: TrainingStep | None = None,
 ) -> RunRecord:
     """The counting run on meta tensors, the fastest way that allocates nothing (real weights
     swapped for meta stand-ins during the run); where meta cannot (a tensor attribute that is
-    neither parameter nor buffer, a branch on values), on fake tensors, whose error it raises."""
+    neither parameter nor buffer, a branch on values), on fake tensors, whose error it raises.
+    A training step runs on meta only: its stand-ins take the gradients and the optimizer's
+    state, and the model's own parameters are left untouched."""
     try:
-        meta_state = _meta_state(structure)
-        meta_inputs = _empty_on(inputs, "meta")
+        meta_state = _meta_state(structure, every=step is not None)
+        meta_inputs = _empty_on(inputs, "meta", step is not None and step.input_grad)
         meta = torch.device("meta")
-        return _run(structure, model, meta_inputs, meta, None, meta_state, hooks)
-    except Exception:
-        pass
+        return _run(structure, model, meta_inputs, meta, None, meta_state, hooks, step=step)
+    except Exception as exc:
+        if step is not None:
+            if isinstance(exc, FlowprofError):
+                raise
+            raise UnsupportedModelError(
+                f"the training step of {type(model).__name__} could not run on meta tensors: "
+                f"{_one_line(exc)}"
+            ) from exc
     device = model_device(model)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
@@ -671,20 +877,24 @@ def _on_meta_else_fake(
     return _run(structure, model, fake_inputs, device, fake_mode, hooks=hooks)
 
 
-def _empty_on(inputs: Sequence[Any], device: torch.device | str) -> list[Any]:
-    """Empty tensors of the inputs' shapes and dtypes on ``device`` (other inputs as they are)."""
+def _empty_on(inputs: Sequence[Any], device: torch.device | str, grad: bool = False) -> list[Any]:
+    """Empty tensors of the inputs' shapes and dtypes on ``device`` (other inputs as they are);
+    ``grad``: the floating ones need a gradient."""
     return [
-        torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
+        torch.empty(tuple(x.shape), dtype=x.dtype, device=device).requires_grad_(
+            grad and x.is_floating_point()
+        )
         if isinstance(x, torch.Tensor)
         else x
         for x in inputs
     ]
 
 
-def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
-    """Meta stand-ins (no storage) for every parameter and buffer not on meta already, and for
-    the tensor constants torch.fx folded while tracing (made on the CPU, whatever the model's
-    device)."""
+def _meta_state(structure: Structure, every: bool = False) -> dict[str, torch.Tensor]:
+    """Meta stand-ins (no storage) for every parameter and buffer not on meta already (``every``:
+    for those on meta too; a parameter's stand-in is a parameter that needs a gradient as it
+    does, for a training step), and for the tensor constants torch.fx folded while tracing (made
+    on the CPU, whatever the model's device)."""
     root = structure.root
     named = dict(root.named_parameters(remove_duplicate=False))
     named |= dict(root.named_buffers(remove_duplicate=False))
@@ -693,13 +903,32 @@ def _meta_state(structure: Structure) -> dict[str, torch.Tensor]:
             value = _fetch(root, str(n.target))
             if isinstance(value, torch.Tensor):
                 named[str(n.target)] = value
-    return {
-        n: torch.empty_like(t, device="meta") for n, t in named.items() if t.device.type != "meta"
-    }
+    if not every:
+        return {
+            n: torch.empty_like(t, device="meta")
+            for n, t in named.items()
+            if t.device.type != "meta"
+        }
+    out: dict[str, torch.Tensor] = {}
+    made: dict[int, torch.Tensor] = {}  # (tied weights: one stand-in)
+    for n, t in named.items():
+        if id(t) not in made:
+            empty = torch.empty_like(t, device="meta")
+            made[id(t)] = (
+                nn.Parameter(empty, requires_grad=t.requires_grad)
+                if isinstance(t, nn.Parameter)
+                else empty
+            )
+        out[n] = made[id(t)]
+    return out
 
 
 def run_counts(
-    structure: Structure, model: nn.Module, inputs: Sequence[Any], hooks: bool | None = None
+    structure: Structure,
+    model: nn.Module,
+    inputs: Sequence[Any],
+    hooks: bool | None = None,
+    step: TrainingStep | None = None,
 ) -> RunRecord:
     """Run the traced graph with the counters on: the record of the run (tracer/units.py), made
     from the fx graph's nodes and what each one did. Where the blocks are recorded by hooks
@@ -715,6 +944,8 @@ def run_counts(
     """
     if hooks is None:
         hooks = uses_hooks(structure, model)
+    if step is not None:  # (see _on_meta_else_fake)
+        return _on_meta_else_fake(structure, model, inputs, hooks, step)
     try:
         return _on_meta_else_fake(structure, model, inputs, hooks)
     except UnsupportedModelError:
@@ -818,16 +1049,24 @@ def _fx_record(
             call = record.module_call(stack, top.get_submodule(str(n.target)), ins, rec)
         elif RunRecord.is_fold(rec, ins):
             source = ins[0] if ins else None
-            bound[n.name] = record.folded(n.name, n.target, source, tensors, rec.is_view)
+            bound[n.name] = record.folded(
+                n.name, n.target, source, tensors, rec.is_view, rec.requires_grad
+            )
             if source is not None and source.producer is not None:
                 node_units[n.name] = source.producer.name
+                source.producer.tally.absorb_phases(rec)  # (its backward: the producer's)
             continue
         else:
             call = record.function_call(_stack(n, prefix), n.target, ins, rec)
-        v = bound[n.name] = record.produced(call, n.name, tensors)
+        v = bound[n.name] = record.produced(call, n.name, tensors, rec.requires_grad)
         if rec.returned is not None:  # in place: later reads of what it changed read this
             bound[rec.returned] = v
         node_units[n.name] = call.name
+    # (a training step) the backward of a node that is no unit and folds into none: outside's
+    units = {id(c.tally) for c in record.calls}
+    for rec in records.values():
+        if rec.phases and id(rec) not in units:
+            outside.absorb_phases(rec)
     return record
 
 

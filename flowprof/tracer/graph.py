@@ -155,6 +155,17 @@ class CountedOnce:
                 total += t.numel()
         return total
 
+    def split(self, tensors: Any) -> tuple[int, int]:
+        """Like calling it, and also the elements of those that need a gradient (trainable)."""
+        total = trainable = 0
+        for t in tensors:
+            if id(t) not in self.seen:
+                self.seen.add(id(t))
+                n = t.numel()
+                total += n
+                trainable += n if t.requires_grad else 0
+        return total, trainable
+
     def not_counted(self, tensors: Any) -> int:
         return sum(t.numel() for t in tensors if id(t) not in self.seen)
 
@@ -180,6 +191,7 @@ class Unit:
     role: str = "block"  # "block", "input" or "output"
     seconds: float | None = None  # measured wall time (--measure), else None
     other_phases: PhaseCounts = ()  # counts of the phases besides forward (``count``)
+    trainable: int = 0  # elements of its parameters that need a gradient (of ``params``)
 
     def counts(self) -> dict[Phase, OpCount]:
         """Counts by phase: forward (``count``) first, then the other phases recorded."""
@@ -199,8 +211,12 @@ class Outside:
 
     @classmethod
     def of(cls, tally: Tally) -> Outside:
+        ops, uncounted = tally.all_ops()
         return cls(
-            tally.count, tuple(sorted(tally.ops.items())), tuple(sorted(tally.uncounted.items()))
+            tally.count,
+            tuple(sorted(ops.items())),
+            tuple(sorted(uncounted.items())),
+            tally.phase_counts(),
         )
 
     def is_empty(self) -> bool:
@@ -247,6 +263,7 @@ class Crossing:
     unmeasured: str | None = (
         None  # why --measure has no bytes for it (None: measured, or not asked)
     )
+    grad: bool = False  # (a training step) its gradient flows back from dst to src
 
 
 @dataclass(frozen=True)
@@ -269,10 +286,19 @@ class Block:
     role: str = "block"
     seconds: float | None = None  # measured wall time (--measure)
     other_phases: PhaseCounts = ()  # counts of the phases besides forward (``count``)
+    trainable: int = 0  # elements of its parameters that need a gradient (of ``params``)
+    bits_per_element: int = 0  # of its parameter gradients: the accounted precision's
 
     def counts(self) -> dict[Phase, OpCount]:
         """Counts by phase: forward (``count``) first, then the other phases recorded."""
         return {Phase.FORWARD: self.count} | dict(self.other_phases)
+
+    @property
+    def param_grad_bits(self) -> int:
+        """Bits of its parameters' gradients, one per trainable parameter element at the
+        accounted precision: what a data-parallel all-reduce moves for this block each step (the
+        ring algorithm sends and receives about twice that per replica)."""
+        return self.trainable * self.bits_per_element
 
     @property
     def macs(self) -> int:
@@ -311,6 +337,8 @@ class Block:
         }
         if self.other_phases:  # (a forward-only block's dict is as it always was)
             out["phases"] = _phases_dict(self.counts())
+            out["trainable_params"] = self.trainable
+            out["param_grad_bits"] = self.param_grad_bits
         return out
 
 
@@ -327,6 +355,19 @@ class Edge:
     # None: every floating tensor is
     model_dtype: str | None = None
     unmeasured: str | None = None  # why --measure has no measured_bits (None: it has, or not asked)
+    # (a training step) the tensors whose gradients flow back along it, from dst to src
+    grad_tensors: tuple[TensorMeta, ...] = ()
+
+    @property
+    def grad_bits(self) -> int:
+        """Bits of the gradients flowing back along it (each the shape and dtype of its tensor)."""
+        return sum(t.bits(self.precision, self.model_dtype) for t in self.grad_tensors)
+
+    def gradient(self) -> Edge:
+        """The edge of the backward: the gradients of ``grad_tensors``, from ``dst`` to ``src``."""
+        return Edge(
+            self.dst, self.src, self.grad_tensors, self.precision, model_dtype=self.model_dtype
+        )
 
     @property
     def native_bits(self) -> int:
@@ -375,6 +416,8 @@ class Edge:
         }
         if self.unmeasured is not None:
             out["unmeasured"] = self.unmeasured
+        if self.grad_tensors:
+            out["grad_bits"] = self.grad_bits
         return out
 
 
@@ -405,6 +448,16 @@ class BlockGraph:
 
     def edges(self) -> list[Edge]:
         return [d["edge"] for _, _, d in self.graph.edges(data=True)]
+
+    def gradient_edges(self) -> list[Edge]:
+        """The edges of the backward of a training step: for each forward edge whose tensors
+        need a gradient, the gradients flowing back from its destination to its source (same
+        shapes and dtypes), in reverse execution order of the forward edges."""
+        return [
+            e.gradient()
+            for e in reversed(self.edges())
+            if e.grad_tensors and self.block(e.dst).role != "output"  # (the loss sends them)
+        ]
 
     def outside(self) -> Outside:
         """The work that ran outside every block: op name -> calls (:meth:`Outside.calls`) and
@@ -532,4 +585,8 @@ class BlockGraph:
         phases = self.phases()
         if len(phases) > 1:
             out["totals_by_phase"] = _phases_dict({p: self.total(p) for p in phases})
+        if "training_step" in self.meta:  # the backward's edges: gradients, dst -> src
+            out["gradient_edges"] = [
+                e.to_dict() | {"phase": "backward"} for e in self.gradient_edges()
+            ]
         return out

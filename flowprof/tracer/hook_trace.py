@@ -98,6 +98,10 @@ class HookRun:
         # Python forward): kept, as a block of its own, rather than lost.
         self.rest = Tally()
         self.folds: Counter[str] = Counter()  # folds made so far, by source value and function
+        self.fold_tallies: list[tuple[Tally, Tally]] = []  # (a fold's tally, its owner's)
+        self.units_by_key: dict[str, UnitCall] = {}  # leaf units by their call's key
+        self.recalls: Counter[str] = Counter()  # leaf calls recomputed so far, by module
+        self.recompute_depth = 0  # > 0 inside a recomputed leaf call
         param_ids = {id(t) for t in params.values()}
         for name, t in (params | buffers).items():
             if id(t) not in self.record.bound:
@@ -153,6 +157,8 @@ class HookRun:
     def forward_starts(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """The model's forward pre-hook, run after the user's own: the inputs as the forward
         receives them are the ``input:NAME`` units (other inputs are constants)."""
+        if torch._C._current_autograd_node() is not None:
+            return  # (a checkpoint of the whole model, recomputed in the backward)
         for name, x in zip(self.input_names, args, strict=False):
             if isinstance(x, torch.Tensor):
                 _, v = self.record.input(name, (_meta(x),))
@@ -163,6 +169,8 @@ class HookRun:
     def forward_ends(self, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         """The model's forward hook, run before the user's own: the output unit reads what the
         forward returned."""
+        if torch._C._current_autograd_node() is not None:
+            return
         self.in_forward = False
         self.rec.current = self.record.outside
         self.record.output(self._reads(out))
@@ -170,6 +178,9 @@ class HookRun:
     # -- module hooks ---------------------------------------------------------------------
 
     def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if torch._C._current_autograd_node() is not None:
+            self._recompute_pre(module)
+            return
         if self.depth_in_leaf or self.in_function:
             self.depth_in_leaf += 1
             return
@@ -184,12 +195,16 @@ class HookRun:
         if self.is_leaf(module):
             self.depth_in_leaf = 1
             unit = self.record.module_call(tuple(self.stack), module, self._reads((args, kwargs)))
+            self.units_by_key[key] = unit
             self.open.append(unit)
             self.rec.current = unit.tally
             if self.clock:
                 self.started[unit.name] = time.perf_counter()
 
     def post(self, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        if torch._C._current_autograd_node() is not None:
+            self._recompute_post(out)
+            return
         if self.depth_in_leaf > 1 or (self.depth_in_leaf == 1 and not self.open):
             self.depth_in_leaf -= 1
             return
@@ -202,13 +217,45 @@ class HookRun:
             self._outputs(unit, out)
         self.stack.pop()
 
+    # -- a checkpoint's recomputed forward (in the backward of a training step) --------------
+    # Modules run again in the order they ran in the forward: the k-th recomputed call of a leaf
+    # module is its k-th call, whose unit the recomputation is counted in (phase ``recompute``).
+
+    def _recompute_pre(self, module: nn.Module) -> None:
+        if self.recompute_depth:
+            self.recompute_depth += 1
+            return
+        qualname = self.qualnames.get(id(module))
+        if qualname is None or not self.is_leaf(module):
+            return
+        k = self.recalls[qualname]
+        self.recalls[qualname] += 1
+        unit = self.units_by_key.get(qualname if k == 0 else f"{qualname}@{k}")
+        if unit is not None:
+            self.rec.pinned = unit.tally
+            self.recompute_depth = 1
+
+    def _recompute_post(self, out: Any) -> None:
+        if self.recompute_depth > 1:
+            self.recompute_depth -= 1
+        elif self.recompute_depth == 1:
+            # the autograd nodes the recomputation made (a reentrant checkpoint runs its own
+            # backward through them) are the unit's: no function mode runs inside the backward
+            # to tag them as they are made
+            from flowprof.tracer.training_step import tag
+
+            tag(out, self.rec.pinned)
+            self.recompute_depth = 0
+            self.rec.pinned = None
+
     def _outputs(self, unit: UnitCall, out: Any) -> None:
         for t in tensors_in(out):
             v = self._value(t)
             if v is not None and v.producer is unit:
                 continue  # returned twice
             # (a tensor the unit read and changed in place gets its new version here)
-            self._bind(t, self.record.produced(unit, self._output_name(unit), (_meta(t),)))
+            name = self._output_name(unit)
+            self._bind(t, self.record.produced(unit, name, (_meta(t),), _needs_grad(t)))
 
     # -- functions ------------------------------------------------------------------------
 
@@ -239,20 +286,26 @@ class HookRun:
                     with torch._C.DisableTorchFunction():  # (not the model's work)
                         is_view = t._is_view()
                     name = self._fold_name(source, func)
-                    value = record.folded(name, func, source, (_meta(t),), is_view)
+                    value = record.folded(name, func, source, (_meta(t),), is_view, _needs_grad(t))
                     self._bind(t, value)
+            # (a training step) the backward of a fold is its source producer's work
+            owner = source.producer.tally if source and source.producer else self.rest
+            self.fold_tallies.append((slot, owner))
             return out
         unit = record.function_call(tuple(self.stack), func, ins, slot)
         if self.clock:
             record.unit_seconds[unit.name] = seconds
         for t in outs:
-            self._bind(t, record.produced(unit, self._output_name(unit), (_meta(t),)))
+            name = self._output_name(unit)
+            self._bind(t, record.produced(unit, name, (_meta(t),), _needs_grad(t)))
         return out
 
     # -- result ---------------------------------------------------------------------------
 
     def records(self) -> RunRecord:
-        """The record of the run (after the model returned)."""
+        """The record of the run (after the model returned, and a training step's backward)."""
+        for slot, owner in self.fold_tallies:
+            owner.absorb_phases(slot)
         self.record.rest(type(self.model).__name__, self.rest)
         if self.clock and not self.rest.is_empty():
             self.record.unit_seconds["forward:rest"] = 0.0  # (not timed: no hook sees it)
@@ -262,3 +315,9 @@ class HookRun:
 def _meta(t: torch.Tensor) -> TensorMeta:
     with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
         return TensorMeta.of(t)
+
+
+def _needs_grad(t: torch.Tensor) -> bool:
+    """Whether autograd will send ``t`` a gradient (grad mode on, and it requires one)."""
+    with torch._C.DisableTorchFunction():
+        return torch.is_grad_enabled() and t.requires_grad

@@ -26,8 +26,9 @@ from flowprof.tracer.units import LeafGraph, RunRecord, build
 
 if TYPE_CHECKING:
     from flowprof.tracer.fx_trace import Structure
+    from flowprof.tracer.training_step import TrainingStep
 
-__all__ = ["build_units", "counting_run", "eval_mode", "group", "trace_structure"]
+__all__ = ["build_units", "counting_run", "eval_mode", "group", "trace_structure", "train_mode"]
 
 
 def trace_structure(
@@ -53,15 +54,22 @@ def trace_structure(
     return structure
 
 
-def counting_run(structure: Structure, model: nn.Module, inputs: Sequence[Any]) -> RunRecord:
+def counting_run(
+    structure: Structure, model: nn.Module, inputs: Sequence[Any], step: TrainingStep | None = None
+) -> RunRecord:
     """Stage 2: run ``model`` once with the counters on, on meta tensors of ``inputs``' shapes
     and dtypes (fake ones where meta cannot; see ``fx_trace.run_counts``), and return the record
     of the run: unit calls in execution order with the operations each ran (counts by kind:
     multiplications, additions, ..., MACs), the tensor values they read and produced, and the
-    work outside every unit. Nothing is allocated."""
+    work outside every unit. Nothing is allocated.
+
+    ``step`` (a :class:`TrainingStep`): the run is a training step, forward, loss, backward and
+    optimizer update (tracer/training_step.py); each unit's tally then holds its backward and
+    optimizer work beside its forward, and a ``loss`` unit is added before the output. Run it
+    inside :func:`train_mode` then."""
     from flowprof.tracer import fx_trace
 
-    return fx_trace.run_counts(structure, model, inputs, structure.hooked)
+    return fx_trace.run_counts(structure, model, inputs, structure.hooked, step)
 
 
 def build_units(record: RunRecord) -> LeafGraph:
@@ -78,4 +86,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     from flowprof.tracer import fx_trace
 
     with fx_trace.eval_mode(model):
+        yield
+
+
+@contextmanager
+def train_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in train mode for the duration (a training step: dropout and batch statistics
+    as training runs them); every module's train/eval flag is restored on exit."""
+    from flowprof.tracer import fx_trace
+
+    with fx_trace.train_mode(model):
         yield

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from flowprof.tracer.counts import Phase, Tally
+from flowprof.tracer.counts import Tally
 from flowprof.tracer.graph import CountedOnce, Crossing, Outside, TensorMeta, Unit
 
 # Python's operator dunders as torch.fx names the same call (``x + y`` is operator.add there).
@@ -88,6 +88,7 @@ class Value:
     # a fold whose data is not a part or rearrangement of its source's: a cast to another dtype,
     # or a copy with more elements than its source (not a broadcast view of it)
     new_data: bool = False
+    requires_grad: bool = False  # (a training step) a gradient flows back to it
 
     @property
     def elements(self) -> int:
@@ -132,7 +133,6 @@ class UnitCall:
     parameters: tuple[torch.Tensor, ...] = ()
     buffers: tuple[torch.Tensor, ...] = ()
     outputs: list[TensorMeta] = field(default_factory=list)
-    other_phases: dict[Phase, Tally] = field(default_factory=dict)  # phases besides forward
 
 
 @dataclass
@@ -171,10 +171,17 @@ class RunRecord:
         """A parameter or buffer of the model (or a tensor attribute fx reads)."""
         return self.bind(key, Value(name, None, (_meta(t),), weight=t, is_parameter=is_parameter))
 
-    def produced(self, call: UnitCall, name: str, tensors: tuple[TensorMeta, ...]) -> Value:
-        """A value ``call`` produced (not yet bound: the path binds it to its identity)."""
+    def produced(
+        self,
+        call: UnitCall,
+        name: str,
+        tensors: tuple[TensorMeta, ...],
+        requires_grad: bool = False,
+    ) -> Value:
+        """A value ``call`` produced (not yet bound: the path binds it to its identity);
+        ``requires_grad``: in a training step, autograd sends a gradient back to it."""
         call.outputs.extend(tensors)
-        return Value(name, call, tensors)
+        return Value(name, call, tensors, requires_grad=requires_grad)
 
     @staticmethod
     def folded(
@@ -183,6 +190,7 @@ class RunRecord:
         source: Value | None,
         tensors: tuple[TensorMeta, ...],
         is_view: bool = False,
+        requires_grad: bool = False,
     ) -> Value:
         """The output of a fold, a call of ``func``: a view (``is_view``: it shares the data of
         what it read), copy or conversion of ``source`` (None: of no value, a constant made in
@@ -192,7 +200,9 @@ class RunRecord:
         new_data = not {t.dtype for t in tensors} <= {t.dtype for t in source.tensors} or (
             not is_view and sum(t.elements for t in tensors) > source.elements
         )
-        return Value(name, source.producer, tensors, source, new_data=new_data)
+        return Value(
+            name, source.producer, tensors, source, new_data=new_data, requires_grad=requires_grad
+        )
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -249,7 +259,7 @@ class RunRecord:
     def rest(self, kind: str, tally: Tally) -> None:
         """Work inside the forward that no hook saw (a TorchScript function's ops): a block of its
         own, ``forward:rest`` (a name no module path can take), before the output."""
-        if not tally.is_empty():
+        if not tally.is_empty() or tally.phases:
             at = len(self.calls) - (self.calls and self.calls[-1].role == "output")
             self.calls.insert(at, UnitCall("forward:rest", kind, (), [], tally=tally))
 
@@ -277,7 +287,7 @@ def build(record: RunRecord) -> LeafGraph:
     units: list[Unit] = []
     crossings: list[Crossing] = []
     for call in record.calls:
-        params = own(call.parameters)
+        params, trainable = own.split(call.parameters)
         buffers = own(call.buffers)
         sent: set[str] = set()
         input_shapes: list[tuple[int, ...]] = []
@@ -285,7 +295,8 @@ def build(record: RunRecord) -> LeafGraph:
             base = v.origin()
             if base.weight is not None:  # a weight read by a function (or a view of one)
                 if base.is_parameter:
-                    params += own((base.weight,))
+                    p, t = own.split((base.weight,))
+                    params, trainable = params + p, trainable + t
                 else:
                     buffers += own((base.weight,))
                 continue
@@ -299,9 +310,17 @@ def build(record: RunRecord) -> LeafGraph:
                 continue
             sent.add(value.name)
             crossings.append(
-                Crossing(value.name, value.root().name, v.producer.name, call.name, value.tensors)
+                Crossing(
+                    value.name,
+                    value.root().name,
+                    v.producer.name,
+                    call.name,
+                    value.tensors,
+                    grad=value.requires_grad or v.requires_grad,
+                )
             )
         tally = call.tally
+        ops, uncounted = tally.all_ops()
         units.append(
             Unit(
                 name=call.name,
@@ -312,10 +331,11 @@ def build(record: RunRecord) -> LeafGraph:
                 buffers=buffers,
                 input_shapes=tuple(dict.fromkeys(input_shapes)),
                 output_shapes=tuple(dict.fromkeys(t.shape for t in call.outputs)),
-                ops=tuple(sorted(tally.ops.items())),
-                uncounted=tuple(sorted(tally.uncounted.items())),
+                ops=tuple(sorted(ops.items())),
+                uncounted=tuple(sorted(uncounted.items())),
                 role=call.role,
-                other_phases=tuple((p, t.count) for p, t in call.other_phases.items()),
+                other_phases=tally.phase_counts(),
+                trainable=trainable,
             )
         )
     return LeafGraph(

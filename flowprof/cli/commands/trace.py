@@ -17,6 +17,7 @@ from flowprof.cli.options import (
     input_dtypes,
     model_options,
 )
+from flowprof.errors import BadInputError
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -38,12 +39,39 @@ def arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run the model for real: seconds per block and measured edge bytes",
     )
+    g = p.add_argument_group("training step (--train)")
+    g.add_argument(
+        "--train",
+        action="store_true",
+        help="count one training step: forward, loss, backward and optimizer update, by block, "
+        "and the gradients flowing back between blocks",
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam", "adamw"),
+        help="the update of --train (default sgd, momentum 0.9)",
+    )
+    g.add_argument(
+        "--loss",
+        choices=("auto", "cross-entropy", "mse", "sum"),
+        help="the loss of --train (default auto: cross-entropy for an N x C output, else mse)",
+    )
+    g.add_argument(
+        "--input-grad",
+        action="store_true",
+        help="with --train: the inputs need a gradient too (as inside a bigger model)",
+    )
     trace_files.add_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     options = model_options(args)
     check_model(args.model, options)  # (before torch is imported)
+    train = args.train or args.optimizer or args.loss or args.input_grad
+    if train and not args.train:
+        raise BadInputError("--optimizer, --loss and --input-grad go with --train")
+    if train and args.measure:
+        raise BadInputError("--measure times a forward pass: use it without --train")
     import flowprof
 
     shapes = args.input  # in forward's order, or by forward's parameter names
@@ -56,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         depth=args.depth,
         measure=args.measure,
         input_dtypes=input_dtypes(args),  # (passed on to the model's build)
+        phases=("forward", "backward", "optimizer") if train else None,
+        optimizer=args.optimizer,
+        loss=args.loss,
+        input_grad=args.input_grad,
         **options,
     )
     name = graph.meta["model"]
@@ -89,10 +121,21 @@ def run(args: argparse.Namespace) -> int:
 def _tables(graph, name: str, measured: bool):
     from rich.text import Text
 
-    from flowprof.reports import tables
+    from flowprof.reports import tables, training_tables
     from flowprof.reports.fit import short_name
 
     name = short_name(name)  # a factory in a file by the file's name, not its whole path
+    if training_tables.is_training(graph):
+        yield training_tables.phase_blocks_table(graph, title=f"{name}: training step by block")
+        yield tables.edges_table(graph, title=f"{name}: activations between blocks (forward)")
+        yield training_tables.gradient_edges_table(
+            graph, title=f"{name}: gradients between blocks (backward)"
+        )
+        yield training_tables.phase_totals_table(graph, title=f"{name}: training step totals")
+        for line in training_tables.step_notes(graph) + tables.trace_notes(graph):
+            yield Text(line)
+        return
+
     yield tables.blocks_table(graph, title=f"{name}: blocks")
     yield tables.edges_table(graph, title=f"{name}: tensors between blocks")
     yield tables.totals_table(graph, title=f"{name}: totals")
@@ -111,7 +154,8 @@ def _csv(graph) -> list[str]:
 COMMAND = Command(
     name="trace",
     help="trace a model into a block graph: counts, tensors, diagram",
-    example="python cli.py trace transformer --emb 512 --out out/t512",
+    example="python cli.py trace transformer --emb 512 --out out/t512\n"
+    "  python cli.py trace lenet5 --train --optimizer adam",
     arguments=arguments,
     run=run,
     order=10,
