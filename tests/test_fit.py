@@ -138,3 +138,32 @@ def test_titles_name_a_file_factory_by_its_file() -> None:
     assert short_name("mypkg.net:make") == "mypkg.net:make"
     assert short_name("torchvision:resnet50") == "torchvision:resnet50"
     assert short_name("transformer") == "transformer"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_training_step_tables_show_every_phase_count_whole(width) -> None:
+    import flowprof
+    from flowprof.reports import training_tables
+    from flowprof.tracer.counts import OpCount
+
+    graph = flowprof.trace(
+        "transformer", phases=("forward", "backward", "optimizer"), optimizer="adam"
+    )
+    shown = training_tables._phases(graph)
+    text = _draw(training_tables.phase_blocks_table(graph), width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    want: Counter[str] = Counter()
+    for b in graph.blocks():
+        counts = b.counts()
+        want.update(count(counts[p].total) for p in shown if p in counts)
+        want[count(OpCount.sum(counts.values()).total)] += 1
+        want[count(b.params)] += 1
+    assert _missing(want, _numbers(text)) == Counter()
+    text = _draw(training_tables.phase_totals_table(graph), width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    for p in shown:
+        assert count(graph.total(p).macs) in _numbers(text)
+    text = _draw(training_tables.gradient_edges_table(graph), width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    grads = Counter(count(e.elements) for e in graph.gradient_edges())
+    assert _missing(grads, _numbers(text)) == Counter()
