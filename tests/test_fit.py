@@ -167,3 +167,26 @@ def test_the_training_step_tables_show_every_phase_count_whole(width) -> None:
     assert max(len(line) for line in text.splitlines()) <= width
     grads = Counter(count(e.elements) for e in graph.gradient_edges())
     assert _missing(grads, _numbers(text)) == Counter()
+
+
+def test_trace_titles_a_file_model_by_its_file_name(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(4, 3))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "trace", f"{tmp_path / 'net.py'}:make"]
+        + ["--input", "2x4"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "net.py:make: blocks" in out.stdout
+    assert str(tmp_path) not in out.stdout
+    # 2 rows x 3 outputs x 4 taps = 24 multiply-accumulates
+    assert "24" in _numbers(out.stdout)
