@@ -49,7 +49,7 @@ LIGHT = [
     (["trace", "transformer", "--heads", "0"], 2, "--heads: expected a positive integer, got 0"),
     (["trace", "lenet5", "--emb", "4"], 2, "lenet5 takes no model options; got emb"),
     (["trace", "lenet6"], 2, "unknown model 'lenet6'; did you mean lenet5"),
-    (["sweep", "lenet5", "--heads", "2"], 2, "lenet5 takes no model options; got emb, heads"),
+    (["sweep", "lenet5", "--heads", "2"], 2, "lenet5 has no --emb and --seq-len to vary"),
     (["pipeline", "lenet5-modern", "--stages", "2", "--emb", "4"], 2, "takes only activation"),
     (["models"], 0, "lenet5-modern-dws"),
 ]

@@ -92,3 +92,25 @@ def test_works_beside_a_users_models_and_distributed_packages(installed, tmp_pat
         [python, "-m", "flowprof", "models"], cwd=tmp_path, capture_output=True, text=True
     )
     assert as_module.returncode == 0 and "transformer" in as_module.stdout
+
+
+def test_an_installed_copy_keeps_its_data_in_the_users_cache(installed, tmp_path):
+    # Not site-packages/data (issue 22, item 8): $XDG_CACHE_HOME/flowprof, else ~/.cache/flowprof.
+    import os
+
+    code = "from flowprof.training.mnist import default_data_root; print(default_data_root())"
+    python = str(installed / "bin" / "python")
+    drop = ("FLOWPROF_DATA", "XDG_CACHE_HOME", "PYTHONPATH")  # the installed copy, not a checkout
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["HOME"] = str(tmp_path / "home")
+
+    def root(**extra: str) -> Path:
+        out = subprocess.run(
+            [python, "-c", code], cwd=tmp_path, env=env | extra, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return Path(out.stdout.strip())
+
+    assert root() == tmp_path / "home" / ".cache" / "flowprof"
+    assert root(XDG_CACHE_HOME=str(tmp_path / "xdg")) == tmp_path / "xdg" / "flowprof"
+    assert root(FLOWPROF_DATA=str(tmp_path / "mine")) == tmp_path / "mine"

@@ -301,7 +301,11 @@ def parse_layer(text: str) -> LayerSpec:
         if not at:
             raise _bad_layer(spec_text, kind, f"{body!r} lacks '@' between filters and kernel")
         if not channels_token.isdigit():
-            raise _bad_layer(spec_text, kind, f"filter count {channels_token!r} is not a number")
+            raise _bad_layer(
+                spec_text,
+                kind,
+                f"the filter count {channels_token!r} must be a whole number of filters, 1 or more",
+            )
         out_channels = int(channels_token)
     kernel = _parse_pair(kernel_token)
     if kernel is None:

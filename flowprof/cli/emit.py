@@ -139,9 +139,14 @@ class OutputDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot create output folder {path}: {exc.strerror}") from None
+            raise UsageError(
+                f"cannot create output folder {path}: {exc.strerror} (give --out a folder you "
+                "can write to)"
+            ) from None
         if not os.access(self.path, os.W_OK):
-            raise UsageError(f"output folder {path} is not writable")
+            raise UsageError(
+                f"output folder {path} is not writable (give --out a folder you can write to)"
+            )
         self.written: list[Path] = []
 
     def __truediv__(self, name: str) -> Path:

@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return args.fn(args)
     except UsageError as exc:
-        print(str(exc), file=sys.stderr)
+        line = str(exc)  # every error line starts with the program's name
+        print(line if line.startswith(PROG) else f"{PROG}: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -427,6 +427,16 @@ def partition(
     else:
         if stages is None or isinstance(stages, bool) or not isinstance(stages, int):
             raise PartitionError(f"give the number of stages as an integer, got {stages!r}")
+        if n_blocks < 2:
+            if depth is None:
+                why = (
+                    "1 unit, so it cannot be split into stages (a model torch.fx cannot trace, "
+                    "e.g. one that branches on tensor values, is one unit here; `flowprof trace "
+                    "MODEL --measure` still counts it block by block)"
+                )
+            else:
+                why = f"1 block at depth {depth}: give a larger --depth, or none"
+            raise PartitionError(f"{flow.name} has only {why}")
         if not 2 <= stages <= n_blocks:
             raise PartitionError(
                 f"the number of stages must be from 2 to {n_blocks} (the number of {what} of "

@@ -15,6 +15,7 @@ from rich.table import Table
 from flowprof.analyses import dws_mapping
 from flowprof.analyses.comm_sweep import Sweep
 from flowprof.analyses.op_compare import Comparison, LayerCounts, LayerRow
+from flowprof.reports.fit import fit, short_name
 from flowprof.reports.units import bits, count
 
 
@@ -32,7 +33,7 @@ def comparison_table(cmp: Comparison, title: str = "") -> Table:
     a, b = cmp.model_a, cmp.model_b
     depth = "leaf units" if cmp.depth is None else f"depth {cmp.depth}"
     table = Table(
-        title=title or f"{a} vs {b}: operations per layer ({depth})",
+        title=title or f"{short_name(a)} vs {short_name(b)}: operations per layer ({depth})",
         caption="ratio = B / A; counting convention: dot product of length K = K mult. + "
         "K-1 add., bias +1 add.",
     )
@@ -57,7 +58,7 @@ def comparison_table(cmp: Comparison, title: str = "") -> Table:
         add(row)
     table.add_section()
     add(cmp.total, style="bold")
-    return table
+    return fit(table)
 
 
 def _fraction(value: Fraction | None) -> str:
@@ -109,7 +110,7 @@ def conv_check_table(cmp: Comparison, title: str = "") -> Table:
                 "yes" if q.ok else "NO",
                 end_section=i == len(conv.checks) - 1,
             )
-    return table
+    return fit(table)
 
 
 def mapping_table(title: str = "The mapping f, step by step") -> Table:
@@ -119,17 +120,31 @@ def mapping_table(title: str = "The mapping f, step by step") -> Table:
     table.add_column("step")
     for i, line in enumerate(dws_mapping.derivation("text"), start=1):
         table.add_row(str(i), line)
-    return table
+    return fit(table)
+
+
+# Up to this many swept values a sweep's table has one column per value; more, one row per value
+# (a table 50 values wide is unreadable at any terminal width).
+COLUMNS_UP_TO = 8
+
+
+def _check(values: list[bool | None]) -> str:
+    if any(v is None for v in values):
+        return "-"
+    return "yes" if all(values) else "NO"
 
 
 def sweep_table(sw: Sweep, title: str = "") -> Table:
     """Families x swept values: bits per edge family, then activations, weights and total; the
-    last column says whether every traced family equals its closed form."""
+    last column says whether every traced family equals its closed form. Over more than
+    ``COLUMNS_UP_TO`` values, transposed: one row per value (:func:`sweep_points_table`)."""
     var = sw.variable.value
     depth = "leaf units" if sw.depth is None else f"depth {sw.depth}"
+    title = title or f"{sw.model}: bits between consecutive blocks ({depth}, {sw.dtype}) vs {var}"
+    if len(sw.points) > COLUMNS_UP_TO:
+        return sweep_points_table(sw, title)
     table = Table(
-        title=title
-        or f"{sw.model}: bits between consecutive blocks ({depth}, {sw.dtype}) vs {var}",
+        title=title,
         caption="edges: per forward pass at the last point; closed form: traced = formula at "
         "every point",
     )
@@ -140,12 +155,7 @@ def sweep_table(sw: Sweep, title: str = "") -> Table:
     table.add_column("closed form")
     table.add_column("=", justify="center")
     last = sw.points[-1] if sw.points else None
-
-    def check(values: list[bool | None]) -> str:
-        if any(v is None for v in values):
-            return "-"
-        return "yes" if all(values) else "NO"
-
+    check = _check
     for fam in sw.families():
         amounts = [p.family(fam) for p in sw.points]
         table.add_row(
@@ -178,7 +188,56 @@ def sweep_table(sw: Sweep, title: str = "") -> Table:
     )
     table.add_section()
     table.add_row("total", "", *(bits(p.total_bits) for p in sw.points), "", "", style="bold")
-    return table
+    return fit(table)
+
+
+def sweep_points_table(sw: Sweep, title: str = "") -> Table:
+    """A sweep with one row per swept value: bits per edge family, all activations, each weight
+    group, all weights and the total; below, how many edges (blocks) each family (group) has at
+    the last value and whether the traced bits equal the closed form at every value."""
+    var = sw.variable.value
+    families, groups = sw.families(), sw.weight_groups()
+    table = Table(
+        title=title or f"{sw.model}: bits between consecutive blocks vs {var}",
+        caption="closed form = traced: at every value (the formulas are in --format json)",
+    )
+    table.add_column(var, justify="right")
+    for fam in families:
+        table.add_column(fam.value, justify="right")
+    table.add_column("activations (all edges)", justify="right")
+    for group in groups:
+        table.add_column(f"weights: {group.value}", justify="right")
+    table.add_column("weights (all blocks)", justify="right")
+    table.add_column("total", justify="right")
+    for p in sw.points:
+        table.add_row(
+            str(p.value),
+            *(bits(p.family(f).bits) for f in families),
+            bits(p.activation_bits),
+            *(bits(p.weight(g).bits) for g in groups),
+            bits(p.weight_bits),
+            bits(p.total_bits),
+        )
+    table.add_section()
+    last = sw.points[-1]
+    table.add_row(
+        f"edges at {last.value}",
+        *(str(last.family(f).items) for f in families),
+        str(len(last.edges)),
+        *(str(last.weight(g).items) for g in groups),
+        "",
+        "",
+        style="dim",
+    )
+    table.add_row(
+        "closed form",
+        *(_check([p.family(f).matches for p in sw.points]) for f in families),
+        "",
+        *(_check([p.weight(g).matches for p in sw.points]) for g in groups),
+        "",
+        "",
+    )
+    return fit(table, names=(), keys=(var,))
 
 
 def sweep_blocks_table(sw: Sweep, index: int = -1, title: str = "") -> Table:
@@ -200,7 +259,7 @@ def sweep_blocks_table(sw: Sweep, index: int = -1, title: str = "") -> Table:
             bits(b.weight_bits),
             "yes" if b.weight_dominated else "",
         )
-    return table
+    return fit(table)
 
 
 def training_cost_table(costs: list[Any], title: str = "") -> Table:
@@ -235,4 +294,4 @@ def training_cost_table(costs: list[Any], title: str = "") -> Table:
     if a.epochs:
         row(f"{a.epochs} epochs", a.run(), b.run())
     row(f"evaluation pass ({a.eval_samples:,} samples)", a.eval_forward, b.eval_forward)
-    return t
+    return fit(t)

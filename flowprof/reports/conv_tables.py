@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from flowprof.analyses.conv_shapes import Solutions, Step
+from flowprof.reports.fit import fit
 
 
 def _pair(pair: tuple[int, int]) -> str:
@@ -47,7 +48,7 @@ def shape_table(steps: Sequence[Step]) -> Table:
             _weight(step),
             f"{step.params:,}",
         )
-    return table
+    return fit(table)
 
 
 def solutions_table(solutions: Solutions) -> Table:
@@ -80,7 +81,7 @@ def solutions_table(solutions: Solutions) -> Table:
             f"{step.params:,}",
             str(layer),
         )
-    return table
+    return fit(table)
 
 
 def explanation_table(solutions: Solutions) -> Table:
@@ -96,4 +97,4 @@ def explanation_table(solutions: Solutions) -> Table:
     table.add_column("reason")
     for line in solutions.explanation:
         table.add_row(line)
-    return table
+    return fit(table)

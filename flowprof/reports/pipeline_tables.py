@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
+from flowprof.reports.fit import fit, short_name
 from flowprof.reports.units import bits, count
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _agree(ok: bool) -> Text:
 def partition_table(part: Partition, title: str | None = None) -> Table:
     """Stages (units, compute, cost) interleaved with the cuts between them (values, bits)."""
     t = Table(
-        title=title or f"{part.model}: {len(part.stages)} stages ({part.chosen})",
+        title=title or f"{short_name(part.model)}: {len(part.stages)} stages ({part.chosen})",
         header_style="bold",
         caption=(
             f"cost = {part.measure.value} + {part.comm_weight:g} x (in + out bits); "
@@ -65,7 +66,7 @@ def partition_table(part: Partition, title: str | None = None) -> Table:
             t.add_row(
                 f"cut {cut.index}|{cut.index + 1}", _values_text(cut), "", count(cut.bits), ""
             )
-    return t
+    return fit(t, names=("stage / cut", "units / values crossing"), keys=("stage / cut",))
 
 
 def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
@@ -73,7 +74,8 @@ def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
     part = result.partition
     t = Table(
         title=title
-        or f"{result.model}: {result.world_size} processes, {result.micro_batches} micro-batch"
+        or f"{short_name(result.model)}: {result.world_size} processes, "
+        f"{result.micro_batches} micro-batch"
         + ("es" if result.micro_batches != 1 else ""),
         header_style="bold",
         caption=(
@@ -108,7 +110,7 @@ def pipeline_table(result: PipelineResult, title: str | None = None) -> Table:
                 count(check.measured_bits),
                 _agree(check.agree),
             )
-    return t
+    return fit(t, names=("stage / cut", "units / values crossing"), keys=("stage / cut",))
 
 
 def stages_diagram(subject: Partition | PipelineResult, title: str | None = None):
@@ -119,7 +121,9 @@ def stages_diagram(subject: Partition | PipelineResult, title: str | None = None
     result = subject if isinstance(subject, PipelineResult) else None
     part = result.partition if result else subject
     dot = styled_digraph(
-        "pipeline", title or f"{part.model}: {len(part.stages)} pipeline stages", rankdir="LR"
+        "pipeline",
+        title or f"{short_name(part.model)}: {len(part.stages)} pipeline stages",
+        rankdir="LR",
     )
     dot.node("inputs", "inputs", shape="ellipse", fillcolor="#f5f5f5")
     dot.node("output", "output", shape="ellipse", fillcolor="#f5f5f5")

@@ -8,6 +8,7 @@ line is labelled with its family, so a test can read the plotted data back from 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from flowprof.analyses.comm_sweep import Sweep, Variable
@@ -29,10 +30,35 @@ def _figure(width: float = 7.5, height: float = 5.0) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+# At most this many labelled ticks on the swept axis: more overprint at the figure's width.
+MAX_TICKS = 8
+
+
+def ticks(values: list[int], most: int = MAX_TICKS) -> list[int]:
+    """The swept values to label on a log axis: all of them if they are few, else values at
+    least 1/``most`` of the axis's log span apart, the first and the last always kept (a point
+    within half that of the last gives way to it)."""
+    if len(values) <= most:
+        return list(values)
+    lo, hi = math.log2(values[0]), math.log2(values[-1])
+    gap = (hi - lo) / most
+    kept = [values[0]]
+    for v in values[1:-1]:
+        if math.log2(v) - math.log2(kept[-1]) >= gap:
+            kept.append(v)
+    if len(kept) > 1 and hi - math.log2(kept[-1]) < gap / 2:
+        kept.pop()
+    return [*kept, values[-1]]
+
+
 def _decorate(ax: Axes, sw: Sweep, ylabel: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xticks(sw.values, [str(v) for v in sw.values])
+    shown = ticks(sw.values)
+    ax.set_xticks(shown, [str(v) for v in shown])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # no unlabelled values labelled by matplotlib
     ax.set_xlabel(_AXIS_LABEL[sw.variable])
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.25)

@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from flowprof.reports.fit import fit
 from flowprof.reports.units import bits, count
 from flowprof.tracer.counts import CONVENTION, OTHER_KINDS
 from flowprof.tracer.graph import BlockGraph
@@ -37,7 +38,7 @@ def blocks_table(graph: BlockGraph, title: str = "Blocks") -> Table:
             count(b.params),
             bits(b.activation_bits),
         )
-    return t
+    return fit(t)
 
 
 def edges_table(graph: BlockGraph, title: str = "Tensors between blocks") -> Table:
@@ -51,7 +52,7 @@ def edges_table(graph: BlockGraph, title: str = "Tensors between blocks") -> Tab
     t.add_column("bits", justify="right", footer=bits(total))
     for e in graph.edges():
         t.add_row(e.src, e.dst, e.shape, e.dtype, count(e.elements), bits(e.bits))
-    return t
+    return fit(t, names=("from", "to"))
 
 
 def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
@@ -81,7 +82,7 @@ def totals_table(graph: BlockGraph, title: str = "Totals") -> Table:
     if missing:
         coverage += "; uncounted: " + ", ".join(f"{k} x{v}" for k, v in missing.items())
     t.add_row("coverage", coverage, "")
-    return t
+    return fit(t, names=(), keys=("quantity",))
 
 
 def summary(graph: BlockGraph, name: str = "") -> Group:
@@ -148,7 +149,7 @@ def measured_table(graph: BlockGraph, title: str = "Measured (--measure)") -> Ta
             count(e.measured_bits) if e.measured_bits is not None else "-",
             agree,
         )
-    return t
+    return fit(t)
 
 
 def block_time_table(times, title: str = "Forward time per block") -> Table:
@@ -162,4 +163,4 @@ def block_time_table(times, title: str = "Forward time per block") -> Table:
     total = sum(b.seconds for b in times) or 1.0
     for b in sorted(times, key=lambda b: b.seconds, reverse=True):
         t.add_row(b.block, b.kind, count(b.calls), f"{b.seconds:.3f}", f"{b.seconds / total:.1%}")
-    return t
+    return fit(t)

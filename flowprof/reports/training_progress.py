@@ -1,4 +1,6 @@
-"""A Rich progress bar for training: one line per epoch with loss, accuracy and samples/s.
+"""A Rich progress bar for training: one line per epoch with loss, accuracy and samples/s; and
+the same as plain text lines (:func:`batch_line`, :func:`epoch_line`) for output that is not a
+terminal, where a live bar draws nothing until the end.
 
 The training library (training.loop) never prints; it calls ``on_batch`` and ``on_epoch``. This
 module turns a ``rich.progress.Progress`` into those two callbacks. The caller owns the Progress
@@ -79,6 +81,24 @@ class EpochBars:
             test=test,
         )
         self.progress.stop_task(task)
+
+
+def batch_line(p: BatchProgress) -> str:
+    """A batch's progress as one plain line (for output that is not a terminal)."""
+    return (
+        f"epoch {p.epoch}: {p.samples_done:,}/{p.samples_total:,} samples, loss {p.loss:.4f}, "
+        f"acc {p.acc:.2%}, {p.samples_per_s:,.0f} samples/s"
+    )
+
+
+def epoch_line(record: EpochRecord, config: TrainConfig) -> str:
+    """A finished epoch as one plain line (for output that is not a terminal)."""
+    bound = config.epochs if config.epochs is not None else f"<={config.max_epochs}"
+    return (
+        f"epoch {record.epoch}/{bound} done in {record.seconds:.1f} s: train loss "
+        f"{record.train_loss:.4f}, acc {record.train_acc:.2%}; test loss {record.test_loss:.4f}, "
+        f"acc {record.test_acc:.2%}"
+    )
 
 
 def progress_callbacks(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from flowprof.reports.fit import fit
 from flowprof.reports.units import bits, count
 from flowprof.tracer.counts import CONVENTION, KINDS, OpCount, Phase
 from flowprof.tracer.graph import BlockGraph
@@ -71,7 +72,7 @@ def phase_blocks_table(graph: BlockGraph, title: str = "Training step by block")
             count(b.params),
             bits(b.param_grad_bits) if b.trainable else "-",
         )
-    return t
+    return fit(t)
 
 
 def _ratio(num: OpCount | None, den: OpCount | None) -> str:
@@ -129,7 +130,7 @@ def phase_totals_table(graph: BlockGraph, title: str = "Training step totals") -
         *([""] * (len(shown) - 2)),
         count(fwd + back),
     )
-    return t
+    return fit(t, names=(), keys=("quantity",))
 
 
 def gradient_edges_table(graph: BlockGraph, title: str = "Gradients between blocks") -> Table:
@@ -145,7 +146,7 @@ def gradient_edges_table(graph: BlockGraph, title: str = "Gradients between bloc
     t.add_column("bits", justify="right", footer=bits(sum(e.bits for e in edges)))
     for e in edges:
         t.add_row(e.src, e.dst, e.shape, e.dtype, count(e.elements), bits(e.bits))
-    return t
+    return fit(t, names=("from", "to"))
 
 
 def step_notes(graph: BlockGraph) -> list[str]:

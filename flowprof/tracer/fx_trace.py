@@ -1002,9 +1002,9 @@ def run_counts(
             if records is None:
                 raise UnsupportedModelError(
                     f"{type(model).__name__} branches on tensor values, which shapes alone "
-                    "cannot decide: trace it with real inputs and weights (the CLI's --measure "
-                    "builds the model with weights and runs it on random inputs; in Python, "
-                    "give a model on the CPU and example tensors)"
+                    "cannot decide: run it again with --measure, which builds the model with "
+                    "real weights and runs it on random inputs (in Python: give a model on the "
+                    "CPU and example tensors)"
                 ) from exc
             structure.run_as_compiled = _one_line(exc)
             return records

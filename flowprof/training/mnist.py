@@ -131,9 +131,21 @@ _IDX_DTYPE_UBYTE = 0x08
 
 
 def default_data_root() -> Path:
-    """The git-ignored ``data/`` folder of the repository (``$FLOWPROF_DATA`` overrides it)."""
+    """Where data and trained checkpoints go: ``$FLOWPROF_DATA``; else, run from a checkout,
+    the repository's git-ignored ``data/``; else (an installed copy) the user's cache folder,
+    never the installation's site-packages (see :func:`data_root_beside`)."""
     env = os.environ.get("FLOWPROF_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+    return Path(env) if env else data_root_beside(Path(__file__).resolve().parents[2])
+
+
+def data_root_beside(base: Path) -> Path:
+    """The data folder for a flowprof package that lies in ``base``: ``base/data`` when ``base``
+    is a checkout (it holds pyproject.toml beside flowprof/), else ``$XDG_CACHE_HOME/flowprof``,
+    by default ``~/.cache/flowprof``."""
+    if (base / "pyproject.toml").is_file() and (base / "flowprof").is_dir():
+        return base / "data"
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache) if cache else Path.home() / ".cache") / "flowprof"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, OutputDir
 from flowprof.cli.main import first_line
 from flowprof.cli.options import PROG
+from flowprof.cli.progress import Lines, live
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -42,13 +43,21 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=emit.console) as progress:
-        task = progress.add_task("report", total=None)
+    if live(emit.console):
+        with Progress(*columns, console=emit.console) as progress:
+            task = progress.add_task("report", total=None)
 
-        def on_step(step: str, done: int, total: int) -> None:
-            progress.update(task, description=step, completed=done, total=total)
+            def on_step(step: str, done: int, total: int) -> None:
+                progress.update(task, description=step, completed=done, total=total)
 
-        results = run_assignment(quick=args.quick, data_dir=args.data_dir, progress=on_step)
+            results = run_assignment(quick=args.quick, data_dir=args.data_dir, progress=on_step)
+    else:  # piped: a plain line on stderr per step and per epoch trained
+        lines = Lines("report")
+        results = run_assignment(
+            quick=args.quick,
+            data_dir=args.data_dir,
+            progress=lambda step, done, total: lines.say(f"[{done}/{total}] {step}"),
+        )
     doc = build_report(results)
     html = document.render_html(doc)
     markdown, md_files = document.render_markdown(doc)
@@ -61,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     written = ["report.html", "report.md", "report.tex", f"{len(md_files | tex_files)} figures"]
     try:
         pdf = document.compile_pdf(latex, tex_files)
+        if pdf is None:
+            print(
+                f"{PROG}: note: no report.pdf: no LaTeX engine is installed (any of "
+                f"{', '.join(document.LATEX_ENGINES)} compiles report.tex)",
+                file=sys.stderr,
+            )
     except LatexError as exc:
         print(f"{PROG}: warning: LaTeX failed, no PDF: {first_line(exc)}", file=sys.stderr)
         pdf = None

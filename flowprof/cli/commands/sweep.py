@@ -15,6 +15,7 @@ from flowprof.cli.options import (
     int_list,
     model_options,
 )
+from flowprof.errors import UsageError
 
 # --emb and --seq-len take lists here: the dimensions swept.
 SWEPT = ("emb", "seq_len")
@@ -41,7 +42,23 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="write sweep.csv, sweep.json and the plots")
 
 
+def _check_sweepable(model: str) -> None:
+    """A built-in model without the options a sweep varies is refused by name, before torch is
+    imported (``check_model`` would blame an --emb the user never gave)."""
+    if ":" in model:
+        return  # torchvision's and a user's factories: their builders say what they take
+    from flowprof.models import catalog, config
+
+    takes = config.settable(catalog.entry(model).config)
+    if not all(name in takes for name in SWEPT):
+        raise UsageError(
+            f"{PROG} sweep: {model} has no --emb and --seq-len to vary; sweep a model that "
+            "does, e.g. python cli.py sweep transformer --emb 64,128,256"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_sweepable(args.model)
     options = model_options(args, exclude=SWEPT)
     # Before torch is imported; every model built below is given emb, and seq_len when given.
     check_model(args.model, options | {"emb": args.emb or "default", "seq_len": args.seq_len})

@@ -105,12 +105,14 @@ def run(args: argparse.Namespace) -> int:
         json=graph.to_dict,
     )
     if args.out:
+        from flowprof.reports.fit import short_name
+
         out = OutputDir(args.out)
         out.kept(graph.to_csv(out.path))
         out.kept([graph.to_json(out / "graph.json")])
         files = trace_files.write(
             graph,
-            name,
+            short_name(name),  # titles: a file's name, not its whole path
             out.path,
             args,
             lambda path, data: out.text(path.relative_to(out.path), data),
@@ -127,7 +129,9 @@ def _tables(graph, name: str, measured: bool):
     from rich.text import Text
 
     from flowprof.reports import tables, training_tables
+    from flowprof.reports.fit import short_name
 
+    name = short_name(name)  # a factory in a file by the file's name, not its whole path
     if training_tables.is_training(graph):
         yield training_tables.phase_blocks_table(graph, title=f"{name}: training step by block")
         yield tables.edges_table(graph, title=f"{name}: activations between blocks (forward)")

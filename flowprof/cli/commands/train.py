@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, OutputDir
-from flowprof.cli.options import add_data_options, positive_int
+from flowprof.cli.options import PROG, add_data_options, positive_int
+from flowprof.cli.progress import Lines, live
+from flowprof.errors import UsageError
 
 _DEFAULT = "default: training.loop.TrainConfig's"
 
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from flowprof.training import mnist
     from flowprof.training.loop import TrainConfig, TrainingInterrupted, train, with_overrides
 
+    for name in args.models:
+        _check_trainable(name)
     out = OutputDir(args.out)
     data = mnist.load(args.dataset, args.data_dir, download_allowed=args.download)
     emit = Emitter()
@@ -82,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
         console.print(f"[bold]{name}[/bold]: {config.rule()}")
-        with training_progress(console) as progress:
-            on_batch, on_epoch = progress_callbacks(progress, config)
+        if live(console):
+            display = training_progress(console)
+            on_batch, on_epoch = progress_callbacks(display, config)
+        else:  # piped: plain lines on stderr, one per epoch and one per half minute between
+            display = contextlib.nullcontext()
+            on_batch, on_epoch = _plain_callbacks(name, config)
+        with display:
             try:
                 result = train(
                     config,
@@ -123,6 +133,35 @@ def run(args: argparse.Namespace) -> int:
         out.figure("comparison", fig)
     console.print(f"wrote histories, checkpoints and curves to {out}")
     return 0
+
+
+def _check_trainable(name: str) -> None:
+    """``train`` feeds MNIST digits to a built-in LeNet-5 variant, built by name; not to a
+    factory, whose input shape and outputs it cannot know, nor to the transformer."""
+    import difflib
+
+    from flowprof.models import catalog
+
+    known = [n for n in catalog.names() if n.startswith("lenet5")]
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=2)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise UsageError(
+        f"{PROG} train: cannot train {name}: {hint}train takes {', '.join(known)}; to train a "
+        "model of yours, call flowprof.training.loop.train(config, data, model_factory=...) in "
+        "Python"
+    )
+
+
+def _plain_callbacks(name: str, config):
+    from flowprof.reports.training_progress import batch_line, epoch_line
+
+    lines = Lines(f"train {name}")
+    return (
+        lambda p: lines.say(batch_line(p), force=False),
+        lambda record: lines.say(epoch_line(record, config)),
+    )
 
 
 COMMAND = Command(
