@@ -1,0 +1,322 @@
+"""Ceilings of a device at hand, measured by micro-benchmarks, and the file they are cached in.
+
+What is measured (:func:`measure`), each the fastest of several timed repeats after a warm-up (a
+ceiling is what the chip does when nothing else runs; the fixed call costs take the median):
+
+- **matrix products**: square matmuls ``(n, n) @ (n, n)`` for a ladder of ``n`` (2 n^3 FLOPs
+  each) and 3x3 convolutions of ``c`` to ``c`` channels on a 32x32 image for a ladder of ``c``
+  (2 x 9 c^2 x 32^2 FLOPs): achieved FLOP/s by FLOPs, one curve per op class. The peak is the
+  best rate of the ladder (the large-GEMM ceiling). Small products reach less of it (the curve
+  is the "efficiency by op size" refinement).
+- **memory**: STREAM's copy (``a = b``, 2 x 4 bytes per fp32 element) and triad
+  (``a = b + s c``, 3 x 4 bytes) for a ladder of array sizes from in-cache to well beyond the
+  last-level cache: achieved bytes/s by bytes moved. The peak bandwidth is the triad at the
+  largest size (main memory); the curve lets a block whose tensors fit in cache run faster.
+- **elementwise ops**: an in-cache ``mul`` (one FLOP per element): the vector rate.
+- **call overhead**: one fx node of a trivial op, timed as ``--measure`` times a node
+  (tracer/measure.py: ``perf_counter`` around the interpreter's ``run_node``), and one more
+  aten op called directly: the fixed costs a block pays whatever its size.
+
+On a CUDA device the same ladders run (bigger), timed with CUDA events. The result is cached in
+``data/device/<name>-<threads>t.json`` (the repository's git-ignored data folder; ``$FLOWPROF_DATA``
+moves it), keyed by the machine (CPU model, threads, torch version, GPU name): another machine
+measures afresh. Re-measure with ``python -m flowprof.device measure cpu``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flowprof.device.table import Device
+
+FORMAT = 1  # bump when what is measured changes: an older cache is measured again
+
+
+def cache_dir() -> Path:
+    """``$FLOWPROF_DATA/device``, else ``data/device`` in the repository (git-ignored)."""
+    env = os.environ.get("FLOWPROF_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+    return root / "device"
+
+
+def cache_path(name: str) -> Path:
+    """One file per device and CPU thread count (a ceiling measured on 2 threads says little
+    about a run on 1)."""
+    import torch
+
+    return cache_dir() / f"{name}-{torch.get_num_threads()}t.json"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(name: str) -> dict[str, Any]:
+    """What a cached measurement must match to be reused: the chip, the threads, torch."""
+    import torch
+
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "torch": torch.__version__,
+        "cpu": _cpu_model(),
+        "threads": torch.get_num_threads(),
+    }
+    if name == "cuda":
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+class _Timer:
+    """Seconds of a callable: ``perf_counter`` on the CPU; CUDA events on a GPU (the callable's
+    kernels are queued between two events and the time read after a synchronize)."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.cuda = device == "cuda"
+        self.torch = torch
+
+    def __call__(
+        self, fn: Callable[[], Any], repeats: int, warmup: int = 1, best: bool = True
+    ) -> float:
+        """The fastest of ``repeats`` runs (a ceiling: what the chip can do when nothing else
+        runs on it; the cores here are shared), or with ``best=False`` the median."""
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if self.cuda:
+                start = self.torch.cuda.Event(enable_timing=True)
+                end = self.torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        return min(times) if best else statistics.median(times)
+
+
+def _repeats_for(seconds: float, budget: float) -> int:
+    return max(3, min(50, int(budget / max(seconds, 1e-7))))
+
+
+def matmul_curve(device: str, dtype: Any, sizes: list[int]) -> tuple[tuple[float, float], ...]:
+    """(FLOPs, achieved FLOP/s) of square matmuls ``(n, n) @ (n, n)``: 2 n^3 FLOPs each."""
+    import torch
+
+    timer = _Timer(device)
+    points = []
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        first = timer(lambda: torch.mm(a, b, out=out), 1)
+        seconds = timer(lambda: torch.mm(a, b, out=out), _repeats_for(first, 0.3), warmup=0)
+        flops = 2.0 * n**3
+        points.append((flops, flops / seconds))
+    return tuple(points)
+
+
+def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32):
+    """(FLOPs, achieved FLOP/s) of 3x3 convolutions, ``c`` -> ``c`` channels, padding 1, on one
+    ``side`` x ``side`` image: 2 x 9 c^2 side^2 FLOPs each."""
+    import torch
+
+    timer = _Timer(device)
+    points = []
+    with torch.no_grad():
+        for c in channels:
+            x = torch.randn(1, c, side, side, device=device).to(dtype)
+            w = torch.randn(c, c, 3, 3, device=device).to(dtype)
+            run = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
+            first = timer(run, 1)
+            seconds = timer(run, _repeats_for(first, 0.3), warmup=0)
+            flops = 2.0 * 9 * c * c * side * side
+            points.append((flops, flops / seconds))
+    return tuple(points)
+
+
+def stream(device: str, elements: list[int]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """STREAM copy and triad on fp32 arrays of each size: (bytes moved, achieved bytes/s)."""
+    import torch
+
+    timer = _Timer(device)
+    copy, triad = [], []
+    for n in elements:
+        a = torch.zeros(n, device=device)
+        b = torch.ones(n, device=device)
+        c = torch.full((n,), 2.0, device=device)
+        first = timer(lambda: a.copy_(b), 1)
+        t = timer(lambda: a.copy_(b), _repeats_for(first, 0.2), warmup=0)
+        copy.append((8.0 * n, 8.0 * n / t))
+        run = lambda: torch.add(b, c, alpha=3.0, out=a)  # noqa: E731  # a = b + 3 c
+        first = timer(run, 1)
+        t = timer(run, _repeats_for(first, 0.2), warmup=0)
+        triad.append((12.0 * n, 12.0 * n / t))
+    return {"copy": tuple(copy), "triad": tuple(triad)}
+
+
+def vector_rate(device: str, elements: int) -> float:
+    """Elementwise FLOP/s: ``mul`` of two in-cache fp32 arrays (one FLOP per element)."""
+    import torch
+
+    timer = _Timer(device)
+    a = torch.randn(elements, device=device)
+    b = torch.randn(elements, device=device)
+    out = torch.empty(elements, device=device)
+    seconds = timer(lambda: torch.mul(a, b, out=out), 200, warmup=5)
+    return elements / seconds
+
+
+def call_overhead(device: str, nodes: int = 200) -> tuple[float, float]:
+    """(seconds of one fx node of a trivial op, timed as ``--measure`` times a node; seconds of
+    one more aten op called directly). On a GPU both include the launch."""
+    import torch
+    import torch.fx as fx
+
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    y = x
+    for _ in range(nodes):
+        y = graph.call_function(torch.add, (y, 1.0))
+    graph.output(y)
+    gm = fx.GraphModule(torch.nn.Module(), graph)
+    cuda = device == "cuda"
+
+    class Timed(fx.Interpreter):
+        """Each op node timed as tracer/measure.py times a node (CUDA events on a GPU)."""
+
+        def __init__(self) -> None:
+            super().__init__(gm, garbage_collect_values=True)
+            self.seconds: list[float] = []
+            self.events: list[Any] = []
+
+        def run_node(self, n: fx.Node) -> Any:
+            if n.op != "call_function":
+                return super().run_node(n)
+            if cuda:
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = super().run_node(n)
+                end.record()
+                self.events.append((start, end))
+                return out
+            t0 = time.perf_counter()
+            out = super().run_node(n)
+            self.seconds.append(time.perf_counter() - t0)
+            return out
+
+    one = torch.ones(1, device=device)
+    node_times = []
+    with torch.no_grad():
+        for _ in range(4):  # the first run warms up
+            interp = Timed()
+            interp.run(one)
+            if cuda:
+                torch.cuda.synchronize()
+                interp.seconds = [s.elapsed_time(e) / 1e3 for s, e in interp.events]
+            node_times.append(statistics.median(interp.seconds))
+    timer = _Timer(device)
+    op = timer(lambda: torch.add(one, 1.0), 500, warmup=20, best=False)
+    return statistics.median(node_times[1:]), op
+
+
+def measure(name: str = "cpu", quick: bool = False) -> Device:
+    """Measure the ceilings of ``name`` (``cpu``, or ``cuda`` for the current CUDA device) in
+    fp32 (and bf16 on a GPU); see the module docstring. ``quick`` runs shorter ladders (tests)."""
+    import torch
+
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            from flowprof.errors import BadSpecError
+
+            raise BadSpecError("device cuda: no CUDA device is available")
+        precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        sizes = [256, 1024, 4096] if quick else [128, 256, 512, 1024, 2048, 4096, 8192]
+        channels = [64, 256] if quick else [16, 32, 64, 128, 256, 512, 1024]
+        elements = [1 << 16, 1 << 24] if quick else [1 << k for k in range(14, 30, 2)]
+        title = f"{torch.cuda.get_device_name()} (measured)"
+    else:
+        precisions = {"fp32": torch.float32}
+        sizes = [64, 256, 1024] if quick else [32, 64, 128, 256, 512, 768, 1024, 1536, 2048]
+        channels = [16, 64] if quick else [8, 16, 32, 64, 128, 256, 512]
+        elements = [1 << 12, 1 << 20] if quick else [1 << k for k in range(10, 28, 2)]
+        title = f"{_cpu_model()}, {torch.get_num_threads()} threads (measured)"
+    started = time.time()
+    curves: dict[str, tuple[tuple[float, float], ...]] = {}
+    peaks: dict[str, float] = {}
+    for pname, dtype in precisions.items():
+        curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes)
+        curves[f"{pname}/conv"] = conv_curve(name, dtype, channels)
+        peaks[pname] = max(r for _, r in curves[f"{pname}/matmul"])
+    mem = stream(name, elements)
+    bandwidth = mem["triad"][-1][1]  # the largest arrays: main memory
+    vector = vector_rate(name, 1 << 14)
+    call, op = call_overhead(name)
+    return Device(
+        name=name,
+        title=title,
+        kind="gpu" if name == "cuda" else "cpu",
+        matrix_flops=peaks,
+        vector_flops=vector,
+        bandwidth=bandwidth,
+        sources=(
+            "measured by flowprof.device.microbench: largest-GEMM ceiling, STREAM copy and "
+            "triad, per-call overhead (python -m flowprof.device measure "
+            f"{name})",
+        ),
+        matrix_curves=curves,
+        bandwidth_curve=mem["triad"],
+        call_seconds=call,
+        op_seconds=op,
+        measured={
+            "fingerprint": fingerprint(name),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds_taken": round(time.time() - started, 1),
+            "stream_copy": [list(p) for p in mem["copy"]],
+            "quick": quick,
+        },
+    )
+
+
+def load(name: str = "cpu", remeasure: bool = False) -> tuple[Device, bool]:
+    """The measured device ``name`` from its cache, measured now (and cached) if the cache is
+    missing, unreadable, or of another machine, or if ``remeasure``. Returns (device, whether it
+    was measured now)."""
+    path = cache_path(name)
+    if not remeasure and path.is_file():
+        try:
+            device = Device.from_dict(json.loads(path.read_text()))
+            if device.measured.get("fingerprint") == fingerprint(name):
+                return device, False
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: measured again below
+    device = measure(name)
+    save(device, path)
+    return device, True
+
+
+def save(device: Device, path: Path) -> Path:
+    from flowprof import atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, (json.dumps(device.to_dict(), indent=2) + "\n").encode())
+    return path
