@@ -12,7 +12,9 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
   (``a = b + s c``, 3 x 4 bytes) for a ladder of array sizes from in-cache to well beyond the
   last-level cache: achieved bytes/s by bytes moved. The peak bandwidth is the triad at the
   largest size (main memory); the curve lets a block whose tensors fit in cache run faster.
-- **elementwise ops**: an in-cache ``mul`` (one FLOP per element): the vector rate.
+- **elementwise ops**: ``mul`` of arrays of 2^18 fp32 elements (3 MiB in all, in the last-level
+  cache; big enough that the call's fixed cost is a small part): the vector rate, one FLOP per
+  element.
 - **call overhead**: one fx node of a trivial op, timed as ``--measure`` times a node
   (tracer/measure.py: ``perf_counter`` around the interpreter's ``run_node``), and one more
   aten op called directly: the fixed costs a block pays whatever its size.
@@ -174,14 +176,14 @@ def stream(device: str, elements: list[int]) -> dict[str, tuple[tuple[float, flo
 
 
 def vector_rate(device: str, elements: int) -> float:
-    """Elementwise FLOP/s: ``mul`` of two in-cache fp32 arrays (one FLOP per element)."""
+    """Elementwise FLOP/s: ``mul`` of two fp32 arrays of ``elements`` (one FLOP per element)."""
     import torch
 
     timer = _Timer(device)
     a = torch.randn(elements, device=device)
     b = torch.randn(elements, device=device)
     out = torch.empty(elements, device=device)
-    seconds = timer(lambda: torch.mul(a, b, out=out), 200, warmup=5)
+    seconds = timer(lambda: torch.mul(a, b, out=out), 100, warmup=5, best=True)
     return elements / seconds
 
 
@@ -269,7 +271,7 @@ def measure(name: str = "cpu", quick: bool = False) -> Device:
         peaks[pname] = max(r for _, r in curves[f"{pname}/matmul"])
     mem = stream(name, elements)
     bandwidth = mem["triad"][-1][1]  # the largest arrays: main memory
-    vector = vector_rate(name, 1 << 14)
+    vector = vector_rate(name, 1 << 18 if name == "cpu" else 1 << 24)
     call, op = call_overhead(name)
     return Device(
         name=name,
