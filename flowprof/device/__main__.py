@@ -1,8 +1,8 @@
 """``python -m flowprof.device``: list the devices, or measure this machine's ceilings again.
 
-    python -m flowprof.device list
-    python -m flowprof.device measure cpu [--threads N] [--quick]
-    python -m flowprof.device measure cuda
+python -m flowprof.device list
+python -m flowprof.device measure cpu [--threads N] [--quick]
+python -m flowprof.device measure cuda
 """
 
 from __future__ import annotations

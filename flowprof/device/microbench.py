@@ -27,6 +27,7 @@ measures afresh. Re-measure with ``python -m flowprof.device measure cpu``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -115,8 +116,11 @@ class _Timer:
         return min(times) if best else statistics.median(times)
 
 
-def _repeats_for(seconds: float, budget: float) -> int:
-    return max(3, min(50, int(budget / max(seconds, 1e-7))))
+def _timed(timer: _Timer, fn: Callable[[], Any], budget: float) -> float:
+    """Seconds of ``fn``: one warm-up run, then as many repeats (3 to 50) as fit in about
+    ``budget`` seconds."""
+    first = timer(fn, 1)
+    return timer(fn, max(3, min(50, int(budget / max(first, 1e-7)))), warmup=0)
 
 
 def matmul_curve(device: str, dtype: Any, sizes: list[int]) -> tuple[tuple[float, float], ...]:
@@ -129,8 +133,7 @@ def matmul_curve(device: str, dtype: Any, sizes: list[int]) -> tuple[tuple[float
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         out = torch.empty(n, n, device=device, dtype=dtype)
-        first = timer(lambda: torch.mm(a, b, out=out), 1)
-        seconds = timer(lambda: torch.mm(a, b, out=out), _repeats_for(first, 0.3), warmup=0)
+        seconds = _timed(timer, functools.partial(torch.mm, a, b, out=out), 0.3)
         flops = 2.0 * n**3
         points.append((flops, flops / seconds))
     return tuple(points)
@@ -147,9 +150,8 @@ def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32):
         for c in channels:
             x = torch.randn(1, c, side, side, device=device).to(dtype)
             w = torch.randn(c, c, 3, 3, device=device).to(dtype)
-            run = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
-            first = timer(run, 1)
-            seconds = timer(run, _repeats_for(first, 0.3), warmup=0)
+            conv = functools.partial(torch.nn.functional.conv2d, x, w, padding=1)
+            seconds = _timed(timer, conv, 0.3)
             flops = 2.0 * 9 * c * c * side * side
             points.append((flops, flops / seconds))
     return tuple(points)
@@ -165,12 +167,9 @@ def stream(device: str, elements: list[int]) -> dict[str, tuple[tuple[float, flo
         a = torch.zeros(n, device=device)
         b = torch.ones(n, device=device)
         c = torch.full((n,), 2.0, device=device)
-        first = timer(lambda: a.copy_(b), 1)
-        t = timer(lambda: a.copy_(b), _repeats_for(first, 0.2), warmup=0)
+        t = _timed(timer, functools.partial(a.copy_, b), 0.2)
         copy.append((8.0 * n, 8.0 * n / t))
-        run = lambda: torch.add(b, c, alpha=3.0, out=a)  # noqa: E731  # a = b + 3 c
-        first = timer(run, 1)
-        t = timer(run, _repeats_for(first, 0.2), warmup=0)
+        t = _timed(timer, functools.partial(torch.add, b, c, alpha=3.0, out=a), 0.2)  # b + 3 c
         triad.append((12.0 * n, 12.0 * n / t))
     return {"copy": tuple(copy), "triad": tuple(triad)}
 

@@ -185,8 +185,14 @@ GPUS: dict[str, Device] = {
             "a100",
             "NVIDIA A100 SXM4 80 GB",
             "gpu",
-            {"fp64": 19.5 * T, "fp32": 19.5 * T, "tf32": 156 * T, "fp16": 312 * T,
-             "bf16": 312 * T, "int8": 624 * T},  # fmt: skip
+            {
+                "fp64": 19.5 * T,
+                "fp32": 19.5 * T,
+                "tf32": 156 * T,
+                "fp16": 312 * T,
+                "bf16": 312 * T,
+                "int8": 624 * T,
+            },  # fmt: skip
             vector_flops=19.5 * T,
             bandwidth=2039 * G,
             sources=_A100,
@@ -195,8 +201,15 @@ GPUS: dict[str, Device] = {
             "h100",
             "NVIDIA H100 SXM5 80 GB",
             "gpu",
-            {"fp64": 67 * T, "fp32": 67 * T, "tf32": 494.7 * T, "fp16": 989.4 * T,
-             "bf16": 989.4 * T, "fp8": 1978.9 * T, "int8": 1978.9 * T},  # fmt: skip
+            {
+                "fp64": 67 * T,
+                "fp32": 67 * T,
+                "tf32": 494.7 * T,
+                "fp16": 989.4 * T,
+                "bf16": 989.4 * T,
+                "fp8": 1978.9 * T,
+                "int8": 1978.9 * T,
+            },  # fmt: skip
             vector_flops=67 * T,
             bandwidth=3350 * G,
             sources=_H100,
@@ -205,8 +218,15 @@ GPUS: dict[str, Device] = {
             "h200",
             "NVIDIA H200 SXM 141 GB",
             "gpu",
-            {"fp64": 67 * T, "fp32": 67 * T, "tf32": 494.7 * T, "fp16": 989.4 * T,
-             "bf16": 989.4 * T, "fp8": 1978.9 * T, "int8": 1978.9 * T},  # fmt: skip
+            {
+                "fp64": 67 * T,
+                "fp32": 67 * T,
+                "tf32": 494.7 * T,
+                "fp16": 989.4 * T,
+                "bf16": 989.4 * T,
+                "fp8": 1978.9 * T,
+                "int8": 1978.9 * T,
+            },  # fmt: skip
             vector_flops=67 * T,
             bandwidth=4800 * G,
             sources=_H200,
@@ -215,8 +235,14 @@ GPUS: dict[str, Device] = {
             "l4",
             "NVIDIA L4 24 GB",
             "gpu",
-            {"fp32": 30.3 * T, "tf32": 60 * T, "fp16": 121 * T, "bf16": 121 * T,
-             "fp8": 242.5 * T, "int8": 242.5 * T},  # fmt: skip
+            {
+                "fp32": 30.3 * T,
+                "tf32": 60 * T,
+                "fp16": 121 * T,
+                "bf16": 121 * T,
+                "fp8": 242.5 * T,
+                "int8": 242.5 * T,
+            },  # fmt: skip
             vector_flops=30.3 * T,
             bandwidth=300 * G,
             sources=_L4,
@@ -225,8 +251,14 @@ GPUS: dict[str, Device] = {
             "rtx4090",
             "NVIDIA GeForce RTX 4090 24 GB",
             "gpu",
-            {"fp32": 82.6 * T, "tf32": 82.6 * T, "fp16": 165.2 * T, "bf16": 165.2 * T,
-             "fp8": 330.3 * T, "int8": 660.6 * T},  # fmt: skip
+            {
+                "fp32": 82.6 * T,
+                "tf32": 82.6 * T,
+                "fp16": 165.2 * T,
+                "bf16": 165.2 * T,
+                "fp8": 330.3 * T,
+                "int8": 660.6 * T,
+            },  # fmt: skip
             vector_flops=82.6 * T,
             bandwidth=1008 * G,
             sources=_RTX4090,

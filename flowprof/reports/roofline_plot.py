@@ -42,15 +42,11 @@ def roofline_figure(prediction: Prediction, title: str = "") -> Figure:
     ridge = peak / bandwidth
     lo = min(min(intensities), ridge) / 4
     hi = max(max(intensities), ridge) * 4
-    ax.plot(
-        [lo, ridge, hi], [bandwidth * lo, peak, peak], "k-", linewidth=1.5, label=ROOF_LABEL
-    )
+    ax.plot([lo, ridge, hi], [bandwidth * lo, peak, peak], "k-", linewidth=1.5, label=ROOF_LABEL)
     ax.annotate(
         f"{peak / 1e9:,.4g} GFLOP/s ({precision})", (hi, peak), ha="right", va="bottom", size=8
     )
-    ax.annotate(
-        f"{bandwidth / 1e9:,.4g} GB/s", (lo * 1.2, bandwidth * lo * 1.2), ha="left", size=8
-    )
+    ax.annotate(f"{bandwidth / 1e9:,.4g} GB/s", (lo * 1.2, bandwidth * lo * 1.2), ha="left", size=8)
 
     colours = {"compute": "tab:blue", "memory": "tab:orange"}
     xs = [b.intensity for b in shown]

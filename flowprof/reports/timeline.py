@@ -28,8 +28,13 @@ def _meta(name: str, tid: int | None, value: str, sort: int | None = None) -> li
     out = [event]
     if sort is not None and tid is not None:
         out.append(
-            {"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": tid,
-             "args": {"sort_index": sort}}  # fmt: skip
+            {
+                "name": "thread_sort_index",
+                "ph": "M",
+                "pid": PID,
+                "tid": tid,
+                "args": {"sort_index": sort},
+            }  # fmt: skip
         )
     return out
 
@@ -57,15 +62,31 @@ def trace_events(prediction: Prediction) -> dict[str, Any]:
         }
         dur = b.predicted_seconds * 1e6
         events.append(
-            {"name": b.block, "cat": "predicted", "ph": "X", "ts": t_pred, "dur": dur,
-             "pid": PID, "tid": PREDICTED_TID, "args": args}  # fmt: skip
+            {
+                "name": b.block,
+                "cat": "predicted",
+                "ph": "X",
+                "ts": t_pred,
+                "dur": dur,
+                "pid": PID,
+                "tid": PREDICTED_TID,
+                "args": args,
+            }  # fmt: skip
         )
         t_pred += dur
         if b.measured_seconds is not None:
             dur = b.measured_seconds * 1e6
             events.append(
-                {"name": b.block, "cat": "measured", "ph": "X", "ts": t_meas, "dur": dur,
-                 "pid": PID, "tid": MEASURED_TID, "args": args}  # fmt: skip
+                {
+                    "name": b.block,
+                    "cat": "measured",
+                    "ph": "X",
+                    "ts": t_meas,
+                    "dur": dur,
+                    "pid": PID,
+                    "tid": MEASURED_TID,
+                    "args": args,
+                }  # fmt: skip
             )
             t_meas += dur
     return {
