@@ -4,7 +4,8 @@ What is measured (:func:`measure`), each the fastest of several timed repeats af
 ceiling is what the chip does when nothing else runs; the fixed call costs take the median):
 
 - **matrix products**: square matmuls ``(n, n) @ (n, n)`` for a ladder of ``n`` (2 n^3 FLOPs
-  each) and 3x3 convolutions of ``c`` to ``c`` channels on a 32x32 image for a ladder of ``c``
+  each), batched ones ``(8, n, n) @ (8, n, n)`` (attention's per-head products: 16 n^3) and 3x3
+  convolutions of ``c`` to ``c`` channels on a 32x32 image for a ladder of ``c``
   (2 x 9 c^2 x 32^2 FLOPs): achieved FLOP/s by FLOPs, one curve per op class. The peak is the
   best rate of the ladder (the large-GEMM ceiling). Small products reach less of it (the curve
   is the "efficiency by op size" refinement).
@@ -15,6 +16,8 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
 - **elementwise ops**: ``mul`` of arrays of 2^18 fp32 elements (3 MiB in all, in the last-level
   cache; big enough that the call's fixed cost is a small part): the vector rate, one FLOP per
   element.
+- **the last-level cache's size** (Linux sysfs): whether a model's weights stay in cache
+  from one forward pass to the next.
 - **call overhead**: one fx node of a trivial op, timed as ``--measure`` times a node
   (tracer/measure.py: ``perf_counter`` around the interpreter's ``run_node``), and one more
   aten op called directly: the fixed costs a block pays whatever its size.
@@ -39,7 +42,7 @@ from typing import Any
 
 from flowprof.device.table import Device
 
-FORMAT = 1  # bump when what is measured changes: an older cache is measured again
+FORMAT = 2  # bump when what is measured changes: an older cache is measured again
 
 
 def cache_dir() -> Path:
@@ -137,6 +140,40 @@ def matmul_curve(device: str, dtype: Any, sizes: list[int]) -> tuple[tuple[float
         flops = 2.0 * n**3
         points.append((flops, flops / seconds))
     return tuple(points)
+
+
+def bmm_curve(device: str, dtype: Any, sizes: list[int], batch: int = 8):
+    """(FLOPs, achieved FLOP/s) of batched matmuls ``(batch, n, n) @ (batch, n, n)``, as
+    attention's per-head products are: 2 batch n^3 FLOPs each."""
+    import torch
+
+    timer = _Timer(device)
+    points = []
+    for n in sizes:
+        a = torch.randn(batch, n, n, device=device).to(dtype)
+        b = torch.randn(batch, n, n, device=device).to(dtype)
+        out = torch.empty(batch, n, n, device=device, dtype=dtype)
+        seconds = _timed(timer, functools.partial(torch.bmm, a, b, out=out), 0.3)
+        flops = 2.0 * batch * n**3
+        points.append((flops, flops / seconds))
+    return tuple(points)
+
+
+def last_level_cache_bytes() -> int | None:
+    """The CPU's last-level cache in bytes (Linux sysfs), None where it cannot be read."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    best = None
+    for index in sorted(base.glob("index*")):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        factor = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        size = int(text.rstrip("KMG")) * factor
+        best = size if best is None else max(best, size)
+    return best
 
 
 def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32):
@@ -253,12 +290,14 @@ def measure(name: str = "cpu", quick: bool = False) -> Device:
         precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
         sizes = [256, 1024, 4096] if quick else [128, 256, 512, 1024, 2048, 4096, 8192]
         channels = [64, 256] if quick else [16, 32, 64, 128, 256, 512, 1024]
+        heads = [128, 512] if quick else [64, 128, 256, 512, 1024, 2048]
         elements = [1 << 16, 1 << 24] if quick else [1 << k for k in range(14, 30, 2)]
         title = f"{torch.cuda.get_device_name()} (measured)"
     else:
         precisions = {"fp32": torch.float32}
         sizes = [64, 256, 1024] if quick else [32, 64, 128, 256, 512, 768, 1024, 1536, 2048]
         channels = [16, 64] if quick else [8, 16, 32, 64, 128, 256, 512]
+        heads = [32, 128] if quick else [16, 32, 64, 128, 256, 512]
         elements = [1 << 12, 1 << 20] if quick else [1 << k for k in range(10, 28, 2)]
         title = f"{_cpu_model()}, {torch.get_num_threads()} threads (measured)"
     started = time.time()
@@ -267,6 +306,7 @@ def measure(name: str = "cpu", quick: bool = False) -> Device:
     for pname, dtype in precisions.items():
         curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes)
         curves[f"{pname}/conv"] = conv_curve(name, dtype, channels)
+        curves[f"{pname}/bmm"] = bmm_curve(name, dtype, heads)
         peaks[pname] = max(r for _, r in curves[f"{pname}/matmul"])
     mem = stream(name, elements)
     bandwidth = mem["triad"][-1][1]  # the largest arrays: main memory
@@ -293,6 +333,8 @@ def measure(name: str = "cpu", quick: bool = False) -> Device:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds_taken": round(time.time() - started, 1),
             "stream_copy": [list(p) for p in mem["copy"]],
+            # (a GPU's L2 is not read: its weights are taken from memory whatever their size)
+            "cache_bytes": last_level_cache_bytes() if name == "cpu" else 0,
             "quick": quick,
         },
     )

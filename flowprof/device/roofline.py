@@ -25,8 +25,14 @@ plain roofline at its peaks), never from the blocks being predicted:
    a smaller share of the peak (threading, packing and blocking overheads of the BLAS/oneDNN
    kernels) than the large GEMM that sets the peak.
 2. *Bandwidth by working set*: the bandwidth is read from the measured STREAM-triad curve at the
-   block's bytes: a block whose tensors fit in cache is not held to main memory's speed.
-3. *Call overhead*: each block pays the measured fixed cost of one fx node of a trivial op
+   bytes the block moves: a block whose tensors fit in cache is not held to main memory's speed.
+3. *Ceilings per op kind*: attention's batched products (two batched operands) are read from a
+   measured batched-matmul ladder, not the square one: many small matmuls reach less per FLOP.
+4. *Cold weights*: when the model's weights are more than the last-level cache holds, each
+   block's weights are read at main memory's bandwidth (a forward pass evicts them before the
+   next reads them again), and only its activations, just written by the block before, at the
+   working-set bandwidth of refinement 2.
+5. *Call overhead*: each block pays the measured fixed cost of one fx node of a trivial op
    (Python interpreter, dispatcher, allocation; on a GPU the launch), plus that of one aten op
    per further op it calls (``Unit.ops``): without it, every small block is predicted far too
    fast.
@@ -56,12 +62,21 @@ class Bound(StrEnum):
     MEMORY = "memory"
 
 
+BATCHED_KINDS = ("matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention")
 CONV_KINDS = ("Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d", "convolution")
 
 
-def op_class(kind: str) -> str:
-    """The micro-benchmark a block's matrix products are read from: ``conv`` or ``matmul``."""
-    return "conv" if kind in CONV_KINDS or kind.lower().startswith("conv") else "matmul"
+def op_class(block: Block) -> str:
+    """The micro-benchmark a block's matrix products are read from: ``conv`` for convolutions;
+    ``bmm`` for a product of two batched operands (attention's per-head products: many small
+    matmuls, slower per FLOP than one large one); ``matmul`` for the rest (linear layers, whose
+    weight is one matrix whatever the input's rank)."""
+    if block.kind in CONV_KINDS or block.kind.lower().startswith("conv"):
+        return "conv"
+    batched = [s for s in block.input_shapes if len(s) >= 3]
+    if block.kind in BATCHED_KINDS and len(batched) >= 2:
+        return "bmm"
+    return "matmul"
 
 
 @dataclass(frozen=True)
@@ -210,18 +225,38 @@ def percentile(values: list[float], q: float) -> float:
 
 def overhead(device: Device, unit: Unit | None) -> float:
     """The fixed cost of one block call: one fx node, plus one aten op per further op it calls
-    (refinement 3)."""
+    (refinement 5)."""
     calls = 1
     if unit is not None:
         calls = max(1, sum(n for _, n in unit.ops) + sum(n for _, n in unit.uncounted))
     return device.call_seconds + (calls - 1) * device.op_seconds
 
 
+def weights_stay_cold(graph: BlockGraph, device: Device, precision: str) -> bool:
+    """Whether each block's weights come from main memory (refinement 4): when the model's
+    weights at ``precision`` are more than the device's cache holds (``measured["cache_bytes"]``;
+    a device without that figure: always), a pass has evicted a block's weights by the next."""
+    cache = device.measured.get("cache_bytes")
+    if not cache:
+        return True
+    weight_bits = sum(u.params + u.buffers for u in graph.units) * _bits(precision)
+    return weight_bits / 8 > cache
+
+
+def _bits(precision: str) -> int:
+    return Precision(precision).bits if precision in Precision._value2member_map_ else 32
+
+
 def leaf_time(
-    graph: BlockGraph, block: Block, device: Device, precision: str, unit: Unit | None = None
+    graph: BlockGraph,
+    block: Block,
+    device: Device,
+    precision: str,
+    unit: Unit | None = None,
+    weights_cold: bool = False,
 ) -> BlockTime:
     """The prediction for one leaf ``block`` of ``graph`` (see the module docstring)."""
-    bits = Precision(precision).bits if precision in Precision._value2member_map_ else 32
+    bits = _bits(precision)
     input_bits = sum(d["edge"].bits for _, _, d in graph.graph.in_edges(block.name, data=True))
     matrix = 2.0 * block.macs
     other = max(float(block.count.total) - matrix, 0.0)
@@ -230,10 +265,15 @@ def leaf_time(
     nbytes = in_bytes + out_bytes + weight_bytes
     compute = 0.0
     if matrix:
-        compute += matrix / device.matrix_rate(precision, op_class(block.kind), matrix)
+        compute += matrix / device.matrix_rate(precision, op_class(block), matrix)
     if other:
         compute += other / device.vector_flops
-    memory = nbytes / device.bandwidth_at(nbytes) if nbytes else 0.0
+    if weights_cold:  # (refinement 4) the weights from main memory, the activations from cache
+        moved = in_bytes + out_bytes
+        memory = weight_bytes / device.bandwidth
+        memory += moved / device.bandwidth_at(moved) if moved else 0.0
+    else:
+        memory = nbytes / device.bandwidth_at(nbytes) if nbytes else 0.0
     return BlockTime(
         block=block.name,
         kind=block.kind,
@@ -296,8 +336,9 @@ def predict_time(
     dev.peak(prec)  # an unlisted precision: one clear error before any work
     leaf = graph if graph.depth is None else graph.by_block(None)
     units = {u.name: u for u in graph.units}
+    cold = weights_stay_cold(graph, dev, prec)
     leaf_times = {
-        b.name: leaf_time(leaf, b, dev, prec, units.get(b.members[0]) if b.members else None)
+        b.name: leaf_time(leaf, b, dev, prec, units.get(b.members[0]) if b.members else None, cold)
         for b in leaf.blocks()
     }
     if graph.depth is None:
