@@ -343,3 +343,17 @@ def test_measure_on_cuda_times_blocks_with_cuda_events():
     assert d.kind == "gpu" and d.peak("bf16") > d.peak("fp32") > 1e11
     p = predict_time(graph, d)
     assert all(b.error is not None for b in p.blocks)
+
+
+def test_on_a_gpu_the_launch_overlaps_the_kernels():
+    gpu = Device.from_dict(TOY.to_dict() | {"kind": "gpu"})
+    lin, relu = predict_time(_linear_relu_graph(), gpu).blocks
+    # the linear's kernel (1.16 s, memory) outlasts its launch (0.5 s): 1.16 s, not 1.66 s;
+    # the ReLU's 0.6 s too
+    assert lin.predicted_seconds == pytest.approx(1.16)
+    assert relu.predicted_seconds == pytest.approx(0.6)
+    slow_host = Device.from_dict(gpu.to_dict() | {"call_seconds": 2.0})
+    lin = predict_time(_linear_relu_graph(), slow_host).blocks[0]
+    assert lin.predicted_seconds == pytest.approx(2.0)  # the GPU waits for the host
+    (group,) = predict_time(_linear_relu_graph(depth=1), slow_host).blocks
+    assert group.predicted_seconds == pytest.approx(2.0 + 2.0)  # the sum of its two blocks

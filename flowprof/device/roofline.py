@@ -15,7 +15,8 @@ For every leaf block (one leaf-module call or one computing function call):
 - **arithmetic intensity** = FLOPs / bytes.
 - **roofline time** = max(compute, memory): compute = 2 x macs / matrix rate + other ops /
   vector rate, memory = bytes / bandwidth. The **bound** is the larger term.
-- **predicted time** = roofline time + the fixed cost of the call (:func:`overhead`).
+- **predicted time** = roofline time + the fixed cost of the call (:func:`overhead`; on a GPU
+  the larger of the two, refinement 5).
 
 Refinements, each from a measurement of the device (empty for a datasheet GPU, which is then the
 plain roofline at its peaks), never from the blocks being predicted:
@@ -35,7 +36,10 @@ plain roofline at its peaks), never from the blocks being predicted:
 5. *Call overhead*: each block pays the measured fixed cost of one fx node of a trivial op
    (Python interpreter, dispatcher, allocation; on a GPU the launch), plus that of one aten op
    per further op it calls (``Unit.ops``): without it, every small block is predicted far too
-   fast.
+   fast. On a CPU the host runs the kernels itself, so the overhead adds to the roofline time;
+   on a GPU it launches them asynchronously, so a block takes the longer of the two (the GPU
+   waits for the host only when the kernels are shorter than their launches). A datasheet GPU
+   has no measured overhead (0).
 
 A block grouped at a depth is predicted as the sum of its leaf blocks (the roofline applies per
 kernel, one after another; a group's pooled FLOPs and bytes would let one member's compute hide
@@ -97,6 +101,7 @@ class BlockTime:
     overhead_seconds: float
     measured_seconds: float | None = None
     members: int = 1  # leaf blocks summed into it
+    asynchronous: bool = False  # a GPU: the host's launches overlap the kernels (refinement 5)
 
     @property
     def flops(self) -> float:
@@ -113,6 +118,8 @@ class BlockTime:
 
     @property
     def predicted_seconds(self) -> float:
+        if self.asynchronous:
+            return max(self.roofline_seconds, self.overhead_seconds)
         return self.roofline_seconds + self.overhead_seconds
 
     @property
@@ -135,7 +142,9 @@ class BlockTime:
         way round. None when not measured."""
         if self.measured_seconds is None:
             return None
-        t = max(self.measured_seconds - self.overhead_seconds, 1e-12)
+        t = self.measured_seconds
+        if not self.asynchronous:
+            t = max(t - self.overhead_seconds, 1e-12)
         if self.compute_seconds <= 0:
             return Bound.MEMORY
         if self.memory_seconds <= 0:
@@ -288,6 +297,7 @@ def leaf_time(
         bound=Bound.COMPUTE if compute >= memory else Bound.MEMORY,
         overhead_seconds=overhead(device, unit),
         measured_seconds=block.seconds,
+        asynchronous=device.kind == "gpu",
     )
 
 
@@ -309,7 +319,9 @@ def _summed(block: Block, parts: list[BlockTime]) -> BlockTime:
         memory_seconds=sum(p.memory_seconds for p in parts),
         roofline_seconds=sum(p.roofline_seconds for p in parts),
         bound=max(by_bound, key=lambda k: by_bound[k]),
-        overhead_seconds=sum(p.overhead_seconds for p in parts),
+        # what the members' predictions add beyond their roofline times (on a GPU, the launches
+        # not hidden behind kernels), so that the group's prediction is exactly their sum
+        overhead_seconds=sum(p.predicted_seconds - p.roofline_seconds for p in parts),
         measured_seconds=block.seconds,
         members=len(parts),
     )
