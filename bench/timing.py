@@ -6,8 +6,8 @@ Run: ``.venv/bin/python bench/timing.py`` (about three minutes on two shared cor
 ``--repeats 2`` for a quicker one). On this CPU in fp32, for resnet18 (1x3x224x224) and the
 transformer at emb 1024 (seq 128, 8 heads, fp32 weights), it
 
-1. measures the CPU's ceilings afresh (flowprof/device/microbench.py: matmul and conv ladders,
-   STREAM, call overhead), at one thread;
+1. measures the CPU's ceilings afresh before each model (flowprof/device/microbench.py: matmul,
+   batched-matmul and conv ladders, STREAM, call overhead), at one thread;
 2. traces each model with ``measure=True`` ``--repeats`` times and keeps each block's fastest
    measurement (the ceilings are the fastest of their repeats too: the cores are shared with
    other work, and the least disturbed run is the one that says what the chip does);
@@ -95,15 +95,23 @@ def run_cpu(repeats: int, say: Callable[[str], None]) -> dict[str, Any]:
     from flowprof.device import microbench
 
     torch.set_num_threads(1)
-    say("measuring the CPU's ceilings (one thread)")
-    device = microbench.measure("cpu")
-    microbench.save(device, microbench.cache_path("cpu"))
-    models = {}
+    models, devices = {}, {}
     for key, trace in CPU_MODELS.items():
-        say(f"{key}: {repeats} measured traces")
+        # the ceilings measured again right before each model's traces: the other work on the
+        # shared cores comes and goes, and both sides of the comparison should see the same
+        say(f"{key}: measuring the CPU's ceilings (one thread), then {repeats} measured traces")
+        device = microbench.measure("cpu")
         graphs = [trace() for _ in range(repeats)]
         models[key] = block_rows(fastest_of(graphs, device))
-    return {"device": device.to_dict(), "threads": 1, "repeats": repeats, "models": models}
+        devices[key] = device.to_dict()
+    microbench.save(device, microbench.cache_path("cpu"))
+    return {
+        "device": device.to_dict(),  # the last one (also cached for trace --device cpu)
+        "devices": devices,
+        "threads": 1,
+        "repeats": repeats,
+        "models": models,
+    }
 
 
 def run_gpu(repeats: int, say: Callable[[str], None]) -> dict[str, Any] | None:
@@ -183,6 +191,11 @@ def markdown(results: dict[str, Any]) -> str:
     peaks = dev["matrix_flops"]
     triad = dev["bandwidth"]
     copy = dev["measured"]["stream_copy"][-1][1]
+    per_model = "; ".join(
+        f"before {k}: {d['matrix_flops']['fp32'] / 1e9:.1f} GFLOP/s, "
+        f"{d['bandwidth'] / 1e9:.1f} GB/s"
+        for k, d in cpu.get("devices", {}).items()
+    )
     out = [
         BEGIN,
         "## Time: predicted vs measured per block",
@@ -195,7 +208,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"- Device `cpu`, measured: {dev['title']}; matrix peak (largest-GEMM ceiling) "
         f"{peaks['fp32'] / 1e9:.1f} GFLOP/s fp32; STREAM triad {triad / 1e9:.1f} GB/s, copy "
         f"{copy / 1e9:.1f} GB/s (main memory); call overhead {dev['call_seconds'] * 1e6:.1f} us "
-        f"per block, {dev['op_seconds'] * 1e6:.1f} us per further op.",
+        f"per block, {dev['op_seconds'] * 1e6:.1f} us per further op"
+        + (f" (measured before each model: {per_model})." if per_model else "."),
         f"- GEMM-dominated blocks (conv, linear, matmul) of resnet18 and the transformer at emb "
         f"1024, fp32, one thread, each block's fastest of {cpu['repeats']} measured traces: "
         f"{s['blocks']} blocks.",
