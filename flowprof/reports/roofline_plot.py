@@ -5,7 +5,11 @@ memory roof (bandwidth x intensity) rising to the compute roof (the precision's 
 block's predicted point is its FLOPs over its predicted roofline time; where it was measured, a
 second point (hollow) is its FLOPs over its measured time, joined to the first by a thin line,
 so the distance between them is the prediction's error. Blocks that do no arithmetic (views,
-copies) have no place on a log-log plot and are left out; the caption says how many.
+copies) have no place on a log-log plot and are left out; the caption says how many. On a
+measured device a predicted point may sit above the memory roof, which is main memory's
+bandwidth: a block whose tensors fit in cache is predicted at the cache's (roofline.py,
+refinement 2), and below the compute roof, where a small product reaches less than the peak
+(refinement 1).
 
 Built with ``matplotlib.figure.Figure`` (no pyplot, no global state) and returned to the caller,
 who saves it; matplotlib is imported inside the function. The plotted data is labelled so that a
