@@ -2,8 +2,8 @@
 distribution into BENCHMARKS.md (the section between the ``timing`` markers) and
 bench/timing_results.json.
 
-Run: ``.venv/bin/python bench/timing.py`` (about three minutes on two shared cores;
-``--repeats 2`` for a quicker one). On this CPU in fp32, for resnet18 (1x3x224x224) and the
+Run: ``.venv/bin/python bench/timing.py`` (about four minutes on two shared cores;
+``--repeats 2 --budget 0.3`` for a quicker one). On this CPU in fp32, for resnet18 (1x3x224x224) and the
 transformer at emb 1024 (seq 128, 8 heads, fp32 weights), it
 
 1. measures the CPU's ceilings afresh before each model (flowprof/device/microbench.py: matmul,
@@ -89,7 +89,7 @@ def block_rows(prediction: Any) -> list[dict[str, Any]]:
     return [b.to_dict() | {"gemm": b.gemm_dominated} for b in prediction.blocks]
 
 
-def run_cpu(repeats: int, say: Callable[[str], None]) -> dict[str, Any]:
+def run_cpu(repeats: int, budget: float, say: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from flowprof.device import microbench
@@ -100,7 +100,7 @@ def run_cpu(repeats: int, say: Callable[[str], None]) -> dict[str, Any]:
         # the ceilings measured again right before each model's traces: the other work on the
         # shared cores comes and goes, and both sides of the comparison should see the same
         say(f"{key}: measuring the CPU's ceilings (one thread), then {repeats} measured traces")
-        device = microbench.measure("cpu")
+        device = microbench.measure("cpu", budget=budget)
         graphs = [trace() for _ in range(repeats)]
         models[key] = block_rows(fastest_of(graphs, device))
         devices[key] = device.to_dict()
@@ -300,6 +300,14 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def wait_for_load(threshold: float, max_wait_s: float, say: Callable[[str], None]) -> None:
+    """Wait until the 1-minute load average is below ``threshold`` or ``max_wait_s`` passed."""
+    deadline = time.time() + max_wait_s
+    while os.getloadavg()[0] >= threshold and time.time() < deadline:
+        say(f"load average {os.getloadavg()[0]:.2f} >= {threshold}: waiting")
+        time.sleep(15)
+
+
 def write(results: dict[str, Any], results_path: Path, markdown_path: Path) -> None:
     from flowprof import atomic
 
@@ -310,7 +318,20 @@ def write(results: dict[str, Any], results_path: Path, markdown_path: Path) -> N
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5, help="measured traces per model (5)")
+    p.add_argument("--repeats", type=int, default=8, help="measured traces per model (8)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=1.0,
+        help="seconds each micro-benchmark point repeats for (1.0; the fastest repeat counts)",
+    )
+    p.add_argument(
+        "--wait-for-load",
+        type=float,
+        metavar="L",
+        help="first wait (up to --max-wait s) until the 1-minute load average is below L",
+    )
+    p.add_argument("--max-wait", type=float, default=600.0)
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--markdown", type=Path, default=MARKDOWN)
@@ -326,10 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results: dict[str, Any] = {
         "command": " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])]),
-        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "load": {"start": load_average()},
     }
-    results["cpu"] = run_cpu(args.repeats, say)
+    if args.wait_for_load is not None:
+        wait_for_load(args.wait_for_load, args.max_wait, say)
+    results["started"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    results["load"] = {"start": load_average()}
+    results["cpu"] = run_cpu(args.repeats, args.budget, say)
     results["gpu"] = run_gpu(args.repeats, say)
     results["load"]["end"] = load_average()
     results["duration_s"] = round(time.time() - started, 1)

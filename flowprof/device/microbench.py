@@ -120,13 +120,15 @@ class _Timer:
 
 
 def _timed(timer: _Timer, fn: Callable[[], Any], budget: float) -> float:
-    """Seconds of ``fn``: one warm-up run, then as many repeats (3 to 50) as fit in about
-    ``budget`` seconds."""
+    """Seconds of ``fn``: one warm-up run, then as many repeats (3 to 200) as fit in about
+    ``budget`` seconds (a longer budget: more chances of a repeat that nothing disturbed)."""
     first = timer(fn, 1)
-    return timer(fn, max(3, min(50, int(budget / max(first, 1e-7)))), warmup=0)
+    return timer(fn, max(3, min(200, int(budget / max(first, 1e-7)))), warmup=0)
 
 
-def matmul_curve(device: str, dtype: Any, sizes: list[int]) -> tuple[tuple[float, float], ...]:
+def matmul_curve(
+    device: str, dtype: Any, sizes: list[int], budget: float = 0.3
+) -> tuple[tuple[float, float], ...]:
     """(FLOPs, achieved FLOP/s) of square matmuls ``(n, n) @ (n, n)``: 2 n^3 FLOPs each."""
     import torch
 
@@ -136,13 +138,13 @@ def matmul_curve(device: str, dtype: Any, sizes: list[int]) -> tuple[tuple[float
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         out = torch.empty(n, n, device=device, dtype=dtype)
-        seconds = _timed(timer, functools.partial(torch.mm, a, b, out=out), 0.3)
+        seconds = _timed(timer, functools.partial(torch.mm, a, b, out=out), budget)
         flops = 2.0 * n**3
         points.append((flops, flops / seconds))
     return tuple(points)
 
 
-def bmm_curve(device: str, dtype: Any, sizes: list[int], batch: int = 8):
+def bmm_curve(device: str, dtype: Any, sizes: list[int], batch: int = 8, budget: float = 0.3):
     """(FLOPs, achieved FLOP/s) of batched matmuls ``(batch, n, n) @ (batch, n, n)``, as
     attention's per-head products are: 2 batch n^3 FLOPs each."""
     import torch
@@ -153,7 +155,7 @@ def bmm_curve(device: str, dtype: Any, sizes: list[int], batch: int = 8):
         a = torch.randn(batch, n, n, device=device).to(dtype)
         b = torch.randn(batch, n, n, device=device).to(dtype)
         out = torch.empty(batch, n, n, device=device, dtype=dtype)
-        seconds = _timed(timer, functools.partial(torch.bmm, a, b, out=out), 0.3)
+        seconds = _timed(timer, functools.partial(torch.bmm, a, b, out=out), budget)
         flops = 2.0 * batch * n**3
         points.append((flops, flops / seconds))
     return tuple(points)
@@ -176,7 +178,7 @@ def last_level_cache_bytes() -> int | None:
     return best
 
 
-def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32):
+def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32, budget: float = 0.3):
     """(FLOPs, achieved FLOP/s) of 3x3 convolutions, ``c`` -> ``c`` channels, padding 1, on one
     ``side`` x ``side`` image: 2 x 9 c^2 side^2 FLOPs each."""
     import torch
@@ -188,13 +190,15 @@ def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32):
             x = torch.randn(1, c, side, side, device=device).to(dtype)
             w = torch.randn(c, c, 3, 3, device=device).to(dtype)
             conv = functools.partial(torch.nn.functional.conv2d, x, w, padding=1)
-            seconds = _timed(timer, conv, 0.3)
+            seconds = _timed(timer, conv, budget)
             flops = 2.0 * 9 * c * c * side * side
             points.append((flops, flops / seconds))
     return tuple(points)
 
 
-def stream(device: str, elements: list[int]) -> dict[str, tuple[tuple[float, float], ...]]:
+def stream(
+    device: str, elements: list[int], budget: float = 0.2
+) -> dict[str, tuple[tuple[float, float], ...]]:
     """STREAM copy and triad on fp32 arrays of each size: (bytes moved, achieved bytes/s)."""
     import torch
 
@@ -204,9 +208,9 @@ def stream(device: str, elements: list[int]) -> dict[str, tuple[tuple[float, flo
         a = torch.zeros(n, device=device)
         b = torch.ones(n, device=device)
         c = torch.full((n,), 2.0, device=device)
-        t = _timed(timer, functools.partial(a.copy_, b), 0.2)
+        t = _timed(timer, functools.partial(a.copy_, b), budget)
         copy.append((8.0 * n, 8.0 * n / t))
-        t = _timed(timer, functools.partial(torch.add, b, c, alpha=3.0, out=a), 0.2)  # b + 3 c
+        t = _timed(timer, functools.partial(torch.add, b, c, alpha=3.0, out=a), budget)  # b + 3 c
         triad.append((12.0 * n, 12.0 * n / t))
     return {"copy": tuple(copy), "triad": tuple(triad)}
 
@@ -277,9 +281,10 @@ def call_overhead(device: str, nodes: int = 200) -> tuple[float, float]:
     return statistics.median(node_times[1:]), op
 
 
-def measure(name: str = "cpu", quick: bool = False) -> Device:
+def measure(name: str = "cpu", quick: bool = False, budget: float = 0.3) -> Device:
     """Measure the ceilings of ``name`` (``cpu``, or ``cuda`` for the current CUDA device) in
-    fp32 (and bf16 on a GPU); see the module docstring. ``quick`` runs shorter ladders (tests)."""
+    fp32 (and bf16 on a GPU); see the module docstring. ``quick`` runs shorter ladders (tests);
+    ``budget`` is about how many seconds each ladder point is repeated for."""
     import torch
 
     if name == "cuda":
@@ -304,11 +309,11 @@ def measure(name: str = "cpu", quick: bool = False) -> Device:
     curves: dict[str, tuple[tuple[float, float], ...]] = {}
     peaks: dict[str, float] = {}
     for pname, dtype in precisions.items():
-        curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes)
-        curves[f"{pname}/conv"] = conv_curve(name, dtype, channels)
-        curves[f"{pname}/bmm"] = bmm_curve(name, dtype, heads)
+        curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes, budget=budget)
+        curves[f"{pname}/conv"] = conv_curve(name, dtype, channels, budget=budget)
+        curves[f"{pname}/bmm"] = bmm_curve(name, dtype, heads, budget=budget)
         peaks[pname] = max(r for _, r in curves[f"{pname}/matmul"])
-    mem = stream(name, elements)
+    mem = stream(name, elements, budget=budget * 2 / 3)
     bandwidth = mem["triad"][-1][1]  # the largest arrays: main memory
     vector = vector_rate(name, 1 << 18 if name == "cpu" else 1 << 24)
     call, op = call_overhead(name)
