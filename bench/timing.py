@@ -3,8 +3,8 @@ distribution into BENCHMARKS.md (the section between the ``timing`` markers) and
 bench/timing_results.json.
 
 Run: ``.venv/bin/python bench/timing.py`` (about four minutes on two shared cores;
-``--repeats 2 --budget 0.3`` for a quicker one). On this CPU in fp32, for resnet18 (1x3x224x224) and the
-transformer at emb 1024 (seq 128, 8 heads, fp32 weights), it
+``--repeats 2 --budget 0.3`` for a quicker one). On this CPU in fp32, for resnet18
+(1x3x224x224) and the transformer at emb 1024 (seq 128, 8 heads, fp32 weights), it
 
 1. measures the CPU's ceilings afresh before each model (flowprof/device/microbench.py: matmul,
    batched-matmul and conv ladders, STREAM, call overhead), at one thread;
