@@ -9,8 +9,10 @@ Run: ``.venv/bin/python bench/timing.py`` (about four minutes on two shared core
 1. measures the CPU's ceilings afresh before each model (flowprof/device/microbench.py: matmul,
    batched-matmul and conv ladders, STREAM, call overhead), at one thread;
 2. traces each model with ``measure=True`` ``--repeats`` times and keeps each block's fastest
-   measurement (the ceilings are the fastest of their repeats too: the cores are shared with
-   other work, and the least disturbed run is the one that says what the chip does);
+   measurement (each the median of the tracer's 3 runs; the ceilings are the fastest of their
+   repeats too: the cores are shared with other work, and the least disturbed run is the one
+   that says what the chip does; with other work running all along, a block of a few
+   milliseconds needs many traces for one undisturbed measurement);
 3. predicts every block (flowprof.predict_time) and compares, over the GEMM-dominated blocks
    (conv, linear, matmul: matrix products hold most of their FLOPs): the median and 90th
    percentile of |predicted - measured| / measured, and the share whose compute- or memory-bound
@@ -318,7 +320,7 @@ def write(results: dict[str, Any], results_path: Path, markdown_path: Path) -> N
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=8, help="measured traces per model (8)")
+    p.add_argument("--repeats", type=int, default=20, help="measured traces per model (20)")
     p.add_argument(
         "--budget",
         type=float,
