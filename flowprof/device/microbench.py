@@ -85,15 +85,21 @@ def fingerprint(name: str) -> dict[str, Any]:
     return out
 
 
+CLOCK = "wall"  # on the CPU: "wall" (perf_counter) or "thread" (this thread's CPU time)
+
+
 class _Timer:
-    """Seconds of a callable: ``perf_counter`` on the CPU; CUDA events on a GPU (the callable's
-    kernels are queued between two events and the time read after a synchronize)."""
+    """Seconds of a callable: on the CPU by :data:`CLOCK` (``measure(clock=...)`` sets it; the
+    thread's CPU time leaves out the time other processes held the core, and needs one torch
+    thread); on a GPU by CUDA events (the callable's kernels are queued between two events and
+    the time read after a synchronize)."""
 
     def __init__(self, device: str) -> None:
         import torch
 
         self.cuda = device == "cuda"
         self.torch = torch
+        self.clock = time.thread_time if CLOCK == "thread" else time.perf_counter
 
     def __call__(
         self, fn: Callable[[], Any], repeats: int, warmup: int = 1, best: bool = True
@@ -113,9 +119,9 @@ class _Timer:
                 end.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
             else:
-                t0 = time.perf_counter()
+                t0 = self.clock()
                 fn()
-                times.append(time.perf_counter() - t0)
+                times.append(self.clock() - t0)
         return min(times) if best else statistics.median(times)
 
 
@@ -241,6 +247,7 @@ def call_overhead(device: str, nodes: int = 200) -> tuple[float, float]:
     graph.output(y)
     gm = fx.GraphModule(torch.nn.Module(), graph)
     cuda = device == "cuda"
+    tick = _Timer(device).clock
 
     class Timed(fx.Interpreter):
         """Each op node timed as tracer/measure.py times a node (CUDA events on a GPU)."""
@@ -261,9 +268,9 @@ def call_overhead(device: str, nodes: int = 200) -> tuple[float, float]:
                 end.record()
                 self.events.append((start, end))
                 return out
-            t0 = time.perf_counter()
+            t0 = tick()
             out = super().run_node(n)
-            self.seconds.append(time.perf_counter() - t0)
+            self.seconds.append(tick() - t0)
             return out
 
     one = torch.ones(1, device=device)
@@ -281,10 +288,29 @@ def call_overhead(device: str, nodes: int = 200) -> tuple[float, float]:
     return statistics.median(node_times[1:]), op
 
 
-def measure(name: str = "cpu", quick: bool = False, budget: float = 0.3) -> Device:
+def measure(
+    name: str = "cpu", quick: bool = False, budget: float = 0.3, clock: str = "wall"
+) -> Device:
     """Measure the ceilings of ``name`` (``cpu``, or ``cuda`` for the current CUDA device) in
     fp32 (and bf16 on a GPU); see the module docstring. ``quick`` runs shorter ladders (tests);
-    ``budget`` is about how many seconds each ladder point is repeated for."""
+    ``budget`` is about how many seconds each ladder point is repeated for; ``clock`` times the
+    CPU by ``"wall"`` time or by the ``"thread"``'s CPU time (one torch thread; as the blocks are
+    timed under ``flowprof.tracer.measure.clock("thread")``)."""
+    import torch
+
+    global CLOCK
+    if clock not in ("wall", "thread"):
+        raise ValueError(f"unknown clock {clock!r}")
+    if clock == "thread" and torch.get_num_threads() != 1:
+        raise ValueError("the thread clock needs torch.set_num_threads(1)")
+    CLOCK, previous = clock, CLOCK
+    try:
+        return _measure(name, quick, budget, clock)
+    finally:
+        CLOCK = previous
+
+
+def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
     import torch
 
     if name == "cuda":
@@ -341,6 +367,7 @@ def measure(name: str = "cpu", quick: bool = False, budget: float = 0.3) -> Devi
             # (a GPU's L2 is not read: its weights are taken from memory whatever their size)
             "cache_bytes": last_level_cache_bytes() if name == "cpu" else 0,
             "quick": quick,
+            "clock": clock,
         },
     )
 

@@ -37,6 +37,7 @@ from flowprof.tracer.graph import (
     TensorMeta,
     Unit,
 )
+from flowprof.tracer.measure import clock as measure_clock
 from flowprof.tracer.stages import build_units, counting_run, eval_mode, group, trace_structure
 from flowprof.tracer.units import LeafGraph, RunRecord
 
@@ -65,6 +66,7 @@ __all__ = [
     "gc_paused",
     "group",
     "group_key",
+    "measure_clock",
     "trace",
     "trace_structure",
 ]

@@ -13,9 +13,11 @@ tensor, is left unmeasured with the reason (``Edge.unmeasured``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,30 @@ class Measured:
     # hooked path: value name -> the shapes and dtypes of the real tensors (a run that took
     # another path may give a name to another tensor); fx path: None (the graph's own nodes)
     value_tensors: dict[str, tuple[TensorMeta, ...]] | None = None
+
+
+# The clock a node is timed with on the CPU: "wall" (perf_counter, the default) or "thread" (the
+# calling thread's CPU time: with one torch thread, the node's own work, without the time other
+# processes held the core; a benchmark on shared cores uses it, see :func:`clock`).
+_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
+_CLOCK: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "flowprof_measure_clock", default="wall"
+)
+
+
+@contextlib.contextmanager
+def clock(name: str) -> Iterator[None]:
+    """Time CPU nodes with ``name``'s clock inside the block: ``"wall"`` or ``"thread"`` (the
+    thread's CPU time, which needs torch at one thread: work on other threads would be missed)."""
+    if name not in _CLOCKS:
+        raise ValueError(f"unknown clock {name!r} (known: {', '.join(_CLOCKS)})")
+    if name == "thread" and torch.get_num_threads() != 1:
+        raise ValueError("the thread clock needs torch.set_num_threads(1)")
+    token = _CLOCK.set(name)
+    try:
+        yield
+    finally:
+        _CLOCK.reset(token)
 
 
 def _nbytes(value: Any) -> int:
@@ -57,6 +83,7 @@ class _TimingInterpreter(fx.Interpreter):
         self.wanted = wanted
         self.cuda = cuda
         self.events: dict[str, tuple[Any, Any]] = {}
+        self.clock = _CLOCKS[_CLOCK.get()]
 
     def run_node(self, n: fx.Node) -> Any:
         if self.cuda:
@@ -67,9 +94,9 @@ class _TimingInterpreter(fx.Interpreter):
             end_event.record()
             self.events[n.name] = (start_event, end_event)
         else:
-            start = time.perf_counter()
+            start = self.clock()
             out = super().run_node(n)
-            self.seconds[n.name] = time.perf_counter() - start
+            self.seconds[n.name] = self.clock() - start
         if n.name in self.wanted:
             self.bytes[n.name] = _nbytes(out)
         return out
