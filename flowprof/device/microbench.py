@@ -4,9 +4,12 @@ What is measured (:func:`measure`), each the fastest of several timed repeats af
 ceiling is what the chip does when nothing else runs; the fixed call costs take the median):
 
 - **matrix products**: square matmuls ``(n, n) @ (n, n)`` for a ladder of ``n`` (2 n^3 FLOPs
-  each), batched ones ``(8, n, n) @ (8, n, n)`` (attention's per-head products: 16 n^3) and 3x3
-  convolutions of ``c`` to ``c`` channels on a 32x32 image for a ladder of ``c``
-  (2 x 9 c^2 x 32^2 FLOPs): achieved FLOP/s by FLOPs, one curve per op class. The peak is the
+  each; the second operand, the weight, cold: each repeat reads the next of several copies that
+  together overflow the last-level cache, as each layer of a model reads its own weight, which
+  the rest of the pass has evicted), batched ones ``(8, n, n) @ (8, n, n)`` (attention's
+  per-head products: 16 n^3; both operands warm, as activations just written are) and 3x3
+  convolutions of ``c`` to ``c`` channels on a 32x32 image (weights cold too) for a ladder of
+  ``c`` (2 x 9 c^2 x 32^2 FLOPs): achieved FLOP/s by FLOPs, one curve per op class. The peak is the
   best rate of the ladder (the large-GEMM ceiling). Small products reach less of it (the curve
   is the "efficiency by op size" refinement).
 - **memory**: STREAM's copy (``a = b``, 2 x 4 bytes per fp32 element) and triad
@@ -42,7 +45,7 @@ from typing import Any
 
 from flowprof.device.table import Device
 
-FORMAT = 2  # bump when what is measured changes: an older cache is measured again
+FORMAT = 3  # bump when what is measured changes: an older cache is measured again
 
 
 def cache_dir() -> Path:
@@ -132,19 +135,48 @@ def _timed(timer: _Timer, fn: Callable[[], Any], budget: float) -> float:
     return timer(fn, max(3, min(200, int(budget / max(first, 1e-7)))), warmup=0)
 
 
+def cache_bytes(device: str) -> int:
+    """The last-level cache the cold operands must overflow: the CPU's (32 MiB if unread), or the
+    GPU's L2."""
+    if device == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return int(getattr(props, "L2_cache_size", 0) or 64 * 2**20)
+    return last_level_cache_bytes() or 32 * 2**20
+
+
+class _Cold:
+    """Copies of a weight, used in turn, together at least twice the last-level cache (at most
+    64): each call reads its weight from main memory, as each layer of a model does (a forward
+    pass reads every weight once, and a model's weights outgrow the cache). The input stays
+    the same tensor, warm, as an activation just written by the block before is."""
+
+    def __init__(self, weight: Any, device: str) -> None:
+        nbytes = weight.numel() * weight.element_size()
+        n = max(1, min(64, -(-2 * cache_bytes(device) // max(nbytes, 1))))
+        self.copies = [weight.clone() for _ in range(n)]
+        self.i = 0
+
+    def __call__(self) -> Any:
+        self.i = (self.i + 1) % len(self.copies)
+        return self.copies[self.i]
+
+
 def matmul_curve(
     device: str, dtype: Any, sizes: list[int], budget: float = 0.3
 ) -> tuple[tuple[float, float], ...]:
-    """(FLOPs, achieved FLOP/s) of square matmuls ``(n, n) @ (n, n)``: 2 n^3 FLOPs each."""
+    """(FLOPs, achieved FLOP/s) of square matmuls ``(n, n) @ (n, n)``, the second operand (the
+    weight) cold (:class:`_Cold`): 2 n^3 FLOPs each."""
     import torch
 
     timer = _Timer(device)
     points = []
     for n in sizes:
         a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
+        weight = _Cold(torch.randn(n, n, device=device).to(dtype), device)
         out = torch.empty(n, n, device=device, dtype=dtype)
-        seconds = _timed(timer, functools.partial(torch.mm, a, b, out=out), budget)
+        seconds = _timed(timer, lambda a=a, w=weight, o=out: torch.mm(a, w(), out=o), budget)
         flops = 2.0 * n**3
         points.append((flops, flops / seconds))
     return tuple(points)
@@ -186,7 +218,7 @@ def last_level_cache_bytes() -> int | None:
 
 def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32, budget: float = 0.3):
     """(FLOPs, achieved FLOP/s) of 3x3 convolutions, ``c`` -> ``c`` channels, padding 1, on one
-    ``side`` x ``side`` image: 2 x 9 c^2 side^2 FLOPs each."""
+    ``side`` x ``side`` image, the weight cold (:class:`_Cold`): 2 x 9 c^2 side^2 FLOPs each."""
     import torch
 
     timer = _Timer(device)
@@ -194,8 +226,8 @@ def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32, bud
     with torch.no_grad():
         for c in channels:
             x = torch.randn(1, c, side, side, device=device).to(dtype)
-            w = torch.randn(c, c, 3, 3, device=device).to(dtype)
-            conv = functools.partial(torch.nn.functional.conv2d, x, w, padding=1)
+            w = _Cold(torch.randn(c, c, 3, 3, device=device).to(dtype), device)
+            conv = lambda x=x, w=w: torch.nn.functional.conv2d(x, w(), padding=1)  # noqa: E731
             seconds = _timed(timer, conv, budget)
             flops = 2.0 * 9 * c * c * side * side
             points.append((flops, flops / seconds))

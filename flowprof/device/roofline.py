@@ -24,7 +24,8 @@ plain roofline at its peaks), never from the blocks being predicted:
 1. *Efficiency by op size*: the matrix rate is read from the measured curve of the op's class
    (``conv`` for convolutions, ``matmul`` for the rest) at the op's FLOPs: small products reach
    a smaller share of the peak (threading, packing and blocking overheads of the BLAS/oneDNN
-   kernels) than the large GEMM that sets the peak.
+   kernels) than the large GEMM that sets the peak. The ladders read their weights cold, from
+   main memory, as a layer of a model larger than the cache does (microbench.py).
 2. *Bandwidth by working set*: the bandwidth is read from the measured STREAM-triad curve at the
    bytes the block moves: a block whose tensors fit in cache is not held to main memory's speed.
 3. *Ceilings per op kind*: attention's batched products (two batched operands) are read from a
