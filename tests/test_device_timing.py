@@ -357,3 +357,21 @@ def test_on_a_gpu_the_launch_overlaps_the_kernels():
     assert lin.predicted_seconds == pytest.approx(2.0)  # the GPU waits for the host
     (group,) = predict_time(_linear_relu_graph(depth=1), slow_host).blocks
     assert group.predicted_seconds == pytest.approx(2.0 + 2.0)  # the sum of its two blocks
+
+
+def test_thread_clock_times_blocks_and_needs_one_thread():
+    from flowprof.tracer import measure_clock
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="set_num_threads"), measure_clock("thread"):
+            pass
+        torch.set_num_threads(1)
+        with measure_clock("thread"):
+            graph = flowprof.trace(nn.Sequential(nn.Linear(64, 64)), (8, 64), measure=True)
+        assert all(b.seconds is not None and b.seconds >= 0 for b in graph.blocks())
+        with pytest.raises(ValueError, match="unknown clock"), measure_clock("sundial"):
+            pass
+    finally:
+        torch.set_num_threads(threads)
