@@ -55,17 +55,11 @@ def get(name: str) -> Device:
     return get_with_notes(name)[0]
 
 
-def predict_time(graph: Any, device: str | Device = "cpu", precision: str | None = None):
-    """See :func:`flowprof.device.roofline.predict_time`."""
+def predict_time(
+    graph: Any, device: str | Device = "cpu", precision: str | None = None
+) -> Prediction:
+    """Predicted (and measured) time per block of ``graph`` on ``device``: see
+    :func:`flowprof.device.roofline.predict_time`."""
     from flowprof.device.roofline import predict_time as predict
 
     return predict(graph, device, precision)
-
-
-predict_time.__doc__ = "Predicted (and measured) time per block: " + (
-    "see flowprof.device.roofline.predict_time."
-)
-
-if TYPE_CHECKING:  # (for type checkers: the return type)
-
-    def _typed(graph: Any, device: str | Device = "cpu") -> Prediction: ...
