@@ -254,7 +254,10 @@ def weights_stay_cold(graph: BlockGraph, device: Device, precision: str) -> bool
 
 
 def _bits(precision: str) -> int:
-    return Precision(precision).bits if precision in Precision._value2member_map_ else 32
+    try:
+        return Precision(precision).bits
+    except ValueError:  # a device precision no Precision names (tf32): fp32 tensors
+        return 32
 
 
 def leaf_time(
