@@ -113,9 +113,9 @@ def run_cpu(repeats: int, budget: float, clock: str, say: Callable[[str], None])
             graphs = [trace() for _ in range(repeats)]
         models[key] = block_rows(fastest_of(graphs, device))
         devices[key] = device.to_dict()
-    microbench.save(device, microbench.cache_path("cpu"))
+    # (not cached for trace --device cpu: that one is timed by the wall clock, as --measure is)
     return {
-        "device": device.to_dict(),  # the last one (also cached for trace --device cpu)
+        "device": device.to_dict(),  # the last one
         "devices": devices,
         "threads": 1,
         "clock": clock,
