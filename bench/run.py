@@ -567,7 +567,12 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
     if results.get("training_step"):
         out += _training_step_section(results["training_step"])
     out += _method_section(s)
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    from bench import timing  # (its own run, bench/timing.py: its section is kept here)
+
+    if timing.RESULTS.is_file():
+        text = timing.insert_section(text, timing.markdown(json.loads(timing.RESULTS.read_text())))
+    return text
 
 
 def _analysis_section(analysis: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:

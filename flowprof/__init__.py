@@ -34,6 +34,7 @@ __all__ = [
     "__version__",
     "build",
     "model_names",
+    "predict_time",
     "trace",
 ]
 
@@ -49,10 +50,12 @@ _LAZY = {
     "build": "flowprof.api",
     "model_names": "flowprof.api",
     "trace": "flowprof.api",
+    "predict_time": "flowprof.device.roofline",
 }
 
 if TYPE_CHECKING:
     from flowprof.api import build, model_names, trace
+    from flowprof.device.roofline import predict_time
     from flowprof.tracer.counts import CONVENTION, OpCount
     from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
 

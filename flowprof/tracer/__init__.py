@@ -37,6 +37,7 @@ from flowprof.tracer.graph import (
     TensorMeta,
     Unit,
 )
+from flowprof.tracer.measure import clock as measure_clock
 from flowprof.tracer.stages import (
     build_units,
     counting_run,
@@ -74,6 +75,7 @@ __all__ = [
     "group",
     "group_key",
     "TrainingStep",
+    "measure_clock",
     "trace",
     "trace_structure",
     "train_mode",

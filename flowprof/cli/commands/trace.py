@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowprof.cli import trace_files
+from flowprof.cli import timing, trace_files
 from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, Format, OutputDir, add_format
 from flowprof.cli.options import (
@@ -67,6 +67,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --train: the inputs need a gradient too (as inside a bigger model)",
     )
+    timing.add_options(p)
     trace_files.add_options(p)
 
 
@@ -98,12 +99,15 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     name = graph.meta["model"]
+    prediction, notes = timing.predict(graph, args)  # (--device)
     emit = Emitter(args.format)
     emit.show(
-        table=lambda: _tables(graph, name, args.measure),
+        table=lambda: _tables(graph, name, args.measure, prediction),
         csv=lambda: _csv(graph),
-        json=graph.to_dict,
+        json=lambda: graph.to_dict() | ({"timing": prediction.to_dict()} if prediction else {}),
     )
+    for line in notes:
+        emit.note(f"note: {line}")
     if args.out:
         from flowprof.reports.fit import short_name
 
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             args,
             lambda path, data: out.text(path.relative_to(out.path), data),
         )
+        if prediction is not None:
+            timing.write(prediction, out)
         for line in files.warnings:
             print(f"{PROG}: warning: {line}", file=sys.stderr)
         emit.note(f"wrote {out.names()} to {out}")
@@ -125,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tables(graph, name: str, measured: bool):
+def _tables(graph, name: str, measured: bool, prediction=None):
     from rich.text import Text
 
     from flowprof.reports import tables, training_tables
@@ -150,6 +156,8 @@ def _tables(graph, name: str, measured: bool):
         yield Text(line)
     if measured:
         yield tables.measured_table(graph)
+    if prediction is not None:
+        yield from timing.tables(prediction)
 
 
 def _csv(graph) -> list[str]:

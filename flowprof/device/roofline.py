@@ -1,0 +1,368 @@
+"""Each block's predicted time on a device, from its counts and bytes (the roofline model).
+
+For every leaf block (one leaf-module call or one computing function call):
+
+- **FLOPs** = 2 x ``macs`` (matrix products: conv, linear, matmul, attention) + the block's other
+  operations (its elementary operations beyond those of the products: normalisation, softmax,
+  activations, bias additions ...; a product's K multiplications and K-1 additions per dot
+  product are its 2K FLOPs).
+- **bytes moved** = inputs + outputs + weights, at the accounted precision: the bits of the
+  edges into the block and of the distinct tensors it sends on (``Edge.bits``,
+  ``Block.activation_bits``: the model's floating tensors at the precision, other tensors at
+  their own width) and its parameters and buffers at the precision, over 8. This is the least
+  a block must read and write once; what it re-reads from memory inside (a tiled GEMM
+  re-reading a tile) is not counted.
+- **arithmetic intensity** = FLOPs / bytes.
+- **roofline time** = max(compute, memory): compute = 2 x macs / matrix rate + other ops /
+  vector rate, memory = bytes / bandwidth. The **bound** is the larger term.
+- **predicted time** = roofline time + the fixed cost of the call (:func:`overhead`; on a GPU
+  the larger of the two, refinement 5).
+
+Refinements, each from a measurement of the device (empty for a datasheet GPU, which is then the
+plain roofline at its peaks), never from the blocks being predicted:
+
+1. *Efficiency by op size*: the matrix rate is read from the measured curve of the op's class
+   (``conv`` for convolutions, ``matmul`` for the rest) at the op's FLOPs: small products reach
+   a smaller share of the peak (threading, packing and blocking overheads of the BLAS/oneDNN
+   kernels) than the large GEMM that sets the peak. The ladders read their weights cold, from
+   main memory, as a layer of a model larger than the cache does (microbench.py).
+2. *Bandwidth by working set*: the bandwidth is read from the measured STREAM-triad curve at the
+   bytes the block moves: a block whose tensors fit in cache is not held to main memory's speed.
+3. *Ceilings per op kind*: attention's batched products (two batched operands) are read from a
+   measured batched-matmul ladder, not the square one: many small matmuls reach less per FLOP.
+4. *Cold weights*: when the model's weights are more than the last-level cache holds, each
+   block's weights are read at main memory's bandwidth (a forward pass evicts them before the
+   next reads them again), and only its activations, just written by the block before, at the
+   working-set bandwidth of refinement 2.
+5. *Call overhead*: each block pays the measured fixed cost of one fx node of a trivial op
+   (Python interpreter, dispatcher, allocation; on a GPU the launch), plus that of one aten op
+   per further op it calls (``Unit.ops``): without it, every small block is predicted far too
+   fast. On a CPU the host runs the kernels itself, so the overhead adds to the roofline time;
+   on a GPU it launches them asynchronously, so a block takes the longer of the two (the GPU
+   waits for the host only when the kernels are shorter than their launches). A datasheet GPU
+   has no measured overhead (0).
+
+A block grouped at a depth is predicted as the sum of its leaf blocks (the roofline applies per
+kernel, one after another; a group's pooled FLOPs and bytes would let one member's compute hide
+another's memory traffic), and its bound is that of the members holding most of its time.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from flowprof.device.table import Device
+from flowprof.tracer.graph import Block, BlockGraph, Precision, Unit
+
+
+class Bound(StrEnum):
+    """What limits a block's time in the roofline model."""
+
+    COMPUTE = "compute"
+    MEMORY = "memory"
+
+
+BATCHED_KINDS = ("matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention")
+CONV_KINDS = ("Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d", "convolution")
+
+
+def op_class(block: Block) -> str:
+    """The micro-benchmark a block's matrix products are read from: ``conv`` for convolutions;
+    ``bmm`` for a product of two batched operands (attention's per-head products: many small
+    matmuls, slower per FLOP than one large one); ``matmul`` for the rest (linear layers, whose
+    weight is one matrix whatever the input's rank)."""
+    if block.kind in CONV_KINDS or block.kind.lower().startswith("conv"):
+        return "conv"
+    batched = [s for s in block.input_shapes if len(s) >= 3]
+    if block.kind in BATCHED_KINDS and len(batched) >= 2:
+        return "bmm"
+    return "matmul"
+
+
+@dataclass(frozen=True)
+class BlockTime:
+    """The prediction (and measurement, if any) of one block. Seconds, bytes, FLOPs."""
+
+    block: str
+    kind: str
+    matrix_flops: float  # 2 x macs
+    other_flops: float  # every other operation
+    input_bytes: float
+    output_bytes: float
+    weight_bytes: float
+    compute_seconds: float
+    memory_seconds: float
+    roofline_seconds: float  # a leaf: max(compute, memory); a group: the sum of its members'
+    bound: Bound  # a leaf: the larger term; a group: that of the members with most of its time
+    overhead_seconds: float
+    measured_seconds: float | None = None
+    members: int = 1  # leaf blocks summed into it
+    asynchronous: bool = False  # a GPU: the host's launches overlap the kernels (refinement 5)
+
+    @property
+    def flops(self) -> float:
+        return self.matrix_flops + self.other_flops
+
+    @property
+    def bytes(self) -> float:
+        return self.input_bytes + self.output_bytes + self.weight_bytes
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved (0 for a block that moves nothing)."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    @property
+    def predicted_seconds(self) -> float:
+        if self.asynchronous:
+            return max(self.roofline_seconds, self.overhead_seconds)
+        return self.roofline_seconds + self.overhead_seconds
+
+    @property
+    def gemm_dominated(self) -> bool:
+        """Most of its FLOPs are matrix products (conv, linear, matmul)."""
+        return self.matrix_flops > 0 and self.matrix_flops >= self.other_flops
+
+    @property
+    def error(self) -> float | None:
+        """(predicted - measured) / measured; None when not measured."""
+        if not self.measured_seconds:
+            return None
+        return (self.predicted_seconds - self.measured_seconds) / self.measured_seconds
+
+    @property
+    def measured_bound(self) -> Bound | None:
+        """The roofline term the measurement is closest to (in ratio), after the predicted call
+        overhead is taken off: a block labelled memory-bound that runs far faster than its bytes
+        at the bandwidth allow, nearer its compute time, was not held by memory, and the other
+        way round. None when not measured."""
+        if self.measured_seconds is None:
+            return None
+        t = self.measured_seconds
+        if not self.asynchronous:
+            t = max(t - self.overhead_seconds, 1e-12)
+        if self.compute_seconds <= 0:
+            return Bound.MEMORY
+        if self.memory_seconds <= 0:
+            return Bound.COMPUTE
+        far_c = abs(math.log(t / self.compute_seconds))
+        far_m = abs(math.log(t / self.memory_seconds))
+        return Bound.COMPUTE if far_c <= far_m else Bound.MEMORY
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "block": self.block,
+            "kind": self.kind,
+            "flops": self.flops,
+            "matrix_flops": self.matrix_flops,
+            "other_flops": self.other_flops,
+            "bytes": self.bytes,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "weight_bytes": self.weight_bytes,
+            "intensity": self.intensity,
+            "bound": self.bound.value,
+            "compute_seconds": self.compute_seconds,
+            "memory_seconds": self.memory_seconds,
+            "overhead_seconds": self.overhead_seconds,
+            "predicted_seconds": self.predicted_seconds,
+            "measured_seconds": self.measured_seconds,
+            "error": self.error,
+            "measured_bound": None if self.measured_bound is None else self.measured_bound.value,
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted (and measured) time of every block of a graph on one device."""
+
+    device: Device
+    precision: str
+    blocks: tuple[BlockTime, ...]
+    model: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def measured(self) -> list[BlockTime]:
+        return [b for b in self.blocks if b.measured_seconds is not None]
+
+    def predicted_seconds(self) -> float:
+        return sum(b.predicted_seconds for b in self.blocks)
+
+    def measured_seconds(self) -> float | None:
+        m = self.measured()
+        return sum(b.measured_seconds for b in m) if m and len(m) == len(self.blocks) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "device": self.device.to_dict(),
+            "precision": self.precision,
+            "predicted_seconds": self.predicted_seconds(),
+            "measured_seconds": self.measured_seconds(),
+            "blocks": [b.to_dict() for b in self.blocks],
+            "notes": list(self.notes),
+        }
+
+
+def error_summary(blocks: Iterable[BlockTime]) -> dict[str, Any]:
+    """Over the measured ``blocks``: how many, the median and 90th percentile of
+    |predicted - measured| / measured, and the share whose bound the measurement agrees with."""
+    measured = [b for b in blocks if b.error is not None]
+    errors = sorted(abs(b.error) for b in measured)
+    if not errors:
+        return {"blocks": 0, "median_abs_error": None, "p90_abs_error": None, "bound_agree": None}
+    return {
+        "blocks": len(errors),
+        "median_abs_error": statistics.median(errors),
+        "p90_abs_error": percentile(errors, 0.9),
+        "bound_agree": sum(b.bound == b.measured_bound for b in measured) / len(measured),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` by linear interpolation between closest ranks."""
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (pos - lo) * (s[hi] - s[lo])
+
+
+def overhead(device: Device, unit: Unit | None) -> float:
+    """The fixed cost of one block call: one fx node, plus one aten op per further op it calls
+    (refinement 5)."""
+    calls = 1
+    if unit is not None:
+        calls = max(1, sum(n for _, n in unit.ops) + sum(n for _, n in unit.uncounted))
+    return device.call_seconds + (calls - 1) * device.op_seconds
+
+
+def weights_stay_cold(graph: BlockGraph, device: Device, precision: str) -> bool:
+    """Whether each block's weights come from main memory (refinement 4): when the model's
+    weights at ``precision`` are more than the device's cache holds (``measured["cache_bytes"]``;
+    a device without that figure: always), a pass has evicted a block's weights by the next."""
+    cache = device.measured.get("cache_bytes")
+    if not cache:
+        return True
+    weight_bits = sum(u.params + u.buffers for u in graph.units) * _bits(precision)
+    return weight_bits / 8 > cache
+
+
+def _bits(precision: str) -> int:
+    try:
+        return Precision(precision).bits
+    except ValueError:  # a device precision no Precision names (tf32): fp32 tensors
+        return 32
+
+
+def leaf_time(
+    graph: BlockGraph,
+    block: Block,
+    device: Device,
+    precision: str,
+    unit: Unit | None = None,
+    weights_cold: bool = False,
+) -> BlockTime:
+    """The prediction for one leaf ``block`` of ``graph`` (see the module docstring)."""
+    bits = _bits(precision)
+    input_bits = sum(d["edge"].bits for _, _, d in graph.graph.in_edges(block.name, data=True))
+    matrix = 2.0 * block.macs
+    other = max(float(block.count.total) - matrix, 0.0)
+    in_bytes, out_bytes = input_bits / 8, block.activation_bits / 8
+    weight_bytes = (block.param_bits + block.buffers * bits) / 8
+    nbytes = in_bytes + out_bytes + weight_bytes
+    compute = 0.0
+    if matrix:
+        compute += matrix / device.matrix_rate(precision, op_class(block), matrix)
+    if other:
+        compute += other / device.vector_flops
+    if weights_cold:  # (refinement 4) the weights from main memory, the activations from cache
+        moved = in_bytes + out_bytes
+        memory = weight_bytes / device.bandwidth
+        memory += moved / device.bandwidth_at(moved) if moved else 0.0
+    else:
+        memory = nbytes / device.bandwidth_at(nbytes) if nbytes else 0.0
+    return BlockTime(
+        block=block.name,
+        kind=block.kind,
+        matrix_flops=matrix,
+        other_flops=other,
+        input_bytes=in_bytes,
+        output_bytes=out_bytes,
+        weight_bytes=weight_bytes,
+        compute_seconds=compute,
+        memory_seconds=memory,
+        roofline_seconds=max(compute, memory),
+        bound=Bound.COMPUTE if compute >= memory else Bound.MEMORY,
+        overhead_seconds=overhead(device, unit),
+        measured_seconds=block.seconds,
+        asynchronous=device.kind == "gpu",
+    )
+
+
+def _summed(block: Block, parts: list[BlockTime]) -> BlockTime:
+    """A grouped block as the sum of its leaf blocks (their kernels run one after another); its
+    bound that of the members holding most of its roofline time."""
+    by_bound = {Bound.COMPUTE: 0.0, Bound.MEMORY: 0.0}
+    for p in parts:
+        by_bound[p.bound] += p.roofline_seconds
+    return BlockTime(
+        block=block.name,
+        kind=block.kind,
+        matrix_flops=sum(p.matrix_flops for p in parts),
+        other_flops=sum(p.other_flops for p in parts),
+        input_bytes=sum(p.input_bytes for p in parts),
+        output_bytes=sum(p.output_bytes for p in parts),
+        weight_bytes=sum(p.weight_bytes for p in parts),
+        compute_seconds=sum(p.compute_seconds for p in parts),
+        memory_seconds=sum(p.memory_seconds for p in parts),
+        roofline_seconds=sum(p.roofline_seconds for p in parts),
+        bound=max(by_bound, key=lambda k: by_bound[k]),
+        # what the members' predictions add beyond their roofline times (on a GPU, the launches
+        # not hidden behind kernels), so that the group's prediction is exactly their sum
+        overhead_seconds=sum(p.predicted_seconds - p.roofline_seconds for p in parts),
+        measured_seconds=block.seconds,
+        members=len(parts),
+    )
+
+
+def resolve(device: str | Device) -> tuple[Device, list[str]]:
+    """A Device from its name (:func:`flowprof.device.get`), with notes on what was done."""
+    if isinstance(device, Device):
+        return device, []
+    from flowprof.device import get_with_notes
+
+    return get_with_notes(device)
+
+
+def predict_time(
+    graph: BlockGraph, device: str | Device = "cpu", precision: str | None = None
+) -> Prediction:
+    """The predicted time of every block of ``graph`` on ``device`` (a name such as ``"h100"``
+    or ``"cpu"``, or a :class:`~flowprof.device.Device`), at ``precision`` (default the graph's
+    accounted precision), beside the measured time where the graph was traced with
+    ``measure=True``. See this module's docstring for the model and its refinements."""
+    dev, notes = resolve(device)
+    prec = precision or graph.precision.value
+    dev.peak(prec)  # an unlisted precision: one clear error before any work
+    leaf = graph if graph.depth is None else graph.by_block(None)
+    units = {u.name: u for u in graph.units}
+    cold = weights_stay_cold(graph, dev, prec)
+    leaf_times = {
+        b.name: leaf_time(leaf, b, dev, prec, units.get(b.members[0]) if b.members else None, cold)
+        for b in leaf.blocks()
+    }
+    if graph.depth is None:
+        times = tuple(leaf_times[b.name] for b in graph.blocks())
+    else:
+        unit_block = {u: b.name for b in leaf.blocks() for u in b.members}
+        times = tuple(
+            _summed(b, [leaf_times[unit_block[m]] for m in b.members if m in unit_block])
+            for b in graph.blocks()
+        )
+    return Prediction(dev, prec, times, str(graph.meta.get("model", "")), tuple(notes))
