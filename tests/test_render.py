@@ -86,9 +86,11 @@ def _alive(pid: int) -> bool:
 
 
 # A parent that starts dot on a graph it needs minutes for: through flowprof's render, or (the
-# negative control) through a plain subprocess call, as graphviz.Digraph.pipe does.
+# negative control) through a plain subprocess call, as graphviz.Digraph.pipe does. The control's
+# dot reads the graph from a file: killed while still writing dot's stdin, the parent would leave
+# dot a truncated graph, which it rejects at once (a race that made the control flaky).
 PARENT = """
-import subprocess, sys
+import subprocess, sys, tempfile
 sys.path.insert(0, {root!r})
 from tests.test_render import slow_dot_source
 source = slow_dot_source()
@@ -96,7 +98,9 @@ if sys.argv[1] == "flowprof":
     from flowprof.reports.render import render
     render(source, "svg", timeout=None)
 else:
-    subprocess.run(["dot", "-Tsvg"], input=source.encode(), capture_output=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".dot", delete=False) as f:
+        f.write(source)
+    subprocess.run(["dot", "-Tsvg", f.name], capture_output=True)
 """
 
 
