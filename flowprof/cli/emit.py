@@ -15,6 +15,7 @@ To add an output format: a member of :class:`Format` and its branch in :meth:`Em
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -54,8 +55,15 @@ class Line(str):
 def console():
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich exits with code 1 here; a closed pipe is the reader's choice, not an error:
+            # the CLI's main turns it into a quiet exit 0 (flowprof.cli.main._closed_pipe).
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "stdout was closed")
+
     # Piped output (CI logs, files) gets a wide page rather than Rich's 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return _Console(width=None if sys.stdout.isatty() else 160)
 
 
 class Emitter:
