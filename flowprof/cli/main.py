@@ -150,8 +150,9 @@ def os_error(exc: OSError) -> str:
     files = [f for f in (exc.filename, exc.filename2) if f]
     if not files:
         return f"{what} ({first_line(exc)})" if exc.strerror is None else what
-    verb = "writing" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "at"
-    return f"{what} {verb} {files[0]}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{what} writing {files[0]}"
+    return f"{what}: {files[0]}"
 
 
 def _disk_full(exc: BaseException) -> bool:
