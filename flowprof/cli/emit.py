@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from flowprof.cli.options import PROG
 from flowprof.errors import InternalError, UsageError
 
 
@@ -139,24 +140,93 @@ def dot_available() -> bool:
 
 
 class OutputDir:
-    """A command's output folder (made if missing; one line and exit 2 if it cannot be): every
-    file is written atomically and recorded in :attr:`written`, in order."""
+    """A command's output folder: every file is written atomically and recorded in
+    :attr:`written`, in order. One line and exit 2 if the folder cannot be made or used.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    Two ways (:func:`flowprof.atomic.atomic_dir` explains the first):
+
+    - ``with OutputDir(path, staged=True) as out``: the outputs of one run, which appear
+      together or not at all. Files are written into a staging folder beside ``path``
+      (:attr:`path`), which replaces ``path`` whole when the block ends without an exception,
+      so no earlier run's file is left beside them, and a kill or a concurrent run leaves one
+      run's whole set. ``path`` must be absent, empty or a folder of flowprof's (its manifest
+      ``.flowprof-run.json`` lists every file in it): :meth:`check` says so before the work.
+    - ``OutputDir(path)``: files written in place, one by one (``train``, whose checkpoints must
+      outlive a killed run for ``--resume``).
+    """
+
+    def __init__(self, path: str | Path, *, staged: bool = False, command: str = "") -> None:
+        self.target = Path(path)
+        self.staged = staged
+        self.command = command
+        self.written: list[Path] = []
+        self._swap = None
+        if staged:
+            self.check(path)
+            self.path = self.target  # (the staging folder once the block is entered)
+            return
+        self.path = self.target
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot create output folder {path}: {exc.strerror}") from None
+            raise UsageError(
+                f"{PROG}: error: cannot create output folder {path}: {exc.strerror}"
+            ) from None
         if not os.access(self.path, os.W_OK):
-            raise UsageError(f"output folder {path} is not writable")
-        self.written: list[Path] = []
+            raise UsageError(f"{PROG}: error: output folder {path} is not writable")
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Whether a staged run may write ``path``: UsageError (one line) if not. Commands call
+        it before their work, so that a bad folder is refused at once."""
+        from flowprof import atomic
+        from flowprof.errors import OutputFolderError
+
+        target = Path(path).absolute()
+        above = next((p for p in target.parents if p.exists()), Path("/"))
+        if not above.is_dir():
+            raise UsageError(
+                f"{PROG}: error: cannot create output folder {path}: {above} is a file"
+            )
+        if not os.access(above, os.W_OK):  # (the new set is made beside the folder, then swapped)
+            raise UsageError(
+                f"{PROG}: error: cannot write output folder {path}: {above} is not writable"
+            )
+        try:
+            atomic.check_replaceable(Path(path))
+        except OutputFolderError as exc:
+            raise UsageError(f"{PROG}: error: output folder {exc}") from None
+
+    def __enter__(self) -> OutputDir:
+        if self.staged:
+            from flowprof import __version__, atomic
+
+            run = {"flowprof": __version__, "command": self.command, "argv": sys.argv[1:]}
+            self._swap = atomic.atomic_dir(self.target, run)
+            try:
+                self.path = self._swap.__enter__()
+            except OSError as exc:
+                raise UsageError(
+                    f"{PROG}: error: cannot create output folder {self.target}: {exc.strerror}"
+                ) from None
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        if self._swap is None:
+            return False
+        swap, self._swap = self._swap, None
+        try:
+            return bool(swap.__exit__(*exc_info))
+        finally:
+            # the files are where the user asked for them now (or nowhere)
+            self.written = [self.target / p.relative_to(self.path) for p in self.written]
+            self.path = self.target
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
     def __str__(self) -> str:
-        return str(self.path)
+        return str(self.target)
 
     def kept(self, paths: Iterable[Path]) -> list[Path]:
         """Record files a library function wrote here, atomically too (``BlockGraph.to_csv``)."""

@@ -44,6 +44,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = model_options(args)
     check_model(args.model, options)  # (before torch is imported)
+    if args.out:
+        OutputDir.check(args.out)  # (before the work)
     import flowprof
 
     shapes = args.input  # in forward's order, or by forward's parameter names
@@ -66,16 +68,16 @@ def run(args: argparse.Namespace) -> int:
         json=graph.to_dict,
     )
     if args.out:
-        out = OutputDir(args.out)
-        out.kept(graph.to_csv(out.path))
-        out.kept([graph.to_json(out / "graph.json")])
-        files = trace_files.write(
-            graph,
-            name,
-            out.path,
-            args,
-            lambda path, data: out.text(path.relative_to(out.path), data),
-        )
+        with OutputDir(args.out, staged=True, command="trace") as out:  # all files, or none
+            out.kept(graph.to_csv(out.path))
+            out.kept([graph.to_json(out / "graph.json")])
+            files = trace_files.write(
+                graph,
+                name,
+                out.path,
+                args,
+                lambda path, data: out.text(path.relative_to(out.path), data),
+            )
         for line in files.warnings:
             print(f"{PROG}: warning: {line}", file=sys.stderr)
         emit.note(f"wrote {out.names()} to {out}")
