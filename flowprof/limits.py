@@ -24,7 +24,7 @@ def check_size(shape: Sequence[int], what: str) -> None:
     if elements > MAX_ELEMENTS:
         text = "x".join(str(d) for d in shape)
         raise BadSpecError(
-            f"{what} {text} is too large: {elements:.3g} elements, and a tensor holds at most "
+            f"{what} is too large: {text} is {elements:.3g} elements, and a tensor holds at most "
             f"2^60 (torch counts its bytes in a signed 64-bit integer)"
         )
 
@@ -117,7 +117,7 @@ def _cgroup_folders() -> list[Path]:
 
 
 def gigabytes(n: int) -> str:
-    return f"{n / 1e9:.3g} GB"
+    return f"{n / 1e9:,.1f} GB"
 
 
 def check_memory(needed_bytes: int, what: str, available: int | None = None) -> None:

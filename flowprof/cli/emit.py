@@ -215,8 +215,15 @@ class OutputDir:
         if self._swap is None:
             return False
         swap, self._swap = self._swap, None
+        staging = self.path
         try:
             return bool(swap.__exit__(*exc_info))
+        except OSError as exc:  # (a full disk): name the file the user asked for
+            name = Path(exc.filename) if exc.filename else None
+            if name is None or not name.is_relative_to(staging):
+                raise
+            target = self.target / name.relative_to(staging)
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         finally:
             # the files are where the user asked for them now (or nowhere)
             self.written = [self.target / p.relative_to(self.path) for p in self.written]

@@ -74,10 +74,18 @@ def command_parser(name: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(os.environ.get("FLOWPROF_DEBUG"))
+    # torch logs some failures it recovers from, or that flowprof reports in one line (a
+    # fake-tensor op that fails logs its whole traceback): none of it is for the user.
+    disabled = logging.root.manager.disable
     if not debug:
-        # torch logs some failures it recovers from, or that flowprof reports in one line (a
-        # fake-tensor op that fails logs its whole traceback): none of it is for the user.
         logging.disable(logging.CRITICAL)
+    try:
+        return _main(argv, debug)
+    finally:
+        logging.disable(disabled)  # (as it was: main may run inside a test's process)
+
+
+def _main(argv: Sequence[str] | None, debug: bool) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

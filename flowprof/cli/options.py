@@ -132,7 +132,7 @@ def shapes(text: str) -> Inputs:
         if any(d <= 0 for d in dims):
             raise argparse.ArgumentTypeError(f"malformed shape {part!r}: sizes must be positive")
         try:
-            limits.check_size(dims, "input shape")
+            limits.check_size(dims, "the input shape")
         except BadSpecError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         found.append(dims)
