@@ -211,23 +211,21 @@ class OutputDir:
                 ) from None
         return self
 
-    def __exit__(self, *exc_info) -> bool:
+    def __exit__(self, kind, error, tb) -> bool:
         if self._swap is None:
             return False
-        swap, self._swap = self._swap, None
-        staging = self.path
+        swap, self._swap, staging = self._swap, None, self.path
         try:
-            return bool(swap.__exit__(*exc_info))
-        except OSError as exc:  # (a full disk): name the file the user asked for
-            name = Path(exc.filename) if exc.filename else None
-            if name is None or not name.is_relative_to(staging):
-                raise
-            target = self.target / name.relative_to(staging)
-            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+            swap.__exit__(kind, error, tb)  # (re-raises only errors of its own)
         finally:
             # the files are where the user asked for them now (or nowhere)
-            self.written = [self.target / p.relative_to(self.path) for p in self.written]
+            self.written = [self.target / p.relative_to(staging) for p in self.written]
             self.path = self.target
+        name = Path(error.filename) if isinstance(error, OSError) and error.filename else None
+        if name is not None and name.is_relative_to(staging):  # (a full disk): name the file
+            target = self.target / name.relative_to(staging)  # the user asked for
+            raise OSError(error.errno, error.strerror, str(target)) from error
+        return False
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
