@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -329,3 +331,61 @@ def test_a_closed_pipe_is_a_quiet_exit_0():
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 0
     assert err == b""
+
+
+# --- training resumed after a signal -----------------------------------------------------------
+
+TRAIN = ["train", "lenet5-modern", "--epochs", "4", "--train-samples", "3000"]
+TRAIN += ["--test-samples", "500", "--threads", "1"]
+
+
+def _history(folder: Path):
+    from flowprof.training.history import read_history
+
+    path = folder / "lenet5-modern" / "history.csv"
+    return [r.metrics() for r in read_history(path)] if path.exists() else []
+
+
+def _weights(folder: Path) -> dict:
+    from flowprof.training.checkpoint import load_checkpoint
+
+    return load_checkpoint(folder / "lenet5-modern" / "checkpoint.pt")["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    if not (MNIST / "train-images-idx3-ubyte").exists():
+        pytest.skip("full MNIST not provisioned")
+    out = tmp_path_factory.mktemp("uninterrupted")
+    done = cli(*TRAIN, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_a_resume_after_a_signal_equals_an_uninterrupted_run(uninterrupted, tmp_path, sig):
+    import torch
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), *TRAIN, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while len(_history(out)) < 1:  # stop it once the first epoch is saved, mid-way through
+        assert proc.poll() is None and time.monotonic() < deadline, "it ended first"
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    saved = len(_history(out))
+    assert 1 <= saved < 4, saved  # stopped before the end, with whole epochs saved
+    resumed = cli(*TRAIN, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _history(out) == _history(uninterrupted)  # every epoch's losses, accuracies, lr
+    a, b = _weights(out), _weights(uninterrupted)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
