@@ -157,7 +157,9 @@ def _locked(folder: Path) -> Iterator[None]:
         except ImportError:  # (no flock: Windows; the swap is still atomic, not serialised)
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # (a file system without locks: the swap is still atomic, only not serialised)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield  # (closing the descriptor releases the lock)
     finally:
         os.close(fd)
