@@ -305,17 +305,22 @@ def test_a_full_disk_while_tracing_names_the_file(tmp_path):
     line = one_line(out)
     # 64 KiB holds blocks.csv and edges.csv (3 KB, 2 KB) but not graph.json (about 50 KB)
     # with the rest: whichever file did not fit is named, in the folder the user gave
-    assert re.fullmatch(rf"flowprof: error: the disk is full writing {disk}/o/[\w.]+", line), line
+    expected = rf"flowprof: error: the disk is full writing {disk}/o/[\w.]+: free some space, or "
+    assert re.fullmatch(expected + "write elsewhere", line), line
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_full_disk_while_training_names_the_checkpoint(tmp_path):
     disk = tmp_path / "disk"
     argv = ["train", "lenet5", "--epochs", "1", "--train-samples", "256", "--test-samples", "64"]
     out = _small_disk(disk, [*argv, "--out", str(disk / "o")])
     line = one_line(out)
     # the weights (about 60,000) and Adam's two moments, 3 x 60,000 x 4 bytes = 720 KB > 64 KiB
-    assert line == f"flowprof: error: the disk is full writing {disk}/o/lenet5/checkpoint.pt"
+    assert line == (
+        f"flowprof: error: the disk is full writing {disk}/o/lenet5/checkpoint.pt: free some "
+        "space, or write elsewhere"
+    )
 
 
 def test_a_closed_pipe_is_a_quiet_exit_0():

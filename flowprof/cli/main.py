@@ -159,7 +159,7 @@ def os_error(exc: OSError) -> str:
     if not files:
         return f"{what} ({first_line(exc)})" if exc.strerror is None else what
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"{what} writing {files[0]}"
+        return f"{what} writing {files[0]}: free some space, or write elsewhere"
     return f"{what}: {files[0]}"
 
 
