@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from flowprof.errors import BadInputError
+from flowprof.errors import BadInputError, UnsupportedModelError
 from flowprof.models import registry
 from flowprof.models.registry import BuiltModel
 from flowprof.tracer import trace as _trace_module
@@ -93,8 +93,9 @@ def measure_memory_bytes(name: str, inputs: Any = None, **options: Any) -> int:
     """The least memory a ``measure=True`` run of model ``name`` needs, from the model built and
     traced on meta (nothing allocated): its weights and buffers, its example inputs, and the
     largest tensor one block passes to another (alive with the weights and the inputs, which
-    the caller holds). A lower bound: a run that needs more can still fail, but a run refused
-    by it could not have fitted."""
+    the caller holds; left out for a model that branches on values, which meta cannot trace).
+    A lower bound: a run that needs more can still fail, but a run refused by it could not have
+    fitted."""
     from itertools import chain
 
     built = _built(name, inputs, False, options)
@@ -106,7 +107,10 @@ def measure_memory_bytes(name: str, inputs: Any = None, **options: Any) -> int:
     held = weights + sum(x.numel() * x.element_size() for x in examples)
     if isinstance(inputs, Mapping):
         examples = dict(zip(inputs, examples, strict=True))
-    graph = _trace_module(module, examples, meta={"model": built.name})
+    try:
+        graph = _trace_module(module, examples, meta={"model": built.name})
+    except UnsupportedModelError:  # (one that branches on values: --measure's own case)
+        return held
     passed = [e.native_bits // 8 for e in graph.edges() if not e.src.startswith("input:")]
     return held + max(passed, default=0)
 
