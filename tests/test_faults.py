@@ -4,6 +4,7 @@ to do (or exit 0 and nothing, for a closed pipe), and never a traceback or torch
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import shutil
@@ -212,6 +213,40 @@ def test_measure_of_a_big_transformer_under_a_6_gb_limit_is_refused():
         <= (weights + 2 * 2048 * 12288 * 2 + 2048 * 4 * 12288 * 2) / 1e9 + 0.2
     )
     assert available < 6
+
+
+BRANCHY = """
+from torch import nn
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.a(x)
+        return self.b(x)
+
+
+def make():
+    return Branchy()
+"""
+
+
+def test_the_memory_check_lets_a_model_that_branches_on_values_run(tmp_path):
+    # meta tensors cannot decide the branch: the pre-check must not refuse what --measure is for
+    path = write(tmp_path, "branchy.py", BRANCHY)
+    refused = one_line(cli("trace", f"{path}:make", "--input", "1x4"))
+    assert "branches on tensor values" in refused and "--measure" in refused
+    out = cli("trace", f"{path}:make", "--input", "1x4", "--measure", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    # one of the two 4 -> 4 layers ran: 4 x 4 = 16 multiply-accumulates; additions 4 x 3 (dot
+    # products of 4) + 4 (bias) + 3 (x.sum() of 4 values) = 19
+    totals = json.loads(out.stdout)["totals"]
+    assert (totals["macs"], totals["additions"]) == (16, 19)
 
 
 # --- train and data ----------------------------------------------------------------------------
