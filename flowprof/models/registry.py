@@ -321,6 +321,7 @@ def _user_factory(spec: str) -> Factory:
 def _raised_inside(exc: ImportError, module_name: str) -> bool:
     """True for an ImportError raised by the code of the user's module (it imports something
     missing), False when the module itself cannot be found."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name and module_name.startswith(exc.name):
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (module_name == missing or module_name.startswith(missing + ".")):
         return False  # the module named, or a package above it, is not there
     return not str(exc).startswith("no file ")
