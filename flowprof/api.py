@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from flowprof.errors import BadInputError
+from flowprof.errors import BadInputError, UnsupportedModelError
 from flowprof.models import registry
 from flowprof.models.registry import BuiltModel
 from flowprof.tracer import trace as _trace_module
@@ -80,6 +80,8 @@ def trace(
     """
     meta: dict[str, Any] = {}
     if isinstance(model, str):
+        if measure:  # before the weights and inputs are allocated
+            check_measure_memory(model, inputs, **options)
         built = _built(model, inputs, measure, options)
         meta = {"model": built.name, "config": dict(built.config)}
         examples = built.example_inputs("cpu" if measure else "meta")
@@ -108,6 +110,41 @@ def trace(
         input_grad=input_grad,
         amp=amp,
     )
+
+
+def measure_memory_bytes(name: str, inputs: Any = None, **options: Any) -> int:
+    """The least memory a ``measure=True`` run of model ``name`` needs, from the model built and
+    traced on meta (nothing allocated): its weights and buffers, its example inputs, and the
+    largest tensor one block passes to another (alive with the weights and the inputs, which
+    the caller holds; left out for a model that branches on values, which meta cannot trace).
+    A lower bound: a run that needs more can still fail, but a run refused by it could not have
+    fitted."""
+    from itertools import chain
+
+    built = _built(name, inputs, False, options)
+    module = built.module
+    weights = sum(
+        t.numel() * t.element_size() for t in chain(module.parameters(), module.buffers())
+    )
+    examples = built.example_inputs("meta")
+    held = weights + sum(x.numel() * x.element_size() for x in examples)
+    if isinstance(inputs, Mapping):
+        examples = dict(zip(inputs, examples, strict=True))
+    try:
+        graph = _trace_module(module, examples, meta={"model": built.name})
+    except UnsupportedModelError:  # (one that branches on values: --measure's own case)
+        return held
+    passed = [e.native_bits // 8 for e in graph.edges() if not e.src.startswith("input:")]
+    return held + max(passed, default=0)
+
+
+def check_measure_memory(name: str, inputs: Any = None, **options: Any) -> None:
+    """BadSpecError, before anything is allocated, when a ``measure=True`` run of model ``name``
+    needs more memory than this machine has available (:mod:`flowprof.limits`)."""
+    from flowprof import limits
+
+    needed = measure_memory_bytes(name, inputs, **options)
+    limits.check_memory(needed, f"--measure on {name}")
 
 
 def _built(name: str, inputs: Any, measure: bool, options: dict[str, Any]) -> BuiltModel:

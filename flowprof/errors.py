@@ -27,6 +27,7 @@ __all__ = [
     "InternalError",
     "LatexError",
     "ModelError",
+    "OutputFolderError",
     "PartitionError",
     "PipelineError",
     "RenderError",
@@ -84,6 +85,11 @@ class CheckpointError(BadInputError):
 
 class UsageError(BadInputError):
     """Bad command-line usage found by the CLI itself."""
+
+
+class OutputFolderError(BadInputError):
+    """An output folder that a run may not replace: it holds files flowprof did not write, or it
+    is a file (:func:`flowprof.atomic.atomic_dir`)."""
 
 
 # -- not the user's input --

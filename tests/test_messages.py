@@ -76,7 +76,7 @@ def test_train_of_a_factory_names_what_train_takes(branchy) -> None:
 def test_output_folder_errors_have_the_prefix(tmp_path) -> None:
     (tmp_path / "file").write_text("mine")
     line = _error("trace", "lenet5", "--out", str(tmp_path / "file" / "sub"))
-    assert line.startswith("flowprof: cannot create output folder")
+    assert line.startswith("flowprof: error: cannot create output folder")
     assert "give --out a folder you can write to" in line
 
 

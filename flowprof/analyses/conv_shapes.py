@@ -501,6 +501,12 @@ def _confirm_with_torch(step: Step, module: Any) -> None:
     """
     import torch
 
+    from flowprof import limits
+
+    for what, shape in (("the input", step.input), ("the output", step.output)):
+        limits.check_size((1, shape.channels, shape.height, shape.width), f"{what} of {step.layer}")
+    if step.weight_shape is not None:
+        limits.check_size(step.weight_shape, f"the weight of {step.layer}")
     x = torch.empty((1, step.input.channels, step.input.height, step.input.width), device="meta")
     try:
         y = module(x)

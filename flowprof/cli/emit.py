@@ -15,6 +15,7 @@ To add an output format: a member of :class:`Format` and its branch in :meth:`Em
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from flowprof.cli.options import PROG
 from flowprof.errors import InternalError, UsageError
 
 
@@ -54,8 +56,15 @@ class Line(str):
 def console():
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich exits with code 1 here; a closed pipe is the reader's choice, not an error:
+            # the CLI's main turns it into a quiet exit 0 (flowprof.cli.main._closed_pipe).
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "stdout was closed")
+
     # Piped output (CI logs, files) gets a wide page rather than Rich's 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return _Console(width=None if sys.stdout.isatty() else 160)
 
 
 class Emitter:
@@ -131,29 +140,104 @@ def dot_available() -> bool:
 
 
 class OutputDir:
-    """A command's output folder (made if missing; one line and exit 2 if it cannot be): every
-    file is written atomically and recorded in :attr:`written`, in order."""
+    """A command's output folder: every file is written atomically and recorded in
+    :attr:`written`, in order. One line and exit 2 if the folder cannot be made or used.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    Two ways (:func:`flowprof.atomic.atomic_dir` explains the first):
+
+    - ``with OutputDir(path, staged=True) as out``: the outputs of one run, which appear
+      together or not at all. Files are written into a staging folder beside ``path``
+      (:attr:`path`), which replaces ``path`` whole when the block ends without an exception,
+      so no earlier run's file is left beside them, and a kill or a concurrent run leaves one
+      run's whole set. ``path`` must be absent, empty or a folder of flowprof's (its manifest
+      ``.flowprof-run.json`` lists every file in it): :meth:`check` says so before the work.
+    - ``OutputDir(path)``: files written in place, one by one (``train``, whose checkpoints must
+      outlive a killed run for ``--resume``).
+    """
+
+    def __init__(self, path: str | Path, *, staged: bool = False, command: str = "") -> None:
+        self.target = Path(path)
+        self.staged = staged
+        self.command = command
+        self.written: list[Path] = []
+        self._swap = None
+        if staged:
+            self.check(path)
+            self.path = self.target  # (the staging folder once the block is entered)
+            return
+        self.path = self.target
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(
-                f"cannot create output folder {path}: {exc.strerror} (give --out a folder you "
-                "can write to)"
+                f"{PROG}: error: cannot create output folder {path}: {exc.strerror} (give --out a "
+                "folder you can write to)"
             ) from None
         if not os.access(self.path, os.W_OK):
             raise UsageError(
-                f"output folder {path} is not writable (give --out a folder you can write to)"
+                f"{PROG}: error: output folder {path} is not writable (give --out a folder you "
+                "can write to)"
             )
-        self.written: list[Path] = []
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Whether a staged run may write ``path``: UsageError (one line) if not. Commands call
+        it before their work, so that a bad folder is refused at once."""
+        from flowprof import atomic
+        from flowprof.errors import OutputFolderError
+
+        target = Path(path).absolute()
+        above = next((p for p in target.parents if p.exists()), Path("/"))
+        if not above.is_dir():
+            raise UsageError(
+                f"{PROG}: error: cannot create output folder {path}: {above} is a file (give --out a folder "
+                "you can write to)"
+            )
+        if not os.access(above, os.W_OK):  # (the new set is made beside the folder, then swapped)
+            raise UsageError(
+                f"{PROG}: error: cannot write output folder {path}: {above} is not writable (give --out a "
+                "folder you can write to)"
+            )
+        try:
+            atomic.check_replaceable(Path(path))
+        except OutputFolderError as exc:
+            raise UsageError(f"{PROG}: error: output folder {exc}") from None
+
+    def __enter__(self) -> OutputDir:
+        if self.staged:
+            from flowprof import __version__, atomic
+
+            run = {"flowprof": __version__, "command": self.command, "argv": sys.argv[1:]}
+            self._swap = atomic.atomic_dir(self.target, run)
+            try:
+                self.path = self._swap.__enter__()
+            except OSError as exc:
+                raise UsageError(
+                    f"{PROG}: error: cannot create output folder {self.target}: {exc.strerror}"
+                ) from None
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if self._swap is None:
+            return False
+        swap, self._swap, staging = self._swap, None, self.path
+        try:
+            swap.__exit__(kind, error, tb)  # (re-raises only errors of its own)
+        finally:
+            # the files are where the user asked for them now (or nowhere)
+            self.written = [self.target / p.relative_to(staging) for p in self.written]
+            self.path = self.target
+        name = Path(error.filename) if isinstance(error, OSError) and error.filename else None
+        if name is not None and name.is_relative_to(staging):  # (a full disk): name the file
+            target = self.target / name.relative_to(staging)  # the user asked for
+            raise OSError(error.errno, error.strerror, str(target)) from error
+        return False
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
     def __str__(self) -> str:
-        return str(self.path)
+        return str(self.target)
 
     def kept(self, paths: Iterable[Path]) -> list[Path]:
         """Record files a library function wrote here, atomically too (``BlockGraph.to_csv``)."""

@@ -8,10 +8,12 @@ through :func:`flowprof.models.catalog.options`, which imports no torch.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from flowprof.errors import UsageError
+from flowprof import limits
+from flowprof.errors import BadSpecError, UsageError
 from flowprof.models.config import POSITIVE_INT, Kind
 
 PROG = "flowprof"
@@ -38,8 +40,61 @@ positive_int = of_kind(POSITIVE_INT)
 
 
 def int_list(text: str) -> list[int]:
-    """``64,128,256`` -> ``[64, 128, 256]``, each a positive integer."""
-    return [positive_int(p) for p in text.split(",") if p.strip()]
+    """``64,128,256`` -> ``[64, 128, 256]``, each a positive integer (an empty item, as in
+    ``64,,128`` or ``,,,``, is refused: it is a typo, not "the default")."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, e.g. 64,128,256; got {text!r}"
+        )
+    return [positive_int(p) for p in parts]
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above zero (a learning rate)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number, zero or more (a tolerance)."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1] (a per-epoch decay factor)."""
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number above 0 and at most 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer, zero or more (a pixel shift)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer of 0 or more, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
+    return value
 
 
 class Inputs(list):
@@ -76,6 +131,10 @@ def shapes(text: str) -> Inputs:
             ) from None
         if any(d <= 0 for d in dims):
             raise argparse.ArgumentTypeError(f"malformed shape {part!r}: sizes must be positive")
+        try:
+            limits.check_size(dims, "the input shape")
+        except BadSpecError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         found.append(dims)
         dtypes.append(dtype or None)
     if any(names) and not all(names):

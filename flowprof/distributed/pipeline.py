@@ -235,6 +235,10 @@ def _worker_main(job_dir: str, rank: int) -> int:
     """A stage's process: errors are written for the parent, and the exit code is 1."""
     try:
         _die_with_parent()
+        # The user's model files first: the model's classes are looked up by module name.
+        from flowprof.models.registry import load_files
+
+        load_files(json.loads(Path(job_dir, "files.json").read_text()))
         # Our own files, in a directory only this user can read; only rank 0 reads the inputs.
         job: _Job = torch.load(Path(job_dir, "job.pt"), weights_only=False)
         inputs = torch.load(Path(job_dir, "inputs.pt"), weights_only=False) if rank == 0 else None
@@ -382,6 +386,9 @@ def _launch(
             module, plans, wires, predicted_bits, len(batches), port, tmp, timeout_s,
             _loopback_ifname(),
         )  # fmt: skip
+        from flowprof.models.registry import loaded_files
+
+        (job_dir / "files.json").write_text(json.dumps(loaded_files()))
         torch.save(job, job_dir / "job.pt")
         torch.save(list(batches), job_dir / "inputs.pt")
         paths = [os.path.abspath(p or os.getcwd()) for p in sys.path]

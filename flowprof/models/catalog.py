@@ -115,6 +115,27 @@ def check(name: str, options: Mapping[str, Any]) -> None:
     factory) are left to their builders."""
     if ":" not in name:
         model_config.reject_unknown(name, entry(name).config, options)
+    elif not name.startswith("torchvision:"):
+        check_model_name(name)
+
+
+def check_model_name(spec: str) -> tuple[str, str]:
+    """``package.module:factory`` or ``path/to/file.py:factory`` split in two; a ModelError for a
+    malformed one (an empty or dotted-wrong module, a factory that is not a Python name)."""
+    module_name, _, attr = spec.rpartition(":")
+    example = "e.g. mypkg.nets:make or path/to/nets.py:make"
+    if not module_name or not attr:
+        raise ModelError(f"malformed model name {spec!r}: expected MODULE:FACTORY, {example}")
+    if not attr.isidentifier():
+        raise ModelError(f"malformed model name {spec!r}: {attr!r} is not a Python name; {example}")
+    if not module_name.endswith(".py") and not all(
+        part.isidentifier() for part in module_name.split(".")
+    ):
+        raise ModelError(
+            f"malformed model name {spec!r}: {module_name!r} is neither a module (a.b.c) nor a "
+            f".py file; {example}"
+        )
+    return module_name, attr
 
 
 def options() -> list[tuple[model_config.Option, str]]:

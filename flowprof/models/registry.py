@@ -152,17 +152,81 @@ def _torchvision_factory(arch: str) -> Factory:
 
 
 def _load_module(name: str) -> Any:
-    """An importable module (``package.module``), or a Python file (``path/to/file.py``)."""
+    """An importable module (``package.module``), or a Python file (``path/to/file.py``).
+
+    As Python does for a script, the user's project is importable while it loads: the current
+    folder, and for a file its own folder (so that it can import the files beside it). Both stay
+    on ``sys.path`` afterwards, as a script's folder does, so that what the model imports lazily
+    and the pipeline's stage processes (which inherit ``sys.path``) find them too."""
+    _importable(Path.cwd())
     if not name.endswith(".py"):
         return importlib.import_module(name)
-    path = Path(name)
+    path = Path(name).resolve()
     if not path.is_file():
         raise ImportError(f"no file {name}")
+    _importable(path.parent)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # (dataclasses and pickling look modules up)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if sys.modules.get(spec.name) is module:
+            del sys.modules[spec.name]
+        raise
+    _LOADED_FILES[spec.name] = str(path)
     return module
+
+
+# Modules loaded from a user's file, by module name: a stage process of the pipeline loads them
+# again before it unpickles the model (their classes are looked up by module name).
+_LOADED_FILES: dict[str, str] = {}
+
+
+def loaded_files() -> dict[str, str]:
+    """The user's model files loaded so far: module name -> absolute path."""
+    return dict(_LOADED_FILES)
+
+
+def load_files(files: Mapping[str, str]) -> None:
+    """Load the user's model files :func:`loaded_files` named in another process (the pipeline's
+    stage processes), so that pickled models that use their classes can be loaded."""
+    for module_name, path in files.items():
+        if module_name not in sys.modules:
+            _load_module(path)
+
+
+def _importable(folder: Path) -> None:
+    text = str(folder)
+    if text not in sys.path and not (folder == Path.cwd() and "" in sys.path):
+        sys.path.insert(0, text)
+
+
+def _user_code_error(spec: str, exc: BaseException, stage: str) -> ModelError:
+    """An exception raised by the user's own code, as a ModelError naming the place in the user's
+    file it was raised from (the last frame outside flowprof and torch)."""
+    import traceback
+
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" at {exc.filename}:{exc.lineno}"
+    else:
+        mine = Path(__file__).resolve().parents[1]
+        for frame in reversed(frames):
+            file = Path(frame.filename)
+            if frame.filename.startswith("<") or mine in file.parents or "torch" in file.parts:
+                continue
+            where = f" at {frame.filename}:{frame.lineno}"
+            break
+    if isinstance(exc, SystemExit):
+        return ModelError(
+            f"{spec}: the factory exited (sys.exit({exc.code!r})){where} while {stage}; a factory "
+            "must return a torch.nn.Module"
+        )
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return ModelError(f"{spec}: {stage} raised {message}{where}")
 
 
 def _on_meta_else_cpu(make: Callable[[], Any], name: str) -> Any:
@@ -186,15 +250,55 @@ def _on_meta_else_cpu(make: Callable[[], Any], name: str) -> Any:
     raise ModelError(f"{name} raised {type(failed).__name__}: {failed}") from None
 
 
+def check_input_count(module: nn.Module, count: int, spec: str) -> None:
+    """Refuse ``count`` positional inputs when forward cannot take that many (too many, or fewer
+    than it requires): a ModelError saying how many it takes."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # (a builtin or scripted forward: nothing to check)
+        return
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) <= count <= len(positional):
+        return
+    names = ", ".join(p.name for p in positional)
+    takes = (
+        f"{len(positional)}" if len(required) == len(positional) else
+        f"{len(required)} to {len(positional)}"
+    )  # fmt: skip
+    raise ModelError(
+        f"{spec}: forward takes {takes} input{'s' if len(positional) != 1 else ''} ({names}), "
+        f"{count} {'were' if count != 1 else 'was'} given with --input"
+    )
+
+
 def _user_factory(spec: str) -> Factory:
-    module_name, _, attr = spec.rpartition(":")
+    module_name, attr = catalog.check_model_name(spec)
 
     def factory(input_shapes=None, **options) -> BuiltModel:
+        # Whatever the user's code raises, or a sys.exit in it, is the user's to mend.
         try:
-            fn = getattr(_load_module(module_name), attr)
-        except (ImportError, AttributeError, SyntaxError) as exc:
-            raise ModelError(f"cannot load model factory {spec!r}: {exc}") from None
-        made = _on_meta_else_cpu(lambda: fn(**options), spec)
+            module = _load_module(module_name)
+        except (ImportError, SyntaxError) as exc:
+            if isinstance(exc, SyntaxError) or not _raised_inside(exc, module_name):
+                raise ModelError(f"cannot load model factory {spec!r}: {exc}") from None
+            raise _user_code_error(spec, exc, f"importing {module_name}") from None
+        except (Exception, SystemExit) as exc:
+            raise _user_code_error(spec, exc, f"importing {module_name}") from None
+        try:
+            fn = getattr(module, attr)
+        except AttributeError:
+            raise ModelError(
+                f"cannot load model factory {spec!r}: {module_name} has no {attr!r}"
+            ) from None
+        try:
+            made = _on_meta_else_cpu(lambda: fn(**options), spec)
+        except ModelError:
+            raise
+        except SystemExit as exc:
+            raise _user_code_error(spec, exc, "building the model") from None
         if isinstance(made, BuiltModel):
             return made
         if not isinstance(made, nn.Module):
@@ -203,6 +307,7 @@ def _user_factory(spec: str) -> Factory:
             raise ModelError(
                 f"{spec} is a user model: give its input shape with --input, e.g. 1x3x224x224"
             )
+        check_input_count(made, len(input_shapes), spec)
         dtype = next((p.dtype for p in made.parameters() if p.is_floating_point()), torch.float32)
         inputs = tuple(
             InputSpec(f"x{i}" if len(input_shapes) > 1 else "x", tuple(s), dtype)
@@ -211,3 +316,12 @@ def _user_factory(spec: str) -> Factory:
         return BuiltModel(spec, made, inputs, {"factory": spec})
 
     return factory
+
+
+def _raised_inside(exc: ImportError, module_name: str) -> bool:
+    """True for an ImportError raised by the code of the user's module (it imports something
+    missing), False when the module itself cannot be found."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (module_name == missing or module_name.startswith(missing + ".")):
+        return False  # the module named, or a package above it, is not there
+    return not str(exc).startswith("no file ")

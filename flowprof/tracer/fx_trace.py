@@ -287,6 +287,32 @@ def _forward_parameters(
     )
 
 
+def _failed_at(n: fx.Node, args: Any, kwargs: Any) -> str:
+    """Where a node that failed is, for the one-line error: its op, the block it is in and the
+    shapes it was given (``torch.cat in up (inputs 1x8x14x14, 1x8x15x15)``)."""
+    if n.op == "call_function":
+        name = getattr(n.target, "__name__", str(n.target))
+        module = getattr(n.target, "__module__", None)
+        op = f"{module.removeprefix('_')}.{name}" if module else name  # torch.cat, operator.add
+    elif n.op == "call_module":
+        op = f"module {n.target}"
+    else:
+        op = f"{n.op} {n.target}"
+    stack = n.meta.get("nn_module_stack") or {}
+    block = next(reversed(stack.values()), None)
+    block = block[0] if isinstance(block, tuple) else block
+    if n.op == "call_module":
+        block = str(n.target)
+    with torch._C.DisableTorchFunction():
+        shapes = [
+            "x".join(map(str, t.shape)) or "scalar"
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        ]
+    where = f"{op} in {block}" if block and not op.endswith(str(block)) else op
+    return f"{where} (inputs {', '.join(shapes)})" if shapes else where
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
@@ -518,6 +544,10 @@ class _Interpreter(fx.Interpreter):
             if any(type(v) is immutable_list for v in kwargs.values()):
                 kwargs = {k: _thaw(v) for k, v in kwargs.items()}
             out = getattr(self, n.op)(n.target, args, kwargs)
+        except Exception as exc:
+            if not hasattr(exc, "flowprof_node"):  # the innermost node: where it failed
+                exc.flowprof_node = _failed_at(n, args, kwargs)
+            raise
         finally:
             self.rec.current = self.rec.outside
         with torch._C.DisableTorchFunction():  # reading shapes is not the model's work
@@ -991,8 +1021,10 @@ def run_counts(
         raise
     except Exception as exc:
         if not _data_dependent(exc):
+            at = getattr(exc, "flowprof_node", None)
             raise UnsupportedModelError(
-                f"shape propagation failed for {type(model).__name__}: {_one_line(exc)}"
+                f"shape propagation failed for {type(model).__name__}"
+                f"{f' at {at}' if at else ''}: {_one_line(exc)}"
             ) from exc
         real = all(x.device.type != "meta" for x in inputs if isinstance(x, torch.Tensor)) and all(
             p.device.type != "meta" for p in model.parameters()

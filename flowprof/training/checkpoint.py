@@ -7,6 +7,7 @@ Ctrl-C (or a crash) at any moment leaves the last complete checkpoint intact.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ FILE_NAME = "checkpoint.pt"
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) atomically."""
-    with atomic.atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    # Serialised in memory, then written: torch's zip writer reports a short write (a full disk)
+    # as "unexpected pos", where a plain write raises the OSError that names it.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -111,8 +111,10 @@ class TrainConfig:
             raise TrainingError(f"lr must be a positive number, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise TrainingError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.tol < 0:
-            raise TrainingError(f"tol must not be negative, got {self.tol}")
+        if not (self.tol >= 0 and math.isfinite(self.tol)):
+            raise TrainingError(f"tol must be a finite number of 0 or more, got {self.tol}")
+        if self.shift < 0:
+            raise TrainingError(f"shift must not be negative, got {self.shift}")
         if self.optimizer not in set(OptimizerKind):
             raise TrainingError(
                 f"unknown optimizer {self.optimizer!r} (choose {', '.join(OptimizerKind)})"
@@ -325,10 +327,27 @@ def build_model(
         except registry.ModelError as exc:
             raise TrainingError(str(exc)) from None
         module = built.module
+        _check_trainable(config.model, built)
         size = config.input_size or int(built.inputs[0].shape[-1])
     if config.fast_kernels:
         use_fast_kernels(module)
     return module.to(config.device).train(), size
+
+
+def _check_trainable(name: str, built: Any) -> None:
+    """Training feeds MNIST digits (one 1-channel square image per example, 10 classes): refuse
+    a model whose forward takes anything else, naming the models that train."""
+    shapes = [spec.shape for spec in built.inputs]
+    if len(shapes) == 1 and len(shapes[0]) == 4 and shapes[0][1] == 1:
+        return
+    from flowprof.models import catalog
+
+    trainable = ", ".join(n for n in catalog.names() if n.startswith("lenet5"))
+    takes = ", ".join("x".join(map(str, s)) for s in shapes)
+    raise TrainingError(
+        f"train fits MNIST digit classifiers, one 1-channel image in, 10 classes out ({trainable}"
+        f" or a model of yours that takes Nx1xHxW); {name} takes {takes}"
+    )
 
 
 def choose_threads(config: TrainConfig) -> int:
@@ -581,6 +600,16 @@ def train(
     config.validate()
     if resume and out_dir is None:
         raise TrainingError("resume needs the output folder that holds the checkpoint")
+    for asked, have, what in (
+        (config.train_samples, data.train_samples, "train"),
+        (config.test_samples, data.test_samples, "test"),
+    ):
+        if asked is not None and asked > have:
+            raise TrainingError(
+                f"{what}_samples {asked:,} is more than the {have:,} {what} samples there are "
+                f"({data.dataset}, {data.source}): give at most {have:,}, or leave it out to use "
+                "all"
+            )
     data = data.subset(config.train_samples, config.test_samples)
     if data.train_samples == 0 or data.test_samples == 0:
         raise TrainingError("no training or test samples to train on")

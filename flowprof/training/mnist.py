@@ -641,7 +641,8 @@ def load(
     dataset = Dataset(dataset)
     if data_dir is not None:
         if not Path(data_dir).is_dir():
-            raise DataError(f"data dir {data_dir} does not exist (give a folder with IDX files)")
+            why = "is a file, not a folder" if Path(data_dir).exists() else "does not exist"
+            raise DataError(f"data dir {data_dir} {why} (give a folder with IDX files)")
         return load_idx_dir(data_dir, dataset, Source.DATA_DIR)
     tv_root = torchvision_root(data_root)
     if dataset is Dataset.FASHION_MNIST:
@@ -724,6 +725,10 @@ def provision(
     dataset = Dataset(dataset)
     if dataset is Dataset.FASHION_MNIST:
         return install_fashion_mnist()
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise DataError(
+            f"data dir {data_dir} is a file, not a folder: give a folder to put MNIST in"
+        )
     root = Path(data_root or default_data_root())
     result = provision_full(Path(data_dir) if data_dir else full_idx_dir(root), root / "npm-cache")
     if download_allowed and not find_idx_files(torchvision_root(root), dataset):

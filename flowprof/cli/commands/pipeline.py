@@ -33,6 +33,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options, inputs = model_options(args), positional_inputs(args)
     check_model(args.model, options)  # (before torch is imported)
+    if args.out:
+        OutputDir.check(args.out)
     from flowprof.distributed import run_pipeline
 
     result = run_pipeline(
@@ -48,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         from flowprof.reports.pipeline_tables import stages_diagram
 
-        out = OutputDir(args.out)
-        out.json("pipeline.json", result.to_dict())
-        out.diagram("stages", stages_diagram(result))
+        with OutputDir(args.out, staged=True, command="pipeline") as out:
+            out.json("pipeline.json", result.to_dict())
+            out.diagram("stages", stages_diagram(result))
     if not result.ok:
         print(
             f"{PROG}: the measured bytes or the outputs differ from the prediction", file=sys.stderr

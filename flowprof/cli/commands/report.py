@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from flowprof.reports import document
     from flowprof.reports.assignment_report import build_report
 
-    out = OutputDir(args.out)
+    OutputDir.check(args.out)  # (before the work)
     emit = Emitter()
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -62,11 +62,6 @@ def run(args: argparse.Namespace) -> int:
     html = document.render_html(doc)
     markdown, md_files = document.render_markdown(doc)
     latex, tex_files = document.render_latex(doc)
-    for name, data in (md_files | tex_files).items():
-        out.text(name, data)
-    out.text("report.html", html)
-    out.text("report.md", markdown)
-    out.text("report.tex", latex)
     written = ["report.html", "report.md", "report.tex", f"{len(md_files | tex_files)} figures"]
     try:
         pdf = document.compile_pdf(latex, tex_files)
@@ -79,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
     except LatexError as exc:
         print(f"{PROG}: warning: LaTeX failed, no PDF: {first_line(exc)}", file=sys.stderr)
         pdf = None
-    if pdf is not None:
-        out.text("report.pdf", pdf)
-        written.append("report.pdf")
+    with OutputDir(args.out, staged=True, command="report") as out:  # all files, or none
+        for name, data in (md_files | tex_files).items():
+            out.text(name, data)
+        out.text("report.html", html)
+        out.text("report.md", markdown)
+        out.text("report.tex", latex)
+        if pdf is not None:
+            out.text("report.pdf", pdf)
+            written.append("report.pdf")
     emit.print(f"wrote {', '.join(written)} to {out}")
     return 0
 

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     options = model_options(args, exclude=SWEPT)
     # Before torch is imported; every model built below is given emb, and seq_len when given.
     check_model(args.model, options | {"emb": args.emb or "default", "seq_len": args.seq_len})
+    if args.out:
+        OutputDir.check(args.out)
     from flowprof.analyses import comm_sweep
 
     emb = args.emb or list(comm_sweep.DEFAULT_EMBS)
@@ -102,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         from flowprof.reports.sweep_plots import figures
 
-        out = OutputDir(args.out)
-        if emb_sweep is not None:
-            out.text("sweep.csv", emb_sweep.to_csv())
-            out.json("sweep.json", emb_sweep.to_dict())
-        out.text("sweep_seq_len.csv", seq_sweep.to_csv())
-        for stem, fig in figures(emb_sweep or seq_sweep, seq_sweep).items():
-            out.figure(stem, fig)
+        with OutputDir(args.out, staged=True, command="sweep") as out:
+            if emb_sweep is not None:
+                out.text("sweep.csv", emb_sweep.to_csv())
+                out.json("sweep.json", emb_sweep.to_dict())
+            out.text("sweep_seq_len.csv", seq_sweep.to_csv())
+            for stem, fig in figures(emb_sweep or seq_sweep, seq_sweep).items():
+                out.figure(stem, fig)
         emit.note(f"wrote the sweep's CSV, JSON and plots to {out}")
     mismatched = [m for s in sweeps for m in s.mismatches()]
     if mismatched:

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--optimizer, --loss, --amp and --input-grad go with --train")
     if train and args.measure:
         raise BadInputError("--measure times a forward pass: use it without --train")
+    if args.out:
+        OutputDir.check(args.out)  # (before the work)
     import flowprof
 
     shapes = args.input  # in forward's order, or by forward's parameter names
@@ -111,18 +113,18 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         from flowprof.reports.fit import short_name
 
-        out = OutputDir(args.out)
-        out.kept(graph.to_csv(out.path))
-        out.kept([graph.to_json(out / "graph.json")])
-        files = trace_files.write(
-            graph,
-            short_name(name),  # titles: a file's name, not its whole path
-            out.path,
-            args,
-            lambda path, data: out.text(path.relative_to(out.path), data),
-        )
-        if prediction is not None:
-            timing.write(prediction, out)
+        with OutputDir(args.out, staged=True, command="trace") as out:  # all files, or none
+            out.kept(graph.to_csv(out.path))
+            out.kept([graph.to_json(out / "graph.json")])
+            files = trace_files.write(
+                graph,
+                short_name(name),  # titles: a file's name, not its whole path
+                out.path,
+                args,
+                lambda path, data: out.text(path.relative_to(out.path), data),
+            )
+            if prediction is not None:
+                timing.write(prediction, out)
         for line in files.warnings:
             print(f"{PROG}: warning: {line}", file=sys.stderr)
         emit.note(f"wrote {out.names()} to {out}")

@@ -7,7 +7,15 @@ import contextlib
 
 from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, OutputDir
-from flowprof.cli.options import PROG, add_data_options, positive_int
+from flowprof.cli.options import (
+    PROG,
+    add_data_options,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from flowprof.cli.progress import Lines, live
 from flowprof.errors import UsageError
 
@@ -34,15 +42,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
     # --help must not import torch); an option left out keeps TrainConfig's value.
     p.add_argument("--max-epochs", type=positive_int, help=_DEFAULT)
     p.add_argument("--patience", type=positive_int, help=_DEFAULT)
-    p.add_argument("--tol", type=float, help=_DEFAULT)
+    p.add_argument("--tol", type=non_negative_float, help=_DEFAULT)
     p.add_argument("--batch-size", type=positive_int, help=_DEFAULT)
-    p.add_argument("--lr", type=float, help=_DEFAULT)
-    p.add_argument("--lr-decay", type=float, help=f"per-epoch factor; {_DEFAULT}")
+    p.add_argument("--lr", type=positive_float, help=_DEFAULT)
+    p.add_argument("--lr-decay", type=fraction, help=f"per-epoch factor; {_DEFAULT}")
     p.add_argument("--optimizer", choices=("adam", "sgd"), help=_DEFAULT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--shift",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="PX",
         help="augment: move each training digit by up to PX pixels",
