@@ -190,13 +190,13 @@ class OutputDir:
         above = next((p for p in target.parents if p.exists()), Path("/"))
         if not above.is_dir():
             raise UsageError(
-                f"{PROG}: error: cannot create output folder {path}: {above} is a file (give --out a folder "
-                "you can write to)"
+                f"{PROG}: error: cannot create output folder {path}: {above} is a file (give "
+                "--out a folder you can write to)"
             )
         if not os.access(above, os.W_OK):  # (the new set is made beside the folder, then swapped)
             raise UsageError(
-                f"{PROG}: error: cannot write output folder {path}: {above} is not writable (give --out a "
-                "folder you can write to)"
+                f"{PROG}: error: cannot write output folder {path}: {above} is not writable "
+                "(give --out a folder you can write to)"
             )
         try:
             atomic.check_replaceable(Path(path))
