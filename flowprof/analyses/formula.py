@@ -94,6 +94,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
 # Dimensions of the first input's shape: batch (dim 0), height, width (the last two).
 INPUT_DIMS: dict[str, tuple[int, ...]] = {
     "batch": (0,),
+    "seq": (1,),  # token ids (batch, seq) of a user model
     "height": (-2,),
     "width": (-1,),
     "size": (-2, -1),
@@ -299,7 +300,8 @@ class Formula:
         names = {d.name for d in self.dimensions}
         if var not in names or set(fixed) != names - {var}:
             raise BadInputError(
-                f"solve for one of {sorted(names)} and fix the others, got {var} and {sorted(fixed)}"
+                f"solve for one of {sorted(names)} and fix the others, "
+                f"got {var} and {sorted(fixed)}"
             )
         exprs = [self._named(e) for e in (left, right)]
         x = symbol(var)
@@ -402,9 +404,7 @@ class Formula:
         return rows
 
     def header(self) -> list[str]:
-        dims = "; ".join(
-            f"{d.name} (degree <= {d.degree}, {d.domain()})" for d in self.dimensions
-        )
+        dims = "; ".join(f"{d.name} (degree <= {d.degree}, {d.domain()})" for d in self.dimensions)
         fixed = ", ".join(f"{k}={v}" for k, v in self.fixed.items() if k != "defaults")
         return [
             f"{self.model}: counts as polynomials in {dims}",
@@ -418,7 +418,11 @@ class Formula:
         out += [f"{label} = {formula}" for label, formula in self.lines()]
         out += [f"crossover: {c.describe()}" for c in self.crossovers()]
         if self.varying:
-            out.append(f"not at every point (no formula of their own): {', '.join(self.varying)}")
+            shown = ", ".join(self.varying[:8]) + (", ..." if len(self.varying) > 8 else "")
+            out.append(
+                f"{len(self.varying)} blocks and edges are not at every point (no formula of "
+                f"their own): {shown}"
+            )
         return "\n".join(out) + "\n"
 
     def to_latex(self) -> str:
@@ -560,9 +564,7 @@ def _dimensions(
                 continue
         if name not in INPUT_DIMS:
             known = sorted(option_names or ()) + sorted(INPUT_DIMS)
-            raise BadInputError(
-                f"{model} has no dimension {name!r}; it has {', '.join(known)}"
-            )
+            raise BadInputError(f"{model} has no dimension {name!r}; it has {', '.join(known)}")
         if shape is None:
             raise BadInputError(f"{name}: the model's input shape is unknown; give inputs")
         axes = INPUT_DIMS[name]
@@ -572,19 +574,32 @@ def _dimensions(
             p = period or 1
             default = shape[axes[0]]
             dims.append(
-                Dimension(name, degree, (), axes, step=p, offset=default % p,
-                          lo=max(1, default // p), hi=max(1, default // p) + 8)
+                Dimension(
+                    name,
+                    degree,
+                    (),
+                    axes,
+                    step=p,
+                    offset=default % p,
+                    lo=max(1, default // p),
+                    hi=max(1, default // p) + 8,
+                )
             )
         else:
             dims.append(Dimension(name, degree, (), axes, lo=1, hi=16))
     by_name = {d.name: d for d in dims}
     if "emb" in by_name:  # emb must be a multiple of heads
-        step = math.lcm(*range(HEADS_RANGE[0], HEADS_RANGE[1] + 1)) if "heads" in by_name else int(
-            config.get("heads", 1) or 1
+        step = (
+            math.lcm(*range(HEADS_RANGE[0], HEADS_RANGE[1] + 1))
+            if "heads" in by_name
+            else int(config.get("heads", 1) or 1)
         )
         by_name["emb"] = replace(by_name["emb"], step=step, hi=max(8, 512 // step))
     if "heads" in by_name:
         by_name["heads"] = replace(by_name["heads"], lo=HEADS_RANGE[0], hi=HEADS_RANGE[1])
+    for layers in ("layers", "enc_layers", "dec_layers"):
+        if layers in by_name:  # (a trace of many layers is slow; the law is linear)
+            by_name[layers] = replace(by_name[layers], hi=12)
     for seq in ("seq", "src", "tgt", "seq_len", "src_len", "tgt_len"):
         if seq in by_name:
             by_name[seq] = replace(by_name[seq], hi=256)
@@ -725,13 +740,20 @@ def formula(
     result = None
     for p in periods:
         tried = [
-            replace(d, step=p, offset=defaults[d.name] % p, lo=max(1, defaults[d.name] // p),
-                    hi=max(1, defaults[d.name] // p) + 8)
+            replace(
+                d,
+                step=p,
+                offset=defaults[d.name] % p,
+                lo=max(1, defaults[d.name] // p),
+                hi=max(1, defaults[d.name] // p) + 8,
+            )
             if d.name in SPATIAL
             else d
             for d in dims
         ]
-        result = _fit_verified(target, tried, verify, seed, raise_degrees=not spatial or p == periods[-1])
+        result = _fit_verified(
+            target, tried, verify, seed, raise_degrees=not spatial or p == periods[-1]
+        )
         if not result[0] or p == periods[-1]:
             break
     assert result is not None
@@ -748,7 +770,9 @@ def formula(
     )
 
 
-def _fit_verified(target: _Model, dims: list[Dimension], verify: int, seed: int, raise_degrees: bool):
+def _fit_verified(
+    target: _Model, dims: list[Dimension], verify: int, seed: int, raise_degrees: bool
+):
     """Fit at the dimensions' degrees, verify, raise the degrees on a failure (see the doc)."""
     rng = random.Random(seed)
     top = [d.degree + (MAX_EXTRA_DEGREE if raise_degrees else 0) for d in dims]
@@ -787,7 +811,8 @@ def _fit_verified(target: _Model, dims: list[Dimension], verify: int, seed: int,
     order = list(observed[0]) + [k for k in sorted(present_somewhere) if k not in observed[0]]
     laws = []
     varying = sorted({k[1] for k in present_somewhere - keys if k[0] in ("block", "edge")})
-    reason = f"no polynomial of degree <= {', '.join(f'{d.name}^{k}' for d, k in zip(dims, degrees, strict=True))} fits"
+    powers = ", ".join(f"{d.name}^{k}" for d, k in zip(dims, degrees, strict=True))
+    reason = f"no polynomial of degree <= {powers} in each dimension fits"
     for k in order:
         if k in found:
             laws.append(Law(*k, sympy.expand(_expr(found[k], syms))))
