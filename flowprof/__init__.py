@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "build",
+    "formula",
     "model_names",
     "trace",
 ]
@@ -47,11 +48,13 @@ _LAZY = {
     "Precision": "flowprof.tracer.graph",
     "TensorMeta": "flowprof.tracer.graph",
     "build": "flowprof.api",
+    "formula": "flowprof.analyses.formula",
     "model_names": "flowprof.api",
     "trace": "flowprof.api",
 }
 
 if TYPE_CHECKING:
+    from flowprof.analyses.formula import formula
     from flowprof.api import build, model_names, trace
     from flowprof.tracer.counts import CONVENTION, OpCount
     from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta

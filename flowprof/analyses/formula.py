@@ -215,7 +215,7 @@ class Formula:
     traces: int  # concrete traces made
     verified_at: tuple[Mapping[str, int], ...]  # the points every formula was checked at
     varying: tuple[str, ...] = ()  # blocks and edges not present at every point
-    _index: dict = field(default_factory=dict, repr=False, compare=False)
+    _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index.update({law.key: law for law in self.laws})
@@ -262,6 +262,10 @@ class Formula:
     def activation_bits(self) -> sympy.Expr:
         """Bits on all edges of one forward pass."""
         return self.expr("activations", "model", "bits")
+
+    def summary(self) -> Formula:
+        """The same formulas without the per-block and per-edge ones."""
+        return replace(self, laws=tuple(w for w in self.laws if w.scope not in ("block", "edge")))
 
     def non_polynomial(self) -> list[Law]:
         return [law for law in self.laws if law.expr is None]
