@@ -567,8 +567,11 @@ def _dimensions(
                 dims.append(Dimension(name, degree, targets, lo=1, hi=64))
                 continue
         if name not in INPUT_DIMS:
-            known = sorted(option_names or ()) + sorted(INPUT_DIMS)
-            raise BadInputError(f"{model} has no dimension {name!r}; it has {', '.join(known)}")
+            known = set(option_names or ()) | set(INPUT_DIMS)
+            known |= {a for a, ts in ALIASES.items() if all(t in known for t in ts)}
+            raise BadInputError(
+                f"{model} has no dimension {name!r}; it has {', '.join(sorted(known))}"
+            )
         if shape is None:
             raise BadInputError(f"{name}: the model's input shape is unknown; give inputs")
         axes = INPUT_DIMS[name]
@@ -719,9 +722,15 @@ def formula(
     target = _Model(model, inputs, dtype, depth, options)
     shape = target.shapes[0] if target.shapes else None
     dims = _dimensions(
-        target.name, names, target.option_names, target.config, shape, degrees or {}, period
+        target.name,
+        names,
+        target.option_names,
+        {**target.config, **options},
+        shape,
+        degrees or {},
+        period,
     )
-    fixed = {k: v for k, v in target.config.items() if v is not None} | dict(options)
+    fixed = {k: v for k, v in {**target.config, **options}.items() if v is not None}
     fixed["dtype"] = dtype or "model's"
     defaults = {}
     for d in dims:
