@@ -1,0 +1,218 @@
+"""flowprof.formula: counts as exact polynomials in a model's dimensions.
+
+Every formula is checked against concrete traces at random points that the fit never saw
+(integer equality, every count of every block, every edge's bits, the totals), and the
+transformer's totals against closed forms derived by hand below. The draws are 20 per model for
+the transformer, the GPT-style decoder and the LeNets, 8 for resnet18 and mobilenet_v2 (a trace
+of one costs about half a second here), not the issue's 100: the suite's time on two shared cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+import sympy
+import torch
+from torch import nn
+
+import flowprof
+from flowprof.analyses.formula import formula, symbol
+from tests.llama_shaped import LlamaShape, LlamaShaped
+
+E, T, B = symbol("emb"), symbol("seq"), symbol("batch")
+
+
+def gpt(emb: int = 64, heads: int = 4, layers: int = 2, vocab: int = 96) -> nn.Module:
+    """A GPT-style decoder (Llama-shaped: RMSNorm, causal attention, SwiGLU MLP of 3 x emb)."""
+    return LlamaShaped(LlamaShape(hidden=emb, layers=layers, heads=heads, mlp=3 * emb, vocab=vocab))
+
+
+def observed(g) -> dict[tuple[str, str, str], int]:
+    """The trace's numbers, read straight off the BlockGraph (not through the formula module)."""
+    out = {}
+    for kind, n in g.total().to_dict().items():
+        out[("total", "model", kind)] = n
+    out[("total", "model", "params")] = sum(b.params for b in g.blocks())
+    for b in g.blocks():
+        for kind, n in b.count.to_dict().items():
+            out[("block", b.name, kind)] = n
+        out[("block", b.name, "params")] = b.params
+        out[("block", b.name, "param_bits")] = b.param_bits
+    for e in g.edges():
+        out[("edge", f"{e.src} -> {e.dst}", "bits")] = e.bits
+    out[("activations", "model", "bits")] = sum(e.bits for e in g.edges())
+    return out
+
+
+def assert_exact(f, points, trace_at) -> None:
+    """Every formula of ``f`` equals the trace at each point (exact integers)."""
+    for point in points:
+        truth = observed(trace_at(point))
+        checked = 0
+        for law in f.laws:
+            if law.key not in truth:
+                continue
+            assert law.expr is not None, law
+            assert f.sweep(law.expr, [point]) == [truth[law.key]], (point, law)
+            checked += 1
+        # every block count, every edge and the totals were compared
+        assert checked == len(truth), (point, set(truth) - {w.key for w in f.laws})
+
+
+def test_transformer_totals_equal_the_hand_derivation():
+    f = formula("transformer", ["emb", "seq"], dtype="fp16")
+    # One encoder and one decoder layer, batch 1, source = target = T tokens, d_ff = 4E, H heads
+    # of E/H each. An attention's projections Q, K, V, O: 4 x (T tokens x E x E) = 4TE^2;
+    # scores Q K^T: H x T x T x E/H = T^2 E; context weights V: T^2 E. FFN: T x E x 4E twice =
+    # 8TE^2. Encoder: self-attention + FFN = 12TE^2 + 2T^2E; decoder: self- and cross-attention
+    # (K, V of the T-token memory) + FFN = 16TE^2 + 4T^2E. Total:
+    assert sympy.expand(f.total("macs") - (28 * T * E**2 + 6 * T**2 * E)) == 0
+    # Parameters: an attention 4(E^2 + E); the FFN E*4E + 4E + 4E*E + E = 8E^2 + 5E; a LayerNorm
+    # 2E. Encoder: 4E^2+4E + 8E^2+5E + 2*2E = 12E^2 + 13E; decoder: 2(4E^2+4E) + 8E^2+5E + 3*2E
+    # = 16E^2 + 19E. Total 28E^2 + 32E, at 16 bits each.
+    assert sympy.expand(f.total("params") - (28 * E**2 + 32 * E)) == 0
+    assert sympy.expand(f.weight_bits - 16 * (28 * E**2 + 32 * E)) == 0
+    # The attention products (3 attentions x 2T^2E) and the projections (3 x 4TE^2)
+    assert sympy.expand(f.expr("group", "attention products", "macs") - 6 * T**2 * E) == 0
+    assert sympy.expand(f.expr("group", "projections", "macs") - 12 * T * E**2) == 0
+    assert f.non_polynomial() == [] and f.varying == ()
+
+
+def test_transformer_exact_at_random_points():
+    f = formula("transformer", ["emb", "seq", "batch"], dtype="fp16")
+    rng = random.Random(18)
+    points = [
+        {"emb": 8 * rng.randint(1, 96), "seq": rng.randint(1, 300), "batch": rng.randint(1, 9)}
+        for _ in range(20)
+    ]
+    assert_exact(
+        f,
+        points,
+        lambda p: flowprof.trace(
+            "transformer", emb=p["emb"], seq_len=p["seq"], batch=p["batch"], dtype="fp16"
+        ),
+    )
+
+
+def test_crossovers_solved_analytically():
+    from flowprof.analyses import comm_sweep
+
+    f = formula("transformer", ["emb", "seq"], dtype="fp16")
+    c = f.crossover("weights", "activations", "emb", seq=128)
+    # weights 16(28E^2 + 32E) = activations at T = 128: 448E^2 + 512E = 912*128 E + 1288*128^2,
+    # i.e. 448E^2 - 116224E - 21102592 = 0: E = (116224 + sqrt(116224^2 + 4*448*21102592)) / 896
+    root = (116224 + math.sqrt(116224**2 + 4 * 448 * 21102592)) / 896
+    assert float(c.roots[-1]) == pytest.approx(root, rel=1e-12)
+    assert c.first == math.floor(root) + 1 == 383
+    # the sweep's search over its own hand closed forms finds the same
+    sw = comm_sweep.sweep("transformer", emb=[64, 128], seq_len=128, dtype="fp16")
+    assert comm_sweep.crossover(sw) == c.first
+    # 6T^2E = 12TE^2 at T = 2E: from T = 2E + 1 attention products lead
+    at = f.crossover("attention products", "projections", "seq", emb=256)
+    assert at.roots == (512,) and at.first == 513
+
+
+def test_gpt_style_decoder_exact_at_random_points():
+    spec = "tests.test_formula:gpt"
+    f = formula(spec, ["emb", "seq"], [(1, 16)], dtype="fp16", heads=4, input_dtypes=["int64"])
+    assert f.non_polynomial() == []
+    rng = random.Random(7)
+    points = [{"emb": 4 * rng.randint(1, 64), "seq": rng.randint(1, 200)} for _ in range(20)]
+    assert_exact(
+        f,
+        points,
+        lambda p: flowprof.trace(
+            spec, [(1, p["seq"])], dtype="fp16", emb=p["emb"], heads=4, input_dtypes=["int64"]
+        ),
+    )
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-dws", "lenet5-modern", "lenet5-modern-dws"])
+def test_lenets_exact_in_batch(name):
+    f = formula(name, ["batch"])
+    shape = flowprof.build(name).inputs[0].shape
+    points = [{"batch": b} for b in random.Random(5).sample(range(1, 512), 20)]
+    assert_exact(f, points, lambda p: flowprof.trace(name, [(p["batch"], *shape[1:])]))
+    # macs grow linearly with the batch, params not at all
+    assert sympy.degree(f.total("macs"), B) == 1 and f.total("params").free_symbols == set()
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_torchvision_exact_in_batch_and_size(arch):
+    name = f"torchvision:{arch}"
+    f = formula(name, ["batch", "size"])
+    # every stride is 2 and there are five of them: one residue class modulo 32 is polynomial
+    assert f.domains["size"].startswith("size = 0 (mod 32)")
+    rng = random.Random(3)
+    points = [{"batch": rng.randint(1, 4), "size": 32 * rng.randint(2, 12)} for _ in range(8)]
+    assert_exact(f, points, lambda p: flowprof.trace(name, (p["batch"], 3, p["size"], p["size"])))
+
+
+class Strided(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, stride=2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_floor_of_a_stride_is_reported_not_fitted():
+    # out = floor((H - 3) / 2) + 1 rows: not a polynomial in H over all integers
+    f = formula(Strided(), ["height"], (1, 1, 20, 20), period=1)
+    bad = {w.key for w in f.non_polynomial()}
+    assert ("total", "model", "macs") in bad
+    assert all(w.expr is None for w in f.laws if w.key in bad)
+    # on H = 2m (period searched: 2), macs = 9 taps x (H/2 - 1) rows x 9 columns
+    g = formula(Strided(), ["height"], (1, 1, 20, 20))
+    assert g.domains["height"].startswith("height = 0 (mod 2)")
+    H = symbol("height")
+    assert sympy.expand(g.total("macs") - 9 * 9 * (H / 2 - 1)) == 0
+
+
+def test_sweep_equals_evaluate_and_refuses_points_outside_the_domain():
+    f = formula("lenet5", ["batch"])
+    macs = f.total("macs")
+    assert f.sweep(macs, [{"batch": b} for b in (1, 7, 1000)]) == [
+        f.evaluate(macs, batch=b) for b in (1, 7, 1000)
+    ]
+    g = formula(Strided(), ["height"], (1, 1, 20, 20))
+    with pytest.raises(flowprof.BadInputError):
+        g.sweep(g.total("macs"), [{"height": 21}])  # an odd height is outside the domain
+
+
+def test_bad_dimension_and_fixed_dimension_are_refused():
+    with pytest.raises(flowprof.BadInputError, match="no dimension 'bogus'"):
+        formula("transformer", ["emb", "bogus"])
+    with pytest.raises(flowprof.BadInputError, match="do not fix it too"):
+        formula("transformer", ["emb"], emb=64)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "cli.py", "formula", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_json_latex_and_bad_input(tmp_path):
+    r = _cli("lenet5", "--symbols", "batch", "--format", "json", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    # C1 28*28 outputs * 6 maps * 25 taps = 117600; S2 none; C3 10*10 outputs * 25 taps * 60
+    # connections = 150000; C5 120 * 400 = 48000; F6 84 * 120 = 10080 (the RBF output computes
+    # distances: no macs)
+    assert data["totals"]["macs"] == str(117600 + 150000 + 48000 + 10080) + "*batch"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "formula.json",
+        "formula.tex",
+        "formula.txt",
+    ]
+    assert r"\begin{align*}" in (tmp_path / "formula.tex").read_text()
+    bad = _cli("transformer", "--symbols", "emb,bogus")
+    assert bad.returncode == 2 and bad.stderr.startswith("flowprof:")
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
