@@ -263,6 +263,25 @@ class Formula:
         """Bits on all edges of one forward pass."""
         return self.expr("activations", "model", "bits")
 
+    def at(self, **values: int) -> Formula:
+        """The formulas with some dimensions set (e.g. ``layers=32``): the others stay symbols.
+        A law of a dimension fitted on few values holds at any value of it (it was verified at
+        random ones), so a 32-layer model's law can come from traces of a few layers."""
+        names = {d.name for d in self.dimensions}
+        if not values or not set(values) < names:
+            raise BadInputError(f"set some, not all, of {sorted(names)}; got {sorted(values)}")
+        subs = {symbol(k): int(v) for k, v in values.items()}
+        laws = tuple(
+            w if w.expr is None else replace(w, expr=sympy.expand(w.expr.subs(subs)))
+            for w in self.laws
+        )
+        return replace(
+            self,
+            dimensions=tuple(d for d in self.dimensions if d.name not in values),
+            fixed={**self.fixed, **{k: int(v) for k, v in values.items()}},
+            laws=laws,
+        )
+
     def summary(self) -> Formula:
         """The same formulas without the per-block and per-edge ones."""
         return replace(self, laws=tuple(w for w in self.laws if w.scope not in ("block", "edge")))
@@ -559,7 +578,8 @@ def _dimensions(
     dims = []
     for name in names:
         degree = degrees.get(name, DEGREES.get(name, DEFAULT_DEGREE))
-        targets = ALIASES.get(name, (name,))
+        # (a user factory's arguments are its own names: no aliases)
+        targets = ALIASES.get(name, (name,)) if option_names is not None else (name,)
         if option_names is None or all(t in option_names for t in targets):
             if option_names is None and name in INPUT_DIMS:
                 pass  # a user factory's input dimension (it has no such argument)
@@ -694,6 +714,7 @@ def formula(
     degrees: Mapping[str, int] | None = None,
     verify: int = 3,
     period: int | None = None,
+    steps: Mapping[str, int] | None = None,
     seed: int = 0,
     **options: Any,
 ) -> Formula:
@@ -706,7 +727,10 @@ def formula(
     ``nn.Module`` with ``inputs`` (the input's dimensions). ``options`` fix the model's other
     options; ``dtype`` and ``depth`` are :func:`flowprof.trace`'s. ``degrees`` overrides the
     degree bounds (:data:`DEGREES`); ``verify`` is the number of random points each formula is
-    checked at; ``period`` the residue-class period of spatial dimensions (default: searched).
+    checked at; ``period`` the residue-class period of spatial dimensions (default: searched);
+    ``steps`` draws a dimension's values as multiples of a step (a user model's hidden size
+    that must divide into its heads, e.g. ``steps={"hidden": 32}``; emb and heads of the
+    built-in transformer get theirs by themselves).
     See the module docstring for the method. Raises :class:`flowprof.BadInputError` for an
     unknown dimension.
     """
@@ -748,6 +772,15 @@ def formula(
     if "ffn" in fixed and "emb" in names and "ffn" not in options:
         fixed.pop("ffn")  # it follows emb (4 x emb)
     fixed.pop("head_dim", None)
+    for name, step in (steps or {}).items():
+        if name not in names or int(step) < 1:
+            raise BadInputError(f"a step is for a dimension named, >= 1: got {name}={step}")
+        dims = [
+            replace(d, step=int(step), hi=max(d.lo + 16, d.hi // int(step)))
+            if d.name == name
+            else d
+            for d in dims
+        ]
     spatial = [d for d in dims if d.name in SPATIAL]
     periods = [period] if period or not spatial else list(PERIODS)
     result = None
