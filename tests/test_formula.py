@@ -171,6 +171,42 @@ def test_floor_of_a_stride_is_reported_not_fitted():
     assert sympy.expand(g.total("macs") - 9 * 9 * (H / 2 - 1)) == 0
 
 
+class Cubic(nn.Module):
+    """y = W x reshaped to n x n, then y @ y: 4 x n^2 + n^3 macs (degree 3 > the bound of 2)."""
+
+    def __init__(self, n: int = 4) -> None:
+        super().__init__()
+        self.n = n
+        self.lin = nn.Linear(4, n * n, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x).view(self.n, self.n)  # (n, n)
+        return y @ y  # (n, n)
+
+
+def test_a_degree_above_the_bound_is_found_by_verification():
+    f = formula("tests.test_formula:Cubic", ["n"], [(1, 4)])
+    n = symbol("n")
+    assert sympy.expand(f.total("macs") - (4 * n**2 + n**3)) == 0
+    assert f.dimensions[0].degree == 3
+    points = [{"n": v} for v in (17, 40, 61)]
+    assert_exact(
+        f, points, lambda p: flowprof.trace("tests.test_formula:Cubic", [(1, 4)], n=p["n"])
+    )
+
+
+def test_layers_set_after_the_fit_equal_a_deeper_trace():
+    f = formula("transformer", ["emb", "layers"], dtype="fp16").at(layers=5)
+    g = flowprof.trace("transformer", emb=48, enc_layers=5, dec_layers=5, dtype="fp16")
+    # 2*5 layers of T = 128 tokens: (5 x 12 + 5 x 16) TE^2 + (5 x 2 + 5 x 4) T^2 E
+    assert (
+        f.evaluate(f.total("macs"), emb=48)
+        == g.total().macs
+        == 140 * 128 * 48**2 + 30 * 128**2 * 48
+    )
+    assert f.evaluate(f.activation_bits, emb=48) == sum(e.bits for e in g.edges())
+
+
 def test_sweep_equals_evaluate_and_refuses_points_outside_the_domain():
     f = formula("lenet5", ["batch"])
     macs = f.total("macs")

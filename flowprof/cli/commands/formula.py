@@ -21,7 +21,7 @@ FORMATS = ("text", "latex", "json")
 
 
 def _degrees(text: str) -> dict[str, int]:
-    """``emb=3,seq=2`` -> ``{"emb": 3, "seq": 2}``."""
+    """``emb=3,seq=2`` -> ``{"emb": 3, "seq": 2}`` (degrees, or steps)."""
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -56,6 +56,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
         type=_degrees,
         metavar="NAME=D[,...]",
         help="degree bounds to start from (default: per dimension, e.g. emb=2, batch=1)",
+    )
+    p.add_argument(
+        "--step",
+        type=_degrees,
+        metavar="NAME=S[,...]",
+        help="draw a dimension's values as multiples of S, e.g. a user model's hidden=32 "
+        "when it must divide into 32 heads",
     )
     p.add_argument(
         "--verify",
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         degrees=args.degree,
         verify=args.verify,
         period=args.period,
+        steps=args.step,
         **options,
     )
     if args.totals:
