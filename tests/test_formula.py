@@ -245,6 +245,9 @@ def test_cli_json_latex_and_bad_input(tmp_path):
         "formula.txt",
     ]
     assert r"\begin{align*}" in (tmp_path / "formula.tex").read_text()
+    tex = _cli("lenet5", "--symbols", "batch", "--format", "latex", "--totals")
+    assert tex.returncode == 0 and tex.stdout.startswith("% lenet5")
+    assert "\n" + r"\text{[total] macs} &= 325680 batch \\" + "\n" in tex.stdout
     bad = _cli("transformer", "--symbols", "emb,bogus")
     assert bad.returncode == 2 and bad.stderr.startswith("flowprof:")
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

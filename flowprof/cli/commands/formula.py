@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from flowprof.cli.command import Command
-from flowprof.cli.emit import Emitter, Format, Line, OutputDir
+from flowprof.cli.emit import Emitter, Format, Line, OutputDir, add_format
 from flowprof.cli.options import (
     add_analysis_options,
     add_model_options,
@@ -16,8 +16,6 @@ from flowprof.cli.options import (
     positional_inputs,
 )
 from flowprof.errors import UsageError
-
-FORMATS = ("text", "latex", "json")
 
 
 def _degrees(text: str) -> dict[str, int]:
@@ -81,7 +79,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--totals", action="store_true", help="totals, families and crossovers only (no blocks)"
     )
-    p.add_argument("--format", choices=FORMATS, default="text")
+    add_format(
+        p,
+        Format.TABLE,
+        Format.LATEX,
+        Format.JSON,
+        help="table: the formulas as plain text (default); latex: an align* fragment; json",
+    )
     p.add_argument("--out", metavar="DIR", help="also write formula.txt, formula.tex, formula.json")
 
 
@@ -112,21 +116,17 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.totals:
         result = result.summary()
-    render = {
-        "text": result.to_text,
-        "latex": result.to_latex,
-        "json": result.to_dict,
-    }
-    if args.format == "json":
-        Emitter(Format.JSON).show(json=result.to_dict)
-    else:
-        Emitter(Format.TABLE).show(table=lambda: [Line(render[args.format]().rstrip("\n"))])
+    Emitter(args.format).show(
+        table=lambda: [Line(result.to_text().rstrip("\n"))],
+        latex=result.to_latex,
+        json=result.to_dict,
+    )
     if args.out:
         out = OutputDir(args.out)
         out.text("formula.txt", result.to_text())
         out.text("formula.tex", result.to_latex())
         out.json("formula.json", result.to_dict())
-        if args.format != "json":
+        if args.format == Format.TABLE:
             print(f"wrote {out.names()} to {out}")
     return 0
 
@@ -137,7 +137,7 @@ COMMAND = Command(
     example="python cli.py formula transformer --symbols emb,seq --dtype fp16",
     arguments=arguments,
     run=run,
-    order=25,
+    order=55,
     notes="Each formula is fitted on a grid of concrete traces and checked exactly at random "
     "further points; a count that is not polynomial is reported as such.",
 )
