@@ -184,8 +184,13 @@ class Crossover:
 
     def describe(self) -> str:
         at = ", ".join(f"{k}={v}" for k, v in self.fixed.items())
+        if self.first is None and self.roots:
+            return (
+                f"{self.left} <= {self.right} from {self.symbol} = {float(self.roots[-1]):.6g} "
+                f"on ({at})"
+            )
         if self.first is None:
-            return f"{self.left} never exceeds {self.right} as {self.symbol} grows ({at})"
+            return f"{self.left} and {self.right} do not cross as {self.symbol} grows ({at})"
         roots = ", ".join(f"{sympy.nsimplify(r)} ~ {float(r):.6g}" for r in self.roots)
         return (
             f"{self.left} > {self.right} from {self.symbol} = {self.first} on ({at}; "
