@@ -151,7 +151,7 @@ def test_torchvision_exact_in_batch_and_size(arch):
     assert f.domains["size"].startswith("size = 0 (mod 32)")
     rng = random.Random(3)
     points = [
-        {"batch": rng.randint(1, 4), "size": 32 * rng.randint(2, 12)} for _ in range(DRAWS or 8)
+        {"batch": rng.randint(1, 16), "size": 32 * rng.randint(2, 20)} for _ in range(DRAWS or 8)
     ]
     assert_exact(f, points, lambda p: flowprof.trace(name, (p["batch"], 3, p["size"], p["size"])))
 
