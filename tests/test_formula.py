@@ -98,6 +98,22 @@ def test_transformer_exact_at_random_points():
     )
 
 
+def test_heads_alone_take_the_divisors_of_emb():
+    f = formula("transformer", ["heads"], dtype="fp16", emb=32, seq_len=16)
+    assert f.domains["heads"] == "heads in {1, 2, 4, 8, 16, 32}"
+    # heads move additions only: scores H*T*T*(E/H - 1) = T^2 E - H T^2 and softmax's sums
+    # H*T*(T - 1), in 3 attentions: 3H(T(T - 1) - T^2) = -3TH = -48 H at T = 16
+    H = symbol("heads")
+    assert sympy.diff(f.total("additions"), H) == -48
+    assert sympy.diff(f.total("macs"), H) == 0
+    points = [{"heads": h} for h in (1, 2, 4, 8, 16, 32)]
+    assert_exact(
+        f,
+        points,
+        lambda p: flowprof.trace("transformer", heads=p["heads"], emb=32, seq_len=16, dtype="fp16"),
+    )
+
+
 def test_crossovers_solved_analytically():
     from flowprof.analyses import comm_sweep
 

@@ -136,8 +136,11 @@ class Dimension:
     offset: int = 0
     lo: int = 1
     hi: int = 64
+    choices: tuple[int, ...] = ()  # a finite domain instead (m indexes it), e.g. emb's divisors
 
     def value(self, m: int) -> int:
+        if self.choices:
+            return self.choices[m]
         return self.offset + self.step * m
 
     def grid(self, degree: int) -> list[int]:
@@ -147,6 +150,8 @@ class Dimension:
         return self.value(rng.randint(self.lo, self.hi))
 
     def domain(self) -> str:
+        if self.choices:
+            return f"{self.name} in {{{', '.join(map(str, self.choices))}}}"
         if self.step == 1:
             return f"{self.name} >= {self.value(self.lo)}"
         return (
@@ -627,8 +632,12 @@ def _dimensions(
             else int(config.get("heads", 1) or 1)
         )
         by_name["emb"] = replace(by_name["emb"], step=step, hi=max(8, 512 // step))
-    if "heads" in by_name:
+    if "heads" in by_name and "emb" in by_name:
         by_name["heads"] = replace(by_name["heads"], lo=HEADS_RANGE[0], hi=HEADS_RANGE[1])
+    elif "heads" in by_name and config.get("emb"):  # heads divides the fixed emb
+        emb = int(config["emb"])
+        divisors = tuple(h for h in range(1, emb + 1) if emb % h == 0)
+        by_name["heads"] = replace(by_name["heads"], choices=divisors, lo=0, hi=len(divisors) - 1)
     for layers in ("layers", "enc_layers", "dec_layers"):
         if layers in by_name:  # (a trace of many layers is slow; the law is linear)
             by_name[layers] = replace(by_name[layers], hi=12)
@@ -826,7 +835,14 @@ def _fit_verified(
 ):
     """Fit at the dimensions' degrees, verify, raise the degrees on a failure (see the doc)."""
     rng = random.Random(seed)
-    top = [d.degree + (MAX_EXTRA_DEGREE if raise_degrees else 0) for d in dims]
+    extras = MAX_EXTRA_DEGREE if raise_degrees else 0
+    # a finite domain (heads dividing emb) keeps one value outside its largest grid
+    extras = min([extras] + [d.hi - d.lo - 1 - d.degree for d in dims if d.choices])
+    if extras < 0:
+        raise BadInputError(
+            f"{', '.join(d.name for d in dims if d.choices)}: too few values to fit and verify at"
+        )
+    top = [d.degree + extras for d in dims]
     biggest_grid = set(itertools.product(*(d.grid(t) for d, t in zip(dims, top, strict=True))))
     checks: list[tuple[int, ...]] = []
     for _ in range(50 * verify):
@@ -835,12 +851,12 @@ def _fit_verified(
             checks.append(p)
         if len(checks) == verify:
             break
-    if len(checks) < verify:
+    if len(checks) < verify and not (checks and any(d.choices for d in dims)):
         raise BadInputError("too few points outside the fitting grid to verify at; widen the range")
     syms = [symbol(d.name) for d in dims]
     found: dict[tuple, Any] = {}
     failing: set[tuple] = set()
-    for extra in range(MAX_EXTRA_DEGREE + 1 if raise_degrees else 1):
+    for extra in range(extras + 1):
         degrees = [d.degree + extra for d in dims]
         grid = list(itertools.product(*(d.grid(k) for d, k in zip(dims, degrees, strict=True))))
         observed = [target(dims, p) for p in grid]
