@@ -230,6 +230,48 @@ def test_layers_set_after_the_fit_equal_a_deeper_trace():
     assert f.evaluate(f.activation_bits, emb=48) == sum(e.bits for e in g.edges())
 
 
+class ConvUnderTest(nn.Module):
+    """A 1x1 stem from the one input map to cin maps, then the layer of Problem 2(d): a regular
+    k x k convolution cin -> cout (bias), or its depthwise-separable twin (depthwise k x k without
+    bias, pointwise 1x1 with bias, as lenet5-dws builds it)."""
+
+    def __init__(self, cin: int = 3, cout: int = 4, k: int = 3, dws: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, cin, 1)
+        if dws:
+            self.depthwise = nn.Conv2d(cin, cin, k, groups=cin, bias=False)
+            self.pointwise = nn.Conv2d(cin, cout, 1)
+        else:
+            self.conv = nn.Conv2d(cin, cout, k)
+        self.dws = dws
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (1, cin, 80, 80)
+        if self.dws:
+            return self.pointwise(self.depthwise(x))  # (1, cout, 81 - k, 81 - k)
+        return self.conv(x)  # (1, cout, 81 - k, 81 - k)
+
+
+def test_problem_2d_mapping_derived_from_traces():
+    spec, shape = "tests.test_formula:ConvUnderTest", [(1, 1, 80, 80)]
+    # P = (81 - k)^2 positions and K = k^2 taps: degree 4 in k, 1 in cin and cout
+    degrees = {"cin": 1, "cout": 1, "k": 4}
+    reg = formula(spec, ["cin", "cout", "k"], shape, degrees=degrees, dws=False)
+    dws = formula(spec, ["cin", "cout", "k"], shape, degrees=degrees, dws=True)
+    cin, cout, k = symbol("cin"), symbol("cout"), symbol("k")
+    x_mul, x_add = reg.block("conv", "multiplications"), reg.block("conv", "additions")
+    y_mul = dws.block("depthwise", "multiplications") + dws.block("pointwise", "multiplications")
+    y_add = dws.block("depthwise", "additions") + dws.block("pointwise", "additions")
+    # docs of analyses/dws_mapping.py, dense layer, M = cin*cout, K = k^2: y = x (1/cout + 1/K)
+    # for multiplications; additions with the regular and pointwise biases:
+    # y = x (cin (K - 1) + M) / (K M)
+    K, M = k**2, cin * cout
+    assert sympy.simplify(y_mul / x_mul - (1 / cout + 1 / K)) == 0
+    assert sympy.simplify(y_add / x_add - (cin * (K - 1) + M) / (K * M)) == 0
+    # and the regular layer's own count: P K M multiplications
+    assert sympy.expand(x_mul - (81 - k) ** 2 * K * M) == 0
+
+
 def test_sweep_equals_evaluate_and_refuses_points_outside_the_domain():
     f = formula("lenet5", ["batch"])
     macs = f.total("macs")
