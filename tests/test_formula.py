@@ -123,7 +123,8 @@ def test_crossovers_solved_analytically():
     # i.e. 448E^2 - 116224E - 21102592 = 0: E = (116224 + sqrt(116224^2 + 4*448*21102592)) / 896
     root = (116224 + math.sqrt(116224**2 + 4 * 448 * 21102592)) / 896
     assert float(c.roots[-1]) == pytest.approx(root, rel=1e-12)
-    assert c.first == math.floor(root) + 1 == 383
+    assert c.first == math.floor(root) + 1 == 383 and type(c.first) is int
+    json.dumps(f.to_dict())  # plain JSON: no sympy numbers, no torch dtypes
     # the sweep's search over its own hand closed forms finds the same
     sw = comm_sweep.sweep("transformer", emb=[64, 128], seq_len=128, dtype="fp16")
     assert comm_sweep.crossover(sw) == c.first

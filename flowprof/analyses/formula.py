@@ -342,7 +342,7 @@ class Formula:
         roots = sorted(
             (r for r in sympy.Poly(diff, x).real_roots() if r > 0), key=lambda r: float(r)
         )
-        last = math.floor(roots[-1]) if roots else 0
+        last = int(math.floor(roots[-1])) if roots else 0
         first = last + 1
         grows = sympy.limit(diff, x, sympy.oo) > 0 if diff.free_symbols else diff > 0
         ahead = diff.subs(x, first) > 0
@@ -401,7 +401,11 @@ class Formula:
             "symbols": [d.name for d in self.dimensions],
             "degrees": {d.name: d.degree for d in self.dimensions},
             "domains": self.domains,
-            "fixed": {k: v for k, v in self.fixed.items() if k != "defaults"},
+            "fixed": {
+                k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in self.fixed.items()
+                if k != "defaults"
+            },
             "traces": self.traces,
             "verified_at": [dict(p) for p in self.verified_at],
             "totals": by_scope.get("total", {}).get("model", {}),
