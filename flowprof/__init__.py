@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "build",
+    "formula",
     "model_names",
     "predict_time",
     "trace",
@@ -48,12 +49,14 @@ _LAZY = {
     "Precision": "flowprof.tracer.graph",
     "TensorMeta": "flowprof.tracer.graph",
     "build": "flowprof.api",
+    "formula": "flowprof.analyses.formula",
     "model_names": "flowprof.api",
     "trace": "flowprof.api",
     "predict_time": "flowprof.device.roofline",
 }
 
 if TYPE_CHECKING:
+    from flowprof.analyses.formula import formula
     from flowprof.api import build, model_names, trace
     from flowprof.device.roofline import predict_time
     from flowprof.tracer.counts import CONVENTION, OpCount

@@ -32,6 +32,7 @@ def test_commands_are_listed_in_their_order():
         "solve-conv",
         "compare",
         "sweep",
+        "formula",
         "pipeline",
         "train",
         "data",

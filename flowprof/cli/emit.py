@@ -35,6 +35,7 @@ class Format(StrEnum):
     TABLE = "table"  # Rich tables and lines, for a person at a terminal
     CSV = "csv"  # one CSV table per result, separated by a blank line
     JSON = "json"  # one JSON document
+    LATEX = "latex"  # a LaTeX fragment (formulas)
 
 
 def add_format(p: argparse.ArgumentParser, *formats: Format, help: str | None = None) -> None:
@@ -86,14 +87,20 @@ class Emitter:
         table: Callable[[], Iterable[Any]] | None = None,
         csv: Callable[[], Sequence[str]] | None = None,
         json: Callable[[], Any] | None = None,
+        latex: Callable[[], str] | None = None,
     ) -> None:
         """Write the result in the chosen format: ``table`` yields Rich renderables, markup
-        strings or :class:`Line`; ``csv`` returns CSV texts; ``json`` returns JSON-ready data."""
-        render = {Format.TABLE: table, Format.CSV: csv, Format.JSON: json}[self.format]
+        strings or :class:`Line`; ``csv`` returns CSV texts; ``json`` returns JSON-ready data;
+        ``latex`` returns LaTeX source."""
+        render = {Format.TABLE: table, Format.CSV: csv, Format.JSON: json, Format.LATEX: latex}[
+            self.format
+        ]
         if render is None:  # argparse's choices keep this from a user
             raise InternalError(f"this command has no {self.format} output")
         if self.format is Format.JSON:
             sys.stdout.write(json_text(render()))
+        elif self.format is Format.LATEX:
+            sys.stdout.write(render())
         elif self.format is Format.CSV:
             sys.stdout.write("\n".join(render()))
         else:
