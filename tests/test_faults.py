@@ -423,6 +423,9 @@ def test_a_resume_after_a_signal_equals_an_uninterrupted_run(uninterrupted, tmp_
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # a test run started in the background of a shell (as `make test &` is) ignores SIGINT,
+        # and a child inherits that: the run must see Ctrl-C as a user's terminal sends it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while len(_history(out)) < 1:  # stop it once the first epoch is saved, mid-way through
