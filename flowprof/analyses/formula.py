@@ -59,6 +59,7 @@ from typing import Any
 import sympy
 
 from flowprof.errors import BadInputError, UnsupportedModelError
+from flowprof.tracer.counts import KINDS
 
 # Degree bound of the counts in each named dimension (see the module docstring).
 DEGREES: dict[str, int] = {
@@ -103,20 +104,7 @@ SPATIAL = ("height", "width", "size")
 # An option missing from a model's configuration, and the one that holds its value.
 _DEFAULT_FROM = {"seq_len": "src_len"}
 # Count kinds of a block (OpCount's fields), then the other quantities.
-BLOCK_QUANTITIES = (
-    "macs",
-    "multiplications",
-    "additions",
-    "divisions",
-    "comparisons",
-    "exponentials",
-    "logarithms",
-    "square_roots",
-    "nonlinearities",
-    "selects",
-    "params",
-    "param_bits",
-)
+BLOCK_QUANTITIES = (*KINDS, "params", "param_bits")
 # Transformer block roles (comm_sweep.role) summed into the groups the crossovers compare.
 ROLE_GROUPS = {
     "attention products": ("scores", "context"),

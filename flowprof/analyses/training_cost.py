@@ -88,42 +88,53 @@ class TrainingCost:
         return out
 
 
-def _step(model_name: str, config: Any, batch: int) -> StepCost:
-    import torch
+class _Runner:
+    """A model as ``train`` builds and trains it: its criterion and optimizer, traced at any
+    batch size (one build for all of them)."""
 
-    from flowprof import api
-    from flowprof.training.loop import distance_loss, output_is_distance
+    def __init__(self, model_name: str, config: Any) -> None:
+        import torch
 
-    built = api.build(model_name, device="meta", input_shapes=None)
-    shape = list(built.example_inputs("meta")[0].shape)
-    size = getattr(config, "input_size", None) or shape[-1]
-    distance = output_is_distance(built.module)
-    rbf_j = getattr(config, "rbf_j", None)
+        from flowprof import api
+        from flowprof.training.loop import distance_loss, make_optimizer, output_is_distance
 
-    def criterion(out: torch.Tensor) -> torch.Tensor:
-        labels = torch.zeros(out.shape[0], dtype=torch.long, device=out.device)
-        return distance_loss(out, labels, distance, rbf_j)
+        built = api.build(model_name, device="meta")
+        self.module = built.module
+        shape = list(built.example_inputs("meta")[0].shape)
+        self.channels = shape[1]
+        self.size = getattr(config, "input_size", None) or shape[-1]
+        distance = output_is_distance(built.module)
+        rbf_j = getattr(config, "rbf_j", None)
 
-    criterion.__name__ = (
-        "eq. (9) on RBF distances" if distance and rbf_j is not None else ("cross entropy")
-    )
+        def criterion(out: torch.Tensor) -> torch.Tensor:
+            labels = torch.zeros(out.shape[0], dtype=torch.long, device=out.device)
+            return distance_loss(out, labels, distance, rbf_j)
 
-    def optimizer(params: list) -> torch.optim.Optimizer:
-        wd = getattr(config, "weight_decay", 0.0)
-        if str(getattr(config, "optimizer", "adam")).lower().endswith("sgd"):
-            return torch.optim.SGD(
-                params, lr=config.lr, momentum=getattr(config, "momentum", 0.9), weight_decay=wd
-            )
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
+        criterion.__name__ = (
+            "eq. (9) on RBF distances" if distance and rbf_j is not None else "cross entropy"
+        )
+        self.criterion = criterion
+        self.optimizer = lambda params: make_optimizer(config, params)
 
-    g = api.trace(
-        built.module,
-        [(batch, shape[1], size, size)],
-        phases=("forward", "backward", "optimizer"),
-        optimizer=optimizer,
-        loss=criterion,
-    )
-    return StepCost(batch, {p: g.total(p) for p in g.phases()})
+    def shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.channels, self.size, self.size)
+
+    def step(self, batch: int) -> StepCost:
+        from flowprof import api
+
+        g = api.trace(
+            self.module,
+            [self.shape(batch)],
+            phases=("forward", "backward", "optimizer"),
+            optimizer=self.optimizer,
+            loss=self.criterion,
+        )
+        return StepCost(batch, {p: g.total(p) for p in g.phases()})
+
+    def forward(self, batch: int) -> OpCount:
+        from flowprof import api
+
+        return api.trace(self.module, [self.shape(batch)]).total()
 
 
 def training_cost(
@@ -137,24 +148,17 @@ def training_cost(
     """The training cost of ``model_name`` trained with ``config`` (a training.loop.TrainConfig:
     batch size, optimizer, learning rate, weight decay, criterion) on ``samples`` training
     samples for ``epochs`` epochs, with ``eval_samples`` test samples evaluated after each."""
-    from flowprof import api
-
+    run = _Runner(model_name, config)
     batch = config.batch_size
-    step = _step(model_name, config, batch)
     rest = samples % batch
-    last = _step(model_name, config, rest) if rest else None
-    built = api.build(model_name, device="meta")
-    shape = list(built.example_inputs("meta")[0].shape)
-    size = getattr(config, "input_size", None) or shape[-1]
-    eval_graph = api.trace(built.module, [(eval_samples, shape[1], size, size)])
     return TrainingCost(
         model_name,
         samples,
         batch,
-        step,
-        last,
+        run.step(batch),
+        run.step(rest) if rest else None,
         eval_samples,
-        eval_graph.total(),
+        run.forward(eval_samples),
         epochs,
         converged_epoch,
     )

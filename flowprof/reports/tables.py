@@ -9,7 +9,7 @@ from rich.text import Text
 from flowprof.reports.fit import fit
 from flowprof.reports.units import bits, count
 from flowprof.tracer.counts import CONVENTION, OTHER_KINDS
-from flowprof.tracer.graph import BlockGraph
+from flowprof.tracer.graph import Block, BlockGraph
 
 
 def blocks_table(graph: BlockGraph, title: str = "Blocks") -> Table:
@@ -25,11 +25,8 @@ def blocks_table(graph: BlockGraph, title: str = "Blocks") -> Table:
     t.add_column("params", justify="right", footer=count(graph.params()))
     t.add_column("out bits", justify="right", footer="")
     for b in graph.blocks():
-        name = Text(b.name)
-        if b.uncounted:
-            name.append(" (uncounted ops)", style="red")
         t.add_row(
-            name,
+            block_name(b),
             b.kind,
             count(b.macs),
             count(b.multiplications),
@@ -39,6 +36,14 @@ def blocks_table(graph: BlockGraph, title: str = "Blocks") -> Table:
             bits(b.activation_bits),
         )
     return fit(t)
+
+
+def block_name(b: Block) -> Text:
+    """A block's name, marked when some of its ops have no formula."""
+    name = Text(b.name)
+    if b.uncounted:
+        name.append(" (uncounted ops)", style="red")
+    return name
 
 
 def edges_table(graph: BlockGraph, title: str = "Tensors between blocks") -> Table:

@@ -6,9 +6,9 @@ printed."""
 from __future__ import annotations
 
 from rich.table import Table
-from rich.text import Text
 
 from flowprof.reports.fit import fit
+from flowprof.reports.tables import block_name
 from flowprof.reports.units import bits, count
 from flowprof.tracer.counts import CONVENTION, KINDS, OpCount, Phase
 from flowprof.tracer.graph import BlockGraph
@@ -60,11 +60,8 @@ def phase_blocks_table(graph: BlockGraph, title: str = "Training step by block")
     t.add_column("grad bits", justify="right", footer=bits(grad_bits))
     for b in graph.blocks():
         counts = b.counts()
-        name = Text(b.name)
-        if b.uncounted:
-            name.append(" (uncounted ops)", style="red")
         t.add_row(
-            name,
+            block_name(b),
             b.kind,
             *(count(counts[p].total) if p in counts else "-" for p in shown),
             count(_step(counts).total),

@@ -265,11 +265,7 @@ def trace(
     """
     from flowprof.tracer.training_step import as_step
 
-    step = as_step(phases, optimizer, loss, amp)
-    if step is not None and input_grad:
-        import dataclasses
-
-        step = dataclasses.replace(step, input_grad=True)
+    step = as_step(phases, optimizer, loss, amp, input_grad)
     if step is not None and measure:
         raise BadSpecError("measure times a forward pass; trace the training step without it")
     model, wrappers = _unwrapped(model)

@@ -403,12 +403,19 @@ class _TrainingCounter(_AtenCounter):
         node = torch._C._current_autograd_node()
         if node is None:
             return super().__torch_dispatch__(func, types, args, kwargs)
-        rec = self.rec
-        saved, rec.current = rec.current, training_step.backward_tally(node, rec)
-        try:
+        with _routed(self.rec, node):
             return super().__torch_dispatch__(func, types, args, kwargs)
-        finally:
-            rec.current = saved
+
+
+@contextlib.contextmanager
+def _routed(rec: _Recorder, node: Any):
+    """Counts go to the backward (or recompute) tally of what autograd ``node`` belongs to
+    (training_step.backward_tally) for the duration, then back to what was counting."""
+    saved, rec.current = rec.current, training_step.backward_tally(node, rec)
+    try:
+        yield
+    finally:
+        rec.current = saved
 
 
 class _FunctionCounter(TorchFunctionMode):
@@ -436,11 +443,8 @@ class _FunctionCounter(TorchFunctionMode):
         rec = self.rec
         node = torch._C._current_autograd_node()
         if node is not None:  # Python run by the backward (a checkpoint's recomputed forward)
-            saved, rec.current = rec.current, training_step.backward_tally(node, rec)
-            try:
+            with _routed(rec, node):
                 out = self._count(func, args, kwargs or {})
-            finally:
-                rec.current = saved
             if torch.is_grad_enabled():  # (its own backward, reentrant checkpoint's, is the unit's)
                 training_step.tag(out, training_step.recompute_owner(node, rec))
             return out
@@ -554,7 +558,7 @@ class _Interpreter(fx.Interpreter):
             record.out = _meta_of(out)
             record.is_view = isinstance(out, torch.Tensor) and out._is_view()
             record.requires_grad = torch.is_grad_enabled() and any(
-                t.requires_grad for t in training_step.tensors(out)
+                t.requires_grad for t in hook_trace.tensors_in(out)
             )
         if isinstance(out, torch.Tensor):  # an op that returns a tensor it read: in place
             env = self.env

@@ -23,7 +23,7 @@ parameter (``requires_grad=False``) gets no weight gradient and no update.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from torch import nn
 
 from flowprof.errors import BadSpecError
 from flowprof.tracer.counts import Phase, Tally
+from flowprof.tracer.hook_trace import tensors_in
 
 _TAG = "flowprof"  # the key of a tag in an autograd node's metadata
 
@@ -119,7 +120,11 @@ class TrainingStep:
 
 
 def as_step(
-    phases: Iterable[str] | None, optimizer: Any, loss: Any, amp: str | None = None
+    phases: Iterable[str] | None,
+    optimizer: Any,
+    loss: Any,
+    amp: str | None = None,
+    input_grad: bool = False,
 ) -> TrainingStep | None:
     """The step that ``trace``'s arguments ask for: None for a forward pass (``phases`` None or
     ``("forward",)``); otherwise forward and backward (a backward needs its forward), and the
@@ -142,7 +147,9 @@ def as_step(
     update = "optimizer" in names
     if optimizer is not None and not update:
         raise BadSpecError("an optimizer is given but the phases do not include 'optimizer'")
-    return TrainingStep(optimizer or "sgd", loss or "auto", update=update, amp=amp)
+    return TrainingStep(
+        optimizer or "sgd", loss or "auto", input_grad=input_grad, update=update, amp=amp
+    )
 
 
 # --- tagging the autograd graph ----------------------------------------------------------------
@@ -150,7 +157,7 @@ def as_step(
 
 def tag(out: Any, tally: Tally) -> None:
     """Tag the autograd nodes behind ``out`` that no one tagged yet with ``tally``."""
-    stack = [t.grad_fn for t in tensors(out) if t.grad_fn is not None]
+    stack = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
     while stack:
         node = stack.pop()
         meta = node.metadata
@@ -160,17 +167,6 @@ def tag(out: Any, tally: Tally) -> None:
         for nxt, _ in node.next_functions:
             if nxt is not None and type(nxt).__name__ != "AccumulateGrad":
                 stack.append(nxt)
-
-
-def tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from tensors(v)
 
 
 def recompute_owner(node: Any, rec: Any) -> Tally:
@@ -193,7 +189,7 @@ def backward_tally(node: Any, rec: Any) -> Tally:
 
 def loss_of(step: TrainingStep, out: Any) -> tuple[torch.Tensor, str]:
     """The loss of the model's output (its first floating tensor) and the loss's name."""
-    y = next((t for t in tensors(out) if t.is_floating_point() and t.requires_grad), None)
+    y = next((t for t in tensors_in(out) if t.is_floating_point() and t.requires_grad), None)
     if y is None:
         raise BadSpecError(
             "the model's output needs no gradient (no floating output depends on a trainable "

@@ -374,14 +374,16 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return make_optimizer(config, model.parameters())
+
+
+def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """The optimizer ``config`` trains with, over ``params``."""
     if config.optimizer == OptimizerKind.SGD:
         return torch.optim.SGD(
-            model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
