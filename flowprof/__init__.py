@@ -34,6 +34,7 @@ __all__ = [
     "__version__",
     "build",
     "formula",
+    "memory",
     "model_names",
     "predict_time",
     "trace",
@@ -50,6 +51,7 @@ _LAZY = {
     "TensorMeta": "flowprof.tracer.graph",
     "build": "flowprof.api",
     "formula": "flowprof.analyses.formula",
+    "memory": "flowprof.analyses.memory",
     "model_names": "flowprof.api",
     "trace": "flowprof.api",
     "predict_time": "flowprof.device.roofline",
@@ -57,6 +59,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from flowprof.analyses.formula import formula
+    from flowprof.analyses.memory import memory
     from flowprof.api import build, model_names, trace
     from flowprof.device.roofline import predict_time
     from flowprof.tracer.counts import CONVENTION, OpCount

@@ -32,7 +32,7 @@ import contextlib
 import copy
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,14 +173,16 @@ def trace_structure(
     n_inputs: int | None = None,
     max_retries: int = 64,
     given: Sequence[Any] = (),
+    leaves: Iterable[str] = (),
 ) -> Structure:
     """Symbolically trace ``model``; untraceable submodules become leaves (see module doc).
     ``n_inputs``, the number of positional inputs it will be run on, decides which optional
     parameters keep their defaults (:func:`_concrete_args`) and, when the whole model has to
     become a leaf, how many inputs that leaf takes. ``given``: the inputs themselves, when known;
-    those that are not tensors (a None in a mask's place) are traced as those constants."""
+    those that are not tensors (a None in a mask's place) are traced as those constants.
+    ``leaves``: module paths kept as leaves besides those fx cannot trace."""
     concrete = _concrete_args(model, n_inputs, given)
-    extra: set[str] = set()
+    extra: set[str] = set(leaves)
     why: dict[str, str] = {}
     root = _shallow_twin(model)
     for _ in range(max_retries):
