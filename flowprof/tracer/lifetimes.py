@@ -505,7 +505,7 @@ def _warm_up(step, gm, xs, state, owners, groups, checkpointed, log) -> torch.Te
     set to None after (``zero_grad``). Its own temporaries are freed before recording starts."""
     by_block: dict[str, list[nn.Parameter]] = {}
     params: dict[int, nn.Parameter] = {}
-    for p in gm.parameters(remove_duplicate=False):
+    for p in gm.parameters():
         if id(p) in params or not p.requires_grad:
             continue
         params[id(p)] = p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowprof.cli import timing, trace_files
+from flowprof.cli import memory, timing, trace_files
 from flowprof.cli.command import Command
 from flowprof.cli.emit import Emitter, Format, OutputDir, add_format
 from flowprof.cli.options import (
@@ -68,6 +68,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="with --train: the inputs need a gradient too (as inside a bigger model)",
     )
     timing.add_options(p)
+    memory.add_options(p)
     trace_files.add_options(p)
 
 
@@ -77,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     train = args.train or args.optimizer or args.loss or args.input_grad or args.amp
     if train and not args.train:
         raise BadInputError("--optimizer, --loss, --amp and --input-grad go with --train")
-    if train and args.measure:
+    if train and args.measure and not args.memory:
         raise BadInputError("--measure times a forward pass: use it without --train")
+    memory.check(args)
     if args.out:
         OutputDir.check(args.out)  # (before the work)
     import flowprof
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         list(shapes) if isinstance(shapes, Inputs) else shapes,
         dtype=args.dtype,
         depth=args.depth,
-        measure=args.measure,
+        measure=args.measure and not args.memory,  # (with --memory: the memory is measured)
         input_dtypes=input_dtypes(args),  # (passed on to the model's build)
         phases=("forward", "backward", "optimizer") if train else None,
         optimizer=args.optimizer,
@@ -102,11 +104,16 @@ def run(args: argparse.Namespace) -> int:
     )
     name = graph.meta["model"]
     prediction, notes = timing.predict(graph, args)  # (--device)
+    mem = memory.report(args, shapes, {**options, "input_dtypes": input_dtypes(args)}, train)
     emit = Emitter(args.format)
     emit.show(
-        table=lambda: _tables(graph, name, args.measure, prediction),
+        table=lambda: _tables(graph, name, args.measure and not mem, prediction, mem),
         csv=lambda: _csv(graph),
-        json=lambda: graph.to_dict() | ({"timing": prediction.to_dict()} if prediction else {}),
+        json=lambda: (
+            graph.to_dict()
+            | ({"timing": prediction.to_dict()} if prediction else {})
+            | ({"memory": mem.to_dict()} if mem else {})
+        ),
     )
     for line in notes:
         emit.note(f"note: {line}")
@@ -125,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             )
             if prediction is not None:
                 timing.write(prediction, out)
+            if mem is not None:
+                memory.write(mem, out)
         for line in files.warnings:
             print(f"{PROG}: warning: {line}", file=sys.stderr)
         emit.note(f"wrote {out.names()} to {out}")
@@ -133,13 +142,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tables(graph, name: str, measured: bool, prediction=None):
+def _tables(graph, name: str, measured: bool, prediction=None, mem=None):
+    from flowprof.reports.fit import short_name
+
+    yield from _count_tables(graph, short_name(name), measured, prediction)
+    if mem is not None:
+        yield from memory.tables(mem, short_name(name))
+
+
+def _count_tables(graph, name: str, measured: bool, prediction=None):
     from rich.text import Text
 
     from flowprof.reports import tables, training_tables
-    from flowprof.reports.fit import short_name
 
-    name = short_name(name)  # a factory in a file by the file's name, not its whole path
     if training_tables.is_training(graph):
         yield training_tables.phase_blocks_table(graph, title=f"{name}: training step by block")
         yield tables.edges_table(graph, title=f"{name}: activations between blocks (forward)")
