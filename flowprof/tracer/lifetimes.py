@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -184,13 +185,64 @@ def _cpu_mse_loss(args: Any, out: Any) -> Any:
     return torch.empty(x.numel(), dtype=out.dtype, device=out.device).as_strided((), ())
 
 
+def _cpu_batch_norm(args: Any, out: Any) -> Any:
+    """The CPU's BatchNorm on a 16-bit input with fp32 parameters (mixed precision: autocast
+    keeps the weights fp32) keeps its batch mean and 1/std in fp32 (the meta kernel: in the
+    input's dtype)."""
+    x = args[0]
+    y, mean, invstd = out
+    mixed = any(
+        isinstance(t, torch.Tensor) and t.dtype != x.dtype for t in args[1:5] if t is not None
+    )
+    if not mixed or mean.dtype == torch.float32:
+        return out
+    return y, mean.to(torch.float32), invstd.to(torch.float32)
+
+
 # Ops whose CPU kernels' outputs differ in storage from the meta kernels': a prediction for the
 # CPU (``kernels="cpu"``) gives the CPU's. Each was found by a CPU measurement
 # (analyses/memory.py's differences) and checked against the CPU kernel in tests/test_memory.py.
 _CPU_KERNELS = {
     torch.ops.aten.native_layer_norm.default: _cpu_layer_norm,
     torch.ops.aten.mse_loss.default: _cpu_mse_loss,
+    torch.ops.aten.native_batch_norm.default: _cpu_batch_norm,
 }
+
+
+class _CpuAttention(TorchFunctionMode):
+    """``scaled_dot_product_attention`` as the CPU runs it. On meta (and fake) tensors torch
+    picks the math backend (the softmax's s x s output saved); the CPU picks by
+    ``torch._fused_sdp_choice``, asked here with empty CPU tensors of the same shapes, and takes
+    its flash kernel (the output and the log-sum-exp saved) where it can."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not nn.functional.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        q, k, v, *rest = args
+        names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        given = dict(zip(names, rest, strict=False)) | kwargs
+        mask, p = given.get("attn_mask"), given.get("dropout_p", 0.0)
+        causal, scale = given.get("is_causal", False), given.get("scale")
+        if given.get("enable_gqa") or q.device.type == "cpu" and not _is_fake(q):
+            return func(*args, **kwargs)
+        with torch._C.DisableTorchFunction():
+            probe = [
+                torch.empty(t.shape, dtype=t.dtype, device="cpu").requires_grad_(t.requires_grad)
+                for t in (q, k, v)
+            ]
+            cpu_mask = None if mask is None else torch.empty(mask.shape, dtype=mask.dtype)
+            choice = torch._fused_sdp_choice(*probe, cpu_mask, p, causal, scale=scale)
+        if choice != int(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
+            return func(*args, **kwargs)
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        return flash(q, k, v, p, causal, attn_mask=mask, scale=scale)[0]
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
 
 
 class _Log:
@@ -451,6 +503,8 @@ def _run(
                 rec.blocks.append(block_name(n))
                 rec.module_of[block_name(n)] = enclosing_module(n)
         stack.enter_context(_Allocations(log))
+        if log.cpu_kernels:
+            stack.enter_context(_CpuAttention())
         for t in state.values():
             if isinstance(t, nn.Parameter):
                 log.where = (owners.get(id(t), "(unused)"), "setup")
