@@ -1,0 +1,165 @@
+"""Memory (issue 17): the prediction against a real CPU run at every block boundary, Korthikanti
+et al.'s closed form reconciled term by term, and Llama-2-7B's configuration by category, timed.
+Writes the section of BENCHMARKS.md between the ``memory`` markers.
+
+    python bench/memory.py            # about 2 minutes on this 2-core machine
+
+Every sentence of the section is made from the numbers this run measured.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "tests"):  # run as a script: the packages and tests' llama_shaped
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+MARKDOWN = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- memory:begin -->", "<!-- memory:end -->"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f} MiB"
+
+
+def cpu_checks(say) -> list[str]:
+    import flowprof
+
+    rows = [
+        "| model | step | boundaries equal | peak predicted | peak measured | differences |",
+        "|---|---|---|---|---|---|",
+    ]
+    cases = [
+        ("torchvision:resnet18", {"inputs": [(8, 3, 224, 224)]}, None),
+        ("torchvision:resnet18", {"inputs": [(8, 3, 224, 224)]}, "bf16"),
+        ("transformer", {"batch": 8, "dtype": "fp32"}, None),
+        ("transformer", {"batch": 8, "dtype": "fp32"}, "bf16"),
+    ]
+    for name, kw, amp in cases:
+        say(f"{name} amp={amp}: predicting and measuring")
+        kw = dict(kw)
+        inputs = kw.pop("inputs", None)
+        r = flowprof.memory(name, inputs, optimizer="adam", amp=amp, measure=True, **kw)
+        p, m = r.predicted, r.measured
+        equal = sum(
+            a.live_after == b.live_after for a, b in zip(p.segments, m.segments, strict=True)
+        )
+        step = "Adam, " + ("fp32" if amp is None else f"mixed precision ({amp})")
+        diffs = "; ".join(f"{d.block} ({d.phase}) {d.bytes:+,} B" for d in r.differences)
+        rows.append(
+            f"| {name} | {step}, batch 8 | {equal} of {len(p.segments)} | {p.peak:,} B | "
+            f"{m.peak:,} B | {diffs or 'none'} |"
+        )
+    return rows
+
+
+def korthikanti_rows(say) -> list[str]:
+    import flowprof
+    from flowprof.analyses import korthikanti
+
+    say("Korthikanti's layer")
+    s, b, h, a = 32, 2, 64, 4
+    terms, _ = korthikanti.reconcile(s, b, h, a)
+    rows = [
+        f"GPT layer to the paper's assumptions (fp16, s={s}, b={b}, h={h}, a={a}), "
+        "flowprof's saved bytes per block against the paper's terms:",
+        "",
+        "| paper's term | paper | flowprof | why they differ |",
+        "|---|---|---|---|",
+    ]
+    for t in terms:
+        rows.append(f"| {t.term} | {t.paper:,} | {t.flowprof:,} | {t.why} |")
+    total_p, total_f = sum(t.paper for t in terms), sum(t.flowprof for t in terms)
+    rows += [f"| **layer** | **{total_p:,}** | **{total_f:,}** | |", ""]
+    modern = flowprof.memory(
+        korthikanti.ModernLayer(h, a),
+        [(b, s, h)],
+        phases=("forward", "backward"),
+        loss="sum",
+        input_grad=True,
+        dtype="bf16",
+    )
+    rows += [
+        "The same shape as a 2024 layer (RMSNorm, scaled_dot_product_attention on the CPU's "
+        "flash kernel, SwiGLU of 4h, no dropout, bf16), per block:",
+        "",
+        "| block | saved bytes |",
+        "|---|---|",
+    ]
+    for blk in modern.blocks:
+        if blk.saved:
+            rows.append(f"| {blk.name} | {blk.saved:,} |")
+    rows.append(f"| **layer** | **{sum(x.saved for x in modern.blocks):,}** |")
+    return rows
+
+
+def llama(say) -> list[str]:
+    import torch
+    from llama_shaped import llama_shaped
+
+    import flowprof
+
+    say("Llama-2-7B's configuration, seq 2048, batch 1, bf16, Adam")
+    model, ids = llama_shaped(dtype=torch.bfloat16)
+    t = time.perf_counter()
+    r = flowprof.memory(model, [ids], optimizer="adam", loss="cross-entropy")
+    seconds = time.perf_counter() - t
+    rows = [
+        f"Llama-2-7B's configuration (32 layers, hidden 4096, seq 2048, batch 1, bf16 weights and "
+        f"Adam state, cross-entropy over 32,000 tokens): analysed in {seconds:.1f} s on meta "
+        f"tensors; peak {r.peak / 2**30:.2f} GiB in {r.peak_at[0]} ({r.peak_at[1]}).",
+        "",
+        "| category | at the peak | allocated in the step |",
+        "|---|---|---|",
+    ]
+    at, ever = r.at_peak(), r.totals()
+    for c in at:
+        if at[c] or ever[c]:
+            rows.append(f"| {c} | {at[c] / 2**30:.2f} GiB | {ever[c] / 2**30:.2f} GiB |")
+    return rows
+
+
+def section(say) -> str:
+    out = [
+        BEGIN,
+        "## Memory: predicted on meta tensors, measured on the CPU",
+        "",
+        "Made by `python bench/memory.py`. A prediction runs the step on meta tensors; the "
+        "measurement runs it on real CPU tensors and records every storage allocated and freed "
+        "(tracer/lifetimes.py). Boundaries: the live bytes at the end of each block's stretch "
+        "in each phase.",
+        "",
+        *cpu_checks(say),
+        "",
+        *korthikanti_rows(say),
+        "",
+        *llama(say),
+        END,
+    ]
+    return "\n".join(out) + "\n"
+
+
+def insert_section(text: str, section: str) -> str:
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        return head + section + ("\n" + tail if tail else "")
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def main() -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("memory") as status:
+        text = section(lambda s: status.update(f"memory: {s}"))
+    MARKDOWN.write_text(insert_section(MARKDOWN.read_text(), text))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
