@@ -136,19 +136,68 @@ class Lifetimes:
         return out
 
 
-class _Allocations(TorchDispatchMode):
-    """Sees every op's outputs: new storages are allocations, charged to ``where``."""
+_aten = torch.ops.aten
+# In-place elementwise ops (the optimizers' and the backward's accumulations): on meta tensors the
+# output is the input itself, whatever the meta kernel checks (a wrong shape would fail the real
+# run, not this one; the CPU measurement runs the real kernels).
+_IN_PLACE = frozenset(
+    [
+        _aten.add_,
+        _aten.sub_,
+        _aten.mul_,
+        _aten.div_,
+        _aten.addcmul_,
+        _aten.addcdiv_,
+        _aten.lerp_,
+        _aten.sqrt_,
+        _aten.clamp_,
+        _aten.neg_,
+        _aten.zero_,
+        _aten.fill_,
+        _aten.copy_,
+        _aten.pow_,
+    ]
+)
+
+
+def _plain_meta(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_meta
+
+
+class _Shortcut(TorchDispatchMode):
+    """Runs each op, on plain meta tensors through the tracer's shortcut (the output the meta
+    kernel would make, made directly: tracer/meta_shapes.py)."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:  # (as tracer.fx_trace._AtenCounter: no dynamo here)
         return False
 
-    def __init__(self, log: _Log):
+    def __init__(self, meta: bool):
         super().__init__()
+        self.meta = meta  # plain meta tensors (not fake ones)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.meta:
+            if func.overloadpacket in _IN_PLACE and args and _plain_meta(args[0]):
+                return args[0]  # (an in-place elementwise op returns its input, as it was)
+            shortcut = fx_trace._op_info(func)[1]
+            if shortcut is not None:
+                out = shortcut(func, args, kwargs)
+                if out is not None:
+                    return out
+        return func(*args, **kwargs)
+
+
+class _Allocations(_Shortcut):
+    """Sees every op's outputs: new storages are allocations, charged to ``where``."""
+
+    def __init__(self, log: _Log, meta: bool):
+        super().__init__(meta)
         self.log = log
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        out = super().__torch_dispatch__(func, types, args, kwargs)
         log = self.log
         if log.cpu_kernels and func in _CPU_KERNELS:
             out = _CPU_KERNELS[func](args, out)
@@ -502,7 +551,12 @@ def _run(
             if n.op not in ("placeholder", "output", "get_attr"):
                 rec.blocks.append(block_name(n))
                 rec.module_of[block_name(n)] = enclosing_module(n)
-        stack.enter_context(_Allocations(log))
+        groups: list[tuple[str, torch.optim.Optimizer, list[nn.Parameter]]] = []
+        target = None
+        if step is not None:  # (before the recording: its work is not the step's)
+            with _Shortcut(run_device == "meta"):
+                target = _warm_up(step, gm, xs, owners, groups, checkpointed, rec.blocks)
+        stack.enter_context(_Allocations(log, run_device == "meta"))
         if log.cpu_kernels:
             stack.enter_context(_CpuAttention())
         for t in state.values():
@@ -510,12 +564,15 @@ def _run(
                 log.where = (owners.get(id(t), "(unused)"), "setup")
             log.seen(t, "parameters" if isinstance(t, nn.Parameter) else "buffers")
         log.where = ("(start)", "setup")
-        for x in xs:
+        for x in [*xs, target]:
             if isinstance(x, torch.Tensor):
                 log.seen(x, "inputs")
-        groups: list[tuple[str, torch.optim.Optimizer, list[nn.Parameter]]] = []
-        if step is not None:
-            target = _warm_up(step, gm, xs, state, owners, groups, checkpointed, log)
+        for block, opt, _ in groups:  # (the state: alive before the step, as in a real loop)
+            log.where = (block, "setup")
+            for st in opt.state.values():
+                for v in st.values():
+                    if isinstance(v, torch.Tensor):
+                        log.seen(v, "optimizer state")
         log.recording = True
         try:
             if step is None:
@@ -553,10 +610,10 @@ def _loss(step: TrainingStep, out: Any, target: torch.Tensor | None) -> torch.Te
     return nn.functional.cross_entropy(scores, target)
 
 
-def _warm_up(step, gm, xs, state, owners, groups, checkpointed, log) -> torch.Tensor | None:
+def _warm_up(step, gm, xs, owners, groups, checkpointed, blocks) -> torch.Tensor | None:
     """The step before the measured one: the optimizers made and stepped once (their state
     exists, as in a steady state), the loss's target made (an input of the step), the gradients
-    set to None after (``zero_grad``). Its own temporaries are freed before recording starts."""
+    set to None after (``zero_grad``). Run before the recording starts."""
     by_block: dict[str, list[nn.Parameter]] = {}
     params: dict[int, nn.Parameter] = {}
     for p in gm.parameters():
@@ -566,28 +623,23 @@ def _warm_up(step, gm, xs, state, owners, groups, checkpointed, log) -> torch.Te
         block = owners.get(id(p))
         if block is not None:
             by_block.setdefault(block, []).append(p)
-    order = {b: i for i, b in enumerate(log.rec.blocks)}
+    order = {b: i for i, b in enumerate(blocks)}
     target = None
     if step.loss in ("auto", "mse", "cross-entropy"):
-        log.where = ("loss", "setup")
         with torch.no_grad(), step.autocast():
             probe = _Interpreter(gm, _Log(), checkpointed).run(*xs)
         y = next((t for t in tree_leaves(probe) if isinstance(t, torch.Tensor)), None)
         if y is not None:
             kind = step.loss_kind(y)
-            device = y.device
             if kind == "mse":
-                target = torch.zeros(y.shape, dtype=y.dtype, device=device)
+                target = torch.zeros(y.shape, dtype=y.dtype, device=y.device)
             elif kind == "cross-entropy":
                 rows = y.numel() // y.shape[-1]
-                target = torch.zeros(rows, dtype=torch.long, device=device)
+                target = torch.zeros(rows, dtype=torch.long, device=y.device)
         del probe, y
-        if target is not None:
-            log.seen(target, "inputs")
     if step.update:
         for block in sorted(by_block, key=lambda b: order.get(b, len(order))):
             ps = by_block[block]
-            log.where = (block, "setup")
             for p in ps:
                 p.grad = torch.zeros_like(p)
             opt = step.make_optimizer(ps)
@@ -595,11 +647,6 @@ def _warm_up(step, gm, xs, state, owners, groups, checkpointed, log) -> torch.Te
             for p in ps:
                 p.grad = None
             groups.append((block, opt, ps))
-        for _, opt, _ in groups:  # (the state made: alive before the step, as in a real loop)
-            for st in opt.state.values():
-                for v in st.values():
-                    if isinstance(v, torch.Tensor):
-                        log.seen(v, "optimizer state")
     return target
 
 
