@@ -57,6 +57,49 @@ def cpu_checks(say) -> list[str]:
     return rows
 
 
+def what_ifs(say) -> list[str]:
+    import flowprof
+
+    rows = [
+        "What-ifs on resnet18 (Adam, one step, predicted): the peak and what is alive at it.",
+        "",
+        "| variant | peak | parameters | optimizer state | gradients | saved activations "
+        "| at the peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    variants = [
+        ("fp32, batch 8", {}, 8),
+        ("bf16 weights and activations, batch 8", {"dtype": "bf16"}, 8),
+        ("fp16, batch 8", {"dtype": "fp16"}, 8),
+        ("mixed precision bf16 (fp32 weights), batch 8", {"amp": "bf16"}, 8),
+        (
+            "fp32, layer1-layer4 checkpointed, batch 8",
+            {"checkpoint": ["layer1", "layer2", "layer3", "layer4"]},
+            8,
+        ),
+        ("fp32, batch 16", {}, 16),
+        ("fp32, batch 32", {}, 32),
+    ]
+    saved = {}
+    for label, kw, batch in variants:
+        say(f"what-if: {label}")
+        r = flowprof.memory("torchvision:resnet18", [(batch, 3, 224, 224)], optimizer="adam", **kw)
+        t = r.totals()
+        saved[label] = t["saved activations"]
+        rows.append(
+            f"| {label} | {_mib(r.peak)} | {_mib(t['parameters'])} | "
+            f"{_mib(t['optimizer state'])} | {_mib(t['gradients'])} | "
+            f"{_mib(t['saved activations'])} | {r.peak_at[0]} ({r.peak_at[1]}) |"
+        )
+    ratio = saved["fp32, batch 32"] / saved["fp32, batch 8"]
+    rows += [
+        "",
+        f"Saved activations grow with the batch: {ratio:.4f} x from batch 8 to 32 "
+        "(the parameters, gradients and optimizer state do not).",
+    ]
+    return rows
+
+
 def korthikanti_rows(say) -> list[str]:
     import flowprof
     from flowprof.analyses import korthikanti
@@ -134,6 +177,8 @@ def section(say) -> str:
         "in each phase.",
         "",
         *cpu_checks(say),
+        "",
+        *what_ifs(say),
         "",
         *korthikanti_rows(say),
         "",
