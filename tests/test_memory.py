@@ -274,3 +274,25 @@ def test_cli_bad_memory_options(argv, words):
     assert p.returncode == 2
     assert words in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_peak_within_5_percent_of_the_allocator():
+    """On a GPU: the predicted peak against torch.cuda.max_memory_allocated (the caching
+    allocator rounds each block up to 512 B, so the allocator's figure is a little higher)."""
+    r = flowprof.memory(
+        "torchvision:resnet18",
+        [(8, 3, 224, 224)],
+        optimizer="adam",
+        measure=True,
+        measure_on="cuda",
+    )
+    real = r.measured.cuda_max_allocated
+    assert abs(r.peak - real) / real <= 0.05
+
+
+def test_measure_on_cuda_without_a_gpu_is_bad_input():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(flowprof.BadInputError, match="needs a CUDA device"):
+        flowprof.memory(_mlp(), [(8, 100)], measure=True, measure_on="cuda")

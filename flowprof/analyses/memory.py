@@ -147,6 +147,8 @@ class MemoryReport:
             out["measured"] = {
                 "device": self.measured.device,
                 "peak_bytes": self.measured.peak,
+                "cuda_allocated_at_start": self.measured.cuda_allocated,
+                "cuda_max_allocated": self.measured.cuda_max_allocated,
                 "boundaries_equal": sum(
                     a.live_after == b.live_after
                     for a, b in zip(e.segments, self.measured.segments, strict=False)
@@ -181,6 +183,7 @@ def memory(
     checkpoint: Iterable[str] = (),
     depth: int | None = None,
     measure: bool = False,
+    measure_on: str = "cpu",
     **options: Any,
 ) -> MemoryReport:
     """The memory of ``model`` on ``inputs``: one forward pass (inference: eval mode, no grad), or
@@ -192,8 +195,10 @@ def memory(
     ``"fp32"``, ``"fp16"`` or ``"bf16"`` (weights and floating inputs cast); ``amp`` is mixed
     precision over the weights' dtype; ``checkpoint`` names modules to recompute in the backward
     (``torch.utils.checkpoint``); the batch is the inputs' first dimension. ``depth`` groups
-    blocks by module path (None: leaf modules and functions). ``measure``: also run the step on
-    the CPU for real, record it, and list where it differs from the prediction.
+    blocks by module path (None: leaf modules and functions). ``measure``: also run the step for
+    real on ``measure_on`` (``"cpu"``, or ``"cuda"`` where a GPU is present), record it, and
+    list where it differs from the prediction; the prediction then gives that device's kernels
+    (the CPU's where they differ from meta's; on CUDA, meta's own, which follow CUDA's).
     """
     from flowprof.api import _built
     from flowprof.tracer import as_inputs
@@ -216,7 +221,14 @@ def memory(
     tensors = [t for t in as_inputs(model, inputs) if isinstance(t, torch.Tensor)]
     cast = _DTYPES.get(dtype) if dtype else None
     checkpoint = tuple(checkpoint)
-    predicted = lifetimes.run(model, tensors, step, dtype=cast, checkpoint=checkpoint)
+    if measure_on not in ("cpu", "cuda"):
+        raise BadInputError(f"measure_on is 'cpu' or 'cuda', not {measure_on!r}")
+    if measure and measure_on == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("measure_on='cuda' needs a CUDA device; none is present")
+    kernels = "meta" if measure and measure_on == "cuda" else "cpu"
+    predicted = lifetimes.run(
+        model, tensors, step, dtype=cast, checkpoint=checkpoint, kernels=kernels
+    )
     report = MemoryReport(
         name,
         None if step is None else step.to_dict(),
@@ -228,7 +240,7 @@ def memory(
     )
     if measure:
         report.measured = lifetimes.run(
-            model, tensors, step, device="cpu", dtype=cast, checkpoint=checkpoint
+            model, tensors, step, device=measure_on, dtype=cast, checkpoint=checkpoint
         )
         report.differences = differences(predicted, report.measured)
     return report

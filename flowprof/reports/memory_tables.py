@@ -110,7 +110,13 @@ def measured_table(report: MemoryReport, title: str = "predicted against measure
         title=title,
         header_style="bold",
         caption=f"{equal} of {len(p.segments)} block boundaries equal; peak predicted "
-        f"{p.peak:,} B, measured {m.peak:,} B",
+        f"{p.peak:,} B, measured {m.peak:,} B"
+        + (
+            f"; torch.cuda.max_memory_allocated {m.cuda_max_allocated:,} B "
+            f"({(p.peak - m.cuda_max_allocated) / m.cuda_max_allocated:+.1%} predicted)"
+            if m.cuda_max_allocated
+            else ""
+        ),
     )
     t.add_column("where", overflow="fold")
     t.add_column("predicted", justify="right")

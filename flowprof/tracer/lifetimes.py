@@ -114,6 +114,9 @@ class Lifetimes:
     segments: list[Segment] = field(default_factory=list)
     baseline: int = 0  # bytes alive when the step started (parameters, state, inputs)
     device: str = "meta"
+    # a CUDA run: torch.cuda.memory_allocated() when the step started, and its maximum during it
+    cuda_allocated: int | None = None
+    cuda_max_allocated: int | None = None
     blocks: list[str] = field(default_factory=list)  # in forward order
     module_of: dict[str, str] = field(default_factory=dict)  # block -> enclosing module path
 
@@ -440,7 +443,8 @@ def run(
     steady-state training step of ``model`` on ``inputs`` (tensors, or shapes).
 
     ``device``: ``"meta"`` predicts (nothing allocated; fake CPU tensors under mixed precision),
-    ``"cpu"`` measures (a real run on copies of the model's weights, the model untouched).
+    ``"cpu"`` or ``"cuda"`` measures (a real run on copies of the model's weights, the model
+    untouched; on CUDA, the caching allocator's ``max_memory_allocated`` is read as well).
     ``dtype``: run the model in this dtype (its weights and floating inputs cast), as
     ``model.to(dtype)`` would. ``checkpoint``: module paths to recompute in the backward
     (``torch.utils.checkpoint``, non-reentrant), each run as one block. ``kernels``: whose
@@ -573,6 +577,11 @@ def _run(
                 for v in st.values():
                     if isinstance(v, torch.Tensor):
                         log.seen(v, "optimizer state")
+        cuda = device.startswith("cuda")
+        if cuda:  # (the caching allocator's own count, beside the storages recorded)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            rec.cuda_allocated = torch.cuda.memory_allocated()
         log.recording = True
         try:
             if step is None:
@@ -583,6 +592,9 @@ def _run(
                 _step(step, gm, xs, target, groups, checkpointed, log)
         finally:
             log.recording = False
+        if cuda:
+            torch.cuda.synchronize()
+            rec.cuda_max_allocated = torch.cuda.max_memory_allocated()
     _categorize(rec, log, state, groups)
     rec.segments = _segments(rec)
     return rec
@@ -590,7 +602,7 @@ def _run(
 
 def _forward_and_loss(step, gm, xs, target, checkpointed, log) -> torch.Tensor:
     hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: (log.saved(t), t)[1], lambda t: t)
-    with hooks, step.autocast():
+    with hooks, _autocast(step, xs):
         out = _Interpreter(gm, log, checkpointed).run(*xs)
         log.where = ("loss", "loss")
         value = _loss(step, out, target)
@@ -598,6 +610,14 @@ def _forward_and_loss(step, gm, xs, target, checkpointed, log) -> torch.Tensor:
         value = training_step.scaled(step, value)
         _tag(value, "loss")
     return value
+
+
+def _autocast(step: TrainingStep, xs: Sequence[Any]) -> Any:
+    """The step's autocast on the device the run is on (the CPU's for meta and fake tensors)."""
+    on = next((x.device.type for x in xs if isinstance(x, torch.Tensor)), "cpu")
+    if step.amp is None or on != "cuda":
+        return step.autocast()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if step.amp == "bf16" else torch.float16)
 
 
 def _loss(step: TrainingStep, out: Any, target: torch.Tensor | None) -> torch.Tensor:
@@ -626,7 +646,7 @@ def _warm_up(step, gm, xs, owners, groups, checkpointed, blocks) -> torch.Tensor
     order = {b: i for i, b in enumerate(blocks)}
     target = None
     if step.loss in ("auto", "mse", "cross-entropy"):
-        with torch.no_grad(), step.autocast():
+        with torch.no_grad(), _autocast(step, xs):
             probe = _Interpreter(gm, _Log(), checkpointed).run(*xs)
         y = next((t for t in tree_leaves(probe) if isinstance(t, torch.Tensor)), None)
         if y is not None:
