@@ -220,6 +220,32 @@ def _measure(structure, model, tensors, node_units, units, crossings):
     return units, tuple(weighed(c) for c in crossings)
 
 
+def _measure_step(structure, model, tensors, node_units, units, step):
+    """The units with their measured seconds per phase of a real training step
+    (tracer/measure_step.py): ``seconds`` the forward (train mode), ``phase_seconds`` the rest."""
+    import dataclasses
+
+    from flowprof.tracer.measure_step import measure_step
+
+    if structure.hooked:
+        raise UnsupportedModelError(
+            "measuring a training step needs a model torch.fx traces whole; this one's blocks "
+            "are recorded by hooks (trace the step without measure, or measure the forward)"
+        )
+    m = measure_step(structure.graph_module, model, tensors, node_units, step)
+    out = []
+    for u in units:
+        by_phase = m.unit_seconds.get(u.name, {})
+        out.append(
+            dataclasses.replace(
+                u,
+                seconds=by_phase.get(Phase.FORWARD, 0.0 if u.role == "block" else None),
+                phase_seconds=tuple((p, s) for p, s in by_phase.items() if p is not Phase.FORWARD),
+            )
+        )
+    return tuple(out)
+
+
 def trace(
     model: nn.Module,
     inputs: Any,
@@ -261,13 +287,18 @@ def trace(
     ``"fp16"`` (autocast over fp32 master weights; fp16 with torch.amp.GradScaler's loss
     scaling), run on fake tensors, as autocast has no meta backend. Edges then carry the
     gradients flowing back (:meth:`BlockGraph.gradient_edges`), blocks the bits of their
-    parameter gradients.
+    parameter gradients. With ``measure`` (not with ``amp``; a model torch.fx traces whole), the
+    step also runs for real on the CPU: each block's forward (train mode), backward and optimizer
+    step timed (tracer/measure_step.py; ``Block.seconds_of(phase)``).
     """
     from flowprof.tracer.training_step import as_step
 
     step = as_step(phases, optimizer, loss, amp, input_grad)
-    if step is not None and measure:
-        raise BadSpecError("measure times a forward pass; trace the training step without it")
+    if step is not None and measure and step.amp is not None:
+        raise BadSpecError(
+            "measure times a training step in the model's own dtype; mixed precision (amp) is "
+            "counted, not measured: drop one of the two"
+        )
     model, wrappers = _unwrapped(model)
     tensors = as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
     given = [t for t in tensors if isinstance(t, torch.Tensor)]
@@ -286,7 +317,9 @@ def trace(
             structure = trace_structure(model, tensors, hooks=hooks)
             leaf = build_units(counting_run(structure, model, tensors, step))
             units, crossings = leaf.units, leaf.crossings
-            if measure:
+            if measure and step is not None:
+                units = _measure_step(structure, model, tensors, leaf.node_units, units, step)
+            elif measure:
                 units, crossings = _measure(
                     structure, model, tensors, leaf.node_units, units, crossings
                 )
