@@ -35,7 +35,9 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
   flowprof's training step makes them), the fixed seconds of one ``step()`` call and of each
   aten op it dispatches, from steps over 1 and 32 one-element parameters (ops counted by a
   dispatch mode): torch.optim's for-loop implementation pays Python work per call and around
-  each op that a bare aten call does not.
+  each op that a bare aten call does not; and the rate (parameter elements per second) of each
+  optimizer's step over one parameter of 2^13 to 2^22 elements, each the slope from the size
+  before (the fixed costs drop out).
 
 On a CUDA device the same ladders run (bigger), timed with CUDA events. The result is cached in
 ``data/device/<name>-<threads>t.json`` (the repository's git-ignored data folder; ``$FLOWPROF_DATA``
@@ -452,6 +454,37 @@ def optimizer_seconds(name: str, tensors: int = 32) -> tuple[float, float]:
     return max(t1 - per_op * ops1, 0.0), per_op
 
 
+OPTIMIZER_SIZES = (1 << 10, 1 << 13, 1 << 16, 1 << 19, 1 << 20, 1 << 21, 1 << 22)
+
+
+def optimizer_curve(
+    name: str, sizes: tuple[int, ...] = OPTIMIZER_SIZES, budget: float = 0.3
+) -> tuple[tuple[float, float], ...]:
+    """(elements, parameter elements per second) of optimizer ``name``'s ``step()`` over one
+    fp32 parameter of each size (as flowprof's training step makes it; the fastest repeat after
+    the first step, which makes the state): the rate its for-loop's passes (lerp, sqrt,
+    division ...) reach over the parameter, its gradient and its state, from cache to main
+    memory. Each point is the slope from the size before (the added elements over the added
+    seconds), so that the fixed cost of the call and its ops drops out."""
+    import torch
+
+    from flowprof.tracer.training_step import TrainingStep
+
+    timer = _Timer("cpu")
+    times = []
+    for n in sizes:
+        p = torch.nn.Parameter(torch.randn(n))
+        p.grad = torch.randn(n)
+        opt = TrainingStep(optimizer=name).make_optimizer([p])
+        opt.step()  # (the first step makes the state)
+        times.append(_timed(timer, opt.step, budget))
+    points = []
+    for i in range(1, len(sizes)):  # (a repeat disturbed into a negative slope: capped)
+        added = max(times[i] - times[i - 1], times[i] * 1e-3)
+        points.append((float(sizes[i]), (sizes[i] - sizes[i - 1]) / added))
+    return tuple(points)
+
+
 def measure(
     name: str = "cpu", quick: bool = False, budget: float = 0.3, clock: str = "wall"
 ) -> Device:
@@ -539,6 +572,9 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
             {
                 "autograd_node_seconds": autograd_node_seconds(),
                 "optimizer_seconds": {o: list(optimizer_seconds(o)) for o in OPTIMIZERS},
+                "optimizer_curves": {
+                    o: [list(pt) for pt in optimizer_curve(o, budget=budget)] for o in OPTIMIZERS
+                },
             }
             if name == "cpu"
             else {}

@@ -95,6 +95,12 @@ roofline, on each phase's counts (``Block.counts()[phase]``) and the bytes that 
   ``step()`` call and of each aten op it dispatches, the Python work of torch.optim's loop;
   the fx node's and aten op's costs where not measured). An optimizer the step names by a
   function has no table entry: the least bytes with no state, which a note says.
+  Refinement 9, *the optimizer's own rate*: where the device has it measured
+  (``measured["optimizer_curves"]``: parameter elements per second of the optimizer's step
+  over one parameter, by its size, the fixed costs taken off), the compute term is the block's
+  trainable elements over that rate at its size, in place of its operations over the vector
+  rate: the loop's square roots, divisions and lerps run slower per element than the ``mul``
+  the vector rate is measured with, and each of its passes waits for the one before.
 
 The forward of a training step is predicted as above (its op count and overhead are the
 forward's alone).
@@ -478,6 +484,12 @@ def leaf_phase_time(
         in_bytes = out_bytes = 0.0
         weight_bytes = streamed
         memory = streamed / device.bandwidth_at(working_set) if streamed else 0.0
+        curve = device.measured.get("optimizer_curves", {}).get(optimizer)
+        if curve and block.trainable:  # (refinement 9) the optimizer's own measured rate
+            from flowprof.device.table import interpolate
+
+            points = tuple((float(n), float(r)) for n, r in curve)
+            compute = block.trainable / interpolate(points, block.trainable)
     return BlockTime(
         block=block.name,
         kind=block.kind,
