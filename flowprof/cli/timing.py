@@ -81,3 +81,17 @@ def write(predictions: list[Any], out: Any) -> None:
 
     out.figure("roofline", roofline_figure(predictions))
     out.json("timeline.json", trace_events(predictions))
+
+
+def step_notes(graph: Any) -> list[str]:
+    """What a measured training step could attribute to the blocks (tracer/measure_step.py)."""
+    m = graph.meta.get("measured_step")
+    if not m:
+        return []
+    whole, nodes = m["backward_seconds"], m["backward_attributed_seconds"]
+    share = f" ({nodes / whole:.0%})" if whole else ""
+    return [
+        f"measured backward {whole * 1e3:.3f} ms, of which {nodes * 1e3:.3f} ms{share} in the "
+        "blocks' autograd nodes; the rest is autograd's engine between nodes (not a block's); "
+        f"optimizer steps {m['optimizer_seconds'] * 1e3:.3f} ms (medians of {m['runs']} steps)"
+    ]

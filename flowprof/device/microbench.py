@@ -528,6 +528,7 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
         heads = [32, 128] if quick else [16, 32, 64, 128, 256, 512]
         elements = [1 << 12, 1 << 20] if quick else [1 << k for k in range(10, 28, 2)]
         title = f"{_cpu_model()}, {torch.get_num_threads()} threads (measured)"
+    opt_sizes = OPTIMIZER_SIZES[:3] if quick else OPTIMIZER_SIZES
     started = time.time()
     curves: dict[str, tuple[tuple[float, float], ...]] = {}
     peaks: dict[str, float] = {}
@@ -573,7 +574,8 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
                 "autograd_node_seconds": autograd_node_seconds(),
                 "optimizer_seconds": {o: list(optimizer_seconds(o)) for o in OPTIMIZERS},
                 "optimizer_curves": {
-                    o: [list(pt) for pt in optimizer_curve(o, budget=budget)] for o in OPTIMIZERS
+                    o: [list(pt) for pt in optimizer_curve(o, opt_sizes, budget)]
+                    for o in OPTIMIZERS
                 },
             }
             if name == "cpu"

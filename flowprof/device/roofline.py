@@ -52,8 +52,9 @@ roofline, on each phase's counts (``Block.counts()[phase]``) and the bytes that 
 - *Backward* of a leaf block (:func:`backward_bytes`):
 
   - **reads** (``input_bytes``): the incoming gradient, one tensor per consumer of what the block
-    sent on (``Edge.grad_bits`` of its out-edges: each consumer's backward writes its own, and
-    autograd adds them up), and the saved activations: the block's forward inputs (the bits of
+    sent on (``Edge.grad_bits`` of its out-edges but the one to the output node, whose gradient
+    the loss block sends: each consumer's backward writes its own, and autograd adds them up),
+    and the saved activations: the block's forward inputs (the bits of
     its in-edges; what convolution, linear, matmul and the norms keep for the backward; an
     activation that keeps its output instead keeps a tensor of the same size);
   - **writes** (``output_bytes``): the input gradient, only for the inputs that need one (the
@@ -413,7 +414,11 @@ class BackwardBytes:
 
 def backward_bytes(graph: BlockGraph, block: Block, precision: str) -> BackwardBytes:
     """The bytes ``block``'s backward moves at ``precision`` (see the module docstring)."""
-    out_edges = [d["edge"] for _, _, d in graph.graph.out_edges(block.name, data=True)]
+    out_edges = [  # (none from the output node: the loss sends the gradient)
+        d["edge"]
+        for _, dst, d in graph.graph.out_edges(block.name, data=True)
+        if graph.block(dst).role != "output"
+    ]
     in_edges = [d["edge"] for _, _, d in graph.graph.in_edges(block.name, data=True)]
     input_gradient = sum(e.grad_bits for e in in_edges) / 8
     return BackwardBytes(

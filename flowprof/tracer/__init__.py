@@ -233,6 +233,12 @@ def _measure_step(structure, model, tensors, node_units, units, step):
             "are recorded by hooks (trace the step without measure, or measure the forward)"
         )
     m = measure_step(structure.graph_module, model, tensors, node_units, step)
+    summary = {
+        "runs": m.runs,
+        "backward_seconds": m.backward_seconds,
+        "backward_attributed_seconds": m.backward_attributed,
+        "optimizer_seconds": m.optimizer_seconds,
+    }
     out = []
     for u in units:
         by_phase = m.unit_seconds.get(u.name, {})
@@ -243,7 +249,7 @@ def _measure_step(structure, model, tensors, node_units, units, step):
                 phase_seconds=tuple((p, s) for p, s in by_phase.items() if p is not Phase.FORWARD),
             )
         )
-    return tuple(out)
+    return tuple(out), summary
 
 
 def trace(
@@ -317,8 +323,11 @@ def trace(
             structure = trace_structure(model, tensors, hooks=hooks)
             leaf = build_units(counting_run(structure, model, tensors, step))
             units, crossings = leaf.units, leaf.crossings
+            measured_step = None
             if measure and step is not None:
-                units = _measure_step(structure, model, tensors, leaf.node_units, units, step)
+                units, measured_step = _measure_step(
+                    structure, model, tensors, leaf.node_units, units, step
+                )
             elif measure:
                 units, crossings = _measure(
                     structure, model, tensors, leaf.node_units, units, crossings
@@ -341,4 +350,6 @@ def trace(
         } | dict(meta or {})
         if step is not None:
             info_meta["training_step"] = step.to_dict()
+        if measured_step is not None:  # (the medians of the whole backward and of its nodes)
+            info_meta["measured_step"] = measured_step
         return group(units, crossings, precision, depth, info_meta, leaf.outside, model_dtype=own)

@@ -22,11 +22,16 @@ Each phase runs ``runs`` times after one warm-up step (which also creates the op
 the counted step is the second, the steady state); each unit's time is the median. The model's
 parameters, buffers (batch norm's running statistics) and gradients are restored afterwards.
 
-What is not attributable to a block, and reported as such (:class:`MeasuredStep`): in the
-backward, the engine's own work between nodes (scheduling, adding the gradients of a tensor read
-by two blocks, which autograd does before it runs the producer's node) and the hooks' own cost:
-``backward_seconds`` is the whole ``loss.backward()``, ``backward_attributed`` the sum of the
-nodes'; in the optimizer phase, the time outside the ``step()`` calls (none is counted).
+What is not attributable to a block, and reported as such (:class:`MeasuredStep`, and
+``graph.meta["measured_step"]`` of a trace): in the backward, the engine's own work between
+nodes (scheduling, adding up the gradients of a tensor read by two blocks, which autograd does
+before it runs the producer's node) and the hooks' own cost: ``backward_seconds`` is the whole
+``loss.backward()``, ``backward_attributed`` the sum of the nodes'; in the optimizer phase, the
+time outside the ``step()`` calls (none is counted). A block's backward includes its
+``AccumulateGrad`` nodes (its parameters' gradients handed over) and, for a block that reads a
+parameter another block read first, none of that parameter's (it is the first reader's, as in
+the counts). The forward of a training step is timed in train mode with grad on (saving what
+the backward needs), which is why it differs from the forward ``--measure`` (eval, no grad).
 """
 
 from __future__ import annotations

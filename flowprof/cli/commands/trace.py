@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         csv=lambda: _csv(graph),
         json=lambda: graph.to_dict() | timing.to_json(predictions),
     )
-    for line in notes:
+    for line in notes + timing.step_notes(graph):
         emit.note(f"note: {line}")
     if args.out:
         from flowprof.reports.fit import short_name
