@@ -11,7 +11,9 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
   convolutions of ``c`` to ``c`` channels on a 32x32 image (weights cold too) for a ladder of
   ``c`` (2 x 9 c^2 x 32^2 FLOPs): achieved FLOP/s by FLOPs, one curve per op class. The peak is the
   best rate of the ladder (the large-GEMM ceiling). Small products reach less of it (the curve
-  is the "efficiency by op size" refinement).
+  is the "efficiency by op size" refinement). The convolution ladder runs again on 8 x 8 and
+  16 x 16 images (``conv@8``, ``conv@16``): at the same FLOPs, a convolution over few pixels
+  and many channels (a GEMM with a short side) reaches less than one over many pixels.
 - **the backward of the matrix products** (``matmul_backward``, ``conv_backward``,
   ``bmm_backward``): the same three ladders run backward by autograd (input and weight
   gradients, twice the forward's FLOPs), achieved FLOP/s by the forward's FLOPs: a backward's
@@ -214,12 +216,12 @@ def bmm_curve(device: str, dtype: Any, sizes: list[int], batch: int = 8, budget:
 
 
 def backward_curve(
-    device: str, dtype: Any, op_class: str, sizes: list[int], budget: float = 0.3
+    device: str, dtype: Any, op_class: str, sizes: list[int], budget: float = 0.3, side: int = 32
 ) -> tuple[tuple[float, float], ...]:
     """(the forward's FLOPs, achieved FLOP/s of the backward) of the ladder of ``op_class``
     (``matmul``: a linear layer ``x @ W.T`` with ``x`` and ``W`` n x n; ``conv``: the 3x3
-    convolution of :func:`conv_curve` with ``sizes`` channels on 32 x 32; ``bmm``: the batched
-    product of :func:`bmm_curve`), run by autograd as a training step runs it
+    convolution of :func:`conv_curve` with ``sizes`` channels on ``side`` x ``side``; ``bmm``:
+    the batched product of :func:`bmm_curve`), run by autograd as a training step runs it
     (``torch.autograd.grad`` of the output for both operands: the input gradient and the weight
     gradient, two products each with the forward's FLOPs, so the backward's FLOPs are twice
     the forward's). The weight is cold (:class:`_Cold`) for ``matmul`` and ``conv``."""
@@ -229,10 +231,10 @@ def backward_curve(
     points = []
     for n in sizes:
         if op_class == "conv":
-            x = torch.randn(1, n, 32, 32, device=device, dtype=dtype, requires_grad=True)
+            x = torch.randn(1, n, side, side, device=device, dtype=dtype, requires_grad=True)
             weights = _Cold(torch.randn(n, n, 3, 3, device=device, dtype=dtype), device)
             forward = functools.partial(torch.nn.functional.conv2d, padding=1)
-            flops = 2.0 * 9 * n * n * 32 * 32
+            flops = 2.0 * 9 * n * n * side * side
         elif op_class == "bmm":
             x = torch.randn(8, n, n, device=device, dtype=dtype, requires_grad=True)
             weights = _Cold(torch.randn(8, n, n, device=device, dtype=dtype), device)
@@ -275,6 +277,9 @@ def last_level_cache_bytes() -> int | None:
         size = int(text.rstrip("KMG")) * factor
         best = size if best is None else max(best, size)
     return best
+
+
+CONV_SIDES = (8, 16)  # image sides of the extra conv ladders (the main one: 32)
 
 
 def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32, budget: float = 0.3):
@@ -535,6 +540,11 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
     for pname, dtype in precisions.items():
         curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes, budget=budget)
         curves[f"{pname}/conv"] = conv_curve(name, dtype, channels, budget=budget)
+        for side in CONV_SIDES:  # (the same ladder on smaller images, forward and backward)
+            curves[f"{pname}/conv@{side}"] = conv_curve(name, dtype, channels, side, budget)
+            curves[f"{pname}/conv_backward@{side}"] = backward_curve(
+                name, dtype, "conv", channels, budget, side
+            )
         curves[f"{pname}/bmm"] = bmm_curve(name, dtype, heads, budget=budget)
         for cls, ladder in (("matmul", sizes), ("conv", channels), ("bmm", heads)):
             curves[f"{pname}/{cls}_backward"] = backward_curve(name, dtype, cls, ladder, budget)

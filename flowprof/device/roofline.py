@@ -42,6 +42,13 @@ plain roofline at its peaks), never from the blocks being predicted:
    waits for the host only when the kernels are shorter than their launches). A datasheet GPU
    has no measured overhead (0).
 
+10. *Conv ladders by image size* (:func:`ladder`): the conv ladder is measured on 32 x 32, 16 x
+   16 and 8 x 8 images; a 2-D convolution is read from the one nearest its output's side
+   (sqrt(H x W), in ratio), forward and backward: at the same FLOPs, a convolution over few
+   pixels and many channels (resnet's last stage: 7 x 7, 512 channels; a GEMM with a short
+   side) reaches less of the peak than one over many pixels. (Numbered 10: refinements 6 to 9
+   are the training phases', below.)
+
 A block grouped at a depth is predicted as the sum of its leaf blocks (the roofline applies per
 kernel, one after another; a group's pooled FLOPs and bytes would let one member's compute hide
 another's memory traffic), and its bound is that of the members holding most of its time.
@@ -136,6 +143,31 @@ class Bound(StrEnum):
 
 BATCHED_KINDS = ("matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention")
 CONV_KINDS = ("Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d", "convolution")
+
+
+CONV_MAIN_SIDE = 32  # the image side of the main conv ladder (microbench.conv_curve)
+
+
+def ladder(block: Block, device: Device, precision: str, base: str) -> str:
+    """The measured ladder a block's products are read from: ``base`` (``op_class(block)``,
+    with ``_backward`` for a backward), and for a 2-D convolution the ladder whose image side is
+    nearest (in ratio) the block's output side, sqrt(H x W) (refinement 10): ``conv@8``,
+    ``conv@16`` where the device has them, else ``conv`` (32 x 32)."""
+    if not base.startswith("conv") or not block.output_shapes:
+        return base
+    shape = block.output_shapes[0]
+    if len(shape) != 4:
+        return base
+    side = math.sqrt(shape[2] * shape[3])
+    if side <= 0:
+        return base
+    sides = {CONV_MAIN_SIDE: base}
+    prefix = f"{precision}/{base}@"
+    for key in device.matrix_curves:
+        if key.startswith(prefix) and key[len(prefix) :].isdigit():
+            sides[int(key[len(prefix) :])] = key.split("/", 1)[1]
+    best = min(sides, key=lambda s: abs(math.log(side / s)))
+    return sides[best]
 
 
 def op_class(block: Block) -> str:
@@ -374,7 +406,8 @@ def leaf_time(
     nbytes = in_bytes + out_bytes + weight_bytes
     compute = 0.0
     if matrix:
-        compute += matrix / device.matrix_rate(precision, op_class(block), matrix)
+        cls = ladder(block, device, precision, op_class(block))
+        compute += matrix / device.matrix_rate(precision, cls, matrix)
     if other:
         compute += other / device.vector_flops
     if weights_cold:  # (refinement 4) the weights from main memory, the activations from cache
@@ -468,7 +501,8 @@ def leaf_phase_time(
     compute = 0.0
     if matrix:  # (refinements 1 and 8) the backward's rate at one product's size
         size = 2.0 * block.macs if block.macs else matrix
-        compute += matrix / device.matrix_rate(precision, f"{op_class(block)}_backward", size)
+        cls = ladder(block, device, precision, f"{op_class(block)}_backward")
+        compute += matrix / device.matrix_rate(precision, cls, size)
     if other:
         compute += other / device.vector_flops
     if phase is Phase.BACKWARD:
