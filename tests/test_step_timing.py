@@ -16,7 +16,7 @@ import flowprof
 from flowprof import cli
 from flowprof.device import Device, microbench
 from flowprof.device.roofline import Bound, predict_phases, predict_time
-from flowprof.errors import BadSpecError
+from flowprof.errors import BadSpecError, UnsupportedModelError
 from flowprof.reports.roofline_plot import PREDICTED_LABEL, roofline_figure
 from flowprof.reports.timeline import trace_events
 from flowprof.tracer.counts import Phase
@@ -186,9 +186,23 @@ def test_measured_step_covers_every_block_and_leaves_the_model_as_it_was():
     assert model.training  # (a new module is in train mode; trace restores it)
 
 
+class _Branchy(nn.Module):
+    """A forward that branches on a value: torch.fx cannot trace it, hooks record its blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y.relu() if bool(y.sum() > 0) else y
+
+
 def test_measured_step_refuses_what_it_cannot_time():
     with pytest.raises(BadSpecError, match="amp"):
         flowprof.trace(_small_cnn(), (2, 3, 8, 8), phases=STEP, amp="bf16", measure=True)
+    with pytest.raises(UnsupportedModelError, match="torch.fx traces whole"):
+        flowprof.trace(_Branchy(), [torch.randn(2, 4)], phases=STEP, measure=True)
 
 
 # --- the timeline and the plot with phases ----------------------------------------------------
@@ -269,7 +283,7 @@ def test_microbench_training_costs_quick():
         assert 0 < microbench.autograd_node_seconds(nodes=20) < 1e-2
         call, per_op = microbench.optimizer_seconds("adam", tensors=4)
         assert call >= 0 and 0 <= per_op < 1e-2 and call + per_op > 0
-        (n, rate), *_ = microbench.optimizer_curve("sgd", (1 << 8, 1 << 12), budget=0.05)
+        ((n, rate),) = microbench.optimizer_curve("sgd", (1 << 8, 1 << 12), budget=0.05)
         assert n == 1 << 12 and rate > 0
         ladder = microbench.backward_curve("cpu", torch.float32, "conv", [4, 8], budget=0.05)
         # the forward's FLOPs of a 3x3 conv c -> c on 32x32: 2 x 9 c^2 x 1024

@@ -38,8 +38,8 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
   aten op it dispatches, from steps over 1 and 32 one-element parameters (ops counted by a
   dispatch mode): torch.optim's for-loop implementation pays Python work per call and around
   each op that a bare aten call does not; and the rate (parameter elements per second) of each
-  optimizer's step over one parameter of 2^13 to 2^22 elements, each the slope from the size
-  before (the fixed costs drop out).
+  optimizer's step over one parameter of 2^14 to 2^18 elements, less the step over 2^10 (the
+  fixed costs).
 
 On a CUDA device the same ladders run (bigger), timed with CUDA events. The result is cached in
 ``data/device/<name>-<threads>t.json`` (the repository's git-ignored data folder; ``$FLOWPROF_DATA``
@@ -459,18 +459,26 @@ def optimizer_seconds(name: str, tensors: int = 32) -> tuple[float, float]:
     return max(t1 - per_op * ops1, 0.0), per_op
 
 
-OPTIMIZER_SIZES = (1 << 10, 1 << 13, 1 << 16, 1 << 19, 1 << 20, 1 << 21, 1 << 22)
+# (not larger: a step over a parameter of millions of elements makes temporaries (Adam's
+# square root and division) that glibc hands back to the OS after each step, so each step of
+# the micro-benchmark faults their pages in afresh, about half its time (measured: 4M elements,
+# 50 ms against 30 ms with trimming off; at 2^19 elements already 92 to 304 M elements/s from
+# one run to the next, against 470 to 500 at 2^18); a training process, its heap full of freed
+# activations, reuses them. Beyond the ladder the rate holds its last point, and a block that
+# large is held by the memory term, its passes at main memory's bandwidth)
+OPTIMIZER_SIZES = (1 << 10, 1 << 14, 1 << 16, 1 << 18)
 
 
 def optimizer_curve(
     name: str, sizes: tuple[int, ...] = OPTIMIZER_SIZES, budget: float = 0.3
 ) -> tuple[tuple[float, float], ...]:
     """(elements, parameter elements per second) of optimizer ``name``'s ``step()`` over one
-    fp32 parameter of each size (as flowprof's training step makes it; the fastest repeat after
-    the first step, which makes the state): the rate its for-loop's passes (lerp, sqrt,
-    division ...) reach over the parameter, its gradient and its state, from cache to main
-    memory. Each point is the slope from the size before (the added elements over the added
-    seconds), so that the fixed cost of the call and its ops drops out."""
+    fp32 parameter of each size but the first (as flowprof's training step makes it; the
+    fastest repeat after the first step, which makes the state): the rate its for-loop's
+    passes (lerp, sqrt, division ...) reach over the parameter, its gradient and its state, from
+    cache to main memory. The step over the first, smallest size is the fixed cost of the call
+    and its ops, taken off each (a step over more elements is at least twice it: the
+    subtraction is capped at half the step)."""
     import torch
 
     from flowprof.tracer.training_step import TrainingStep
@@ -483,11 +491,10 @@ def optimizer_curve(
         opt = TrainingStep(optimizer=name).make_optimizer([p])
         opt.step()  # (the first step makes the state)
         times.append(_timed(timer, opt.step, budget))
-    points = []
-    for i in range(1, len(sizes)):  # (a repeat disturbed into a negative slope: capped)
-        added = max(times[i] - times[i - 1], times[i] * 1e-3)
-        points.append((float(sizes[i]), (sizes[i] - sizes[i - 1]) / added))
-    return tuple(points)
+    fixed = times[0]
+    return tuple(
+        (float(n), n / max(t - fixed, t / 2)) for n, t in zip(sizes[1:], times[1:], strict=True)
+    )
 
 
 def measure(
