@@ -72,14 +72,6 @@ roofline, on each phase's counts (``Block.counts()[phase]``) and the bytes that 
     gradients written (``Block.param_grad_bits``: one per trainable element; none for a frozen
     layer).
 
-  Refinement 8, *backward ceilings*: the matrix rate is read from the measured backward
-  ladder of the op's class (``conv_backward``, ``matmul_backward``, ``bmm_backward``:
-  microbench.py runs each forward ladder backward by autograd; a transposed convolution and a
-  weight gradient that sums over the batch and the image do not reach the forward's rate), at
-  the size of one of the backward's products, the forward's matrix FLOPs: the input gradient
-  and the weight gradient are each a product with the forward's multiply-accumulates, run one
-  after the other, not one product of their sum. A device without those ladders reads the
-  forward's (``Device.matrix_rate`` falls back to the ``matmul`` curve, then the peak).
   Refinement 6, *cold saved activations*: the forward wrote them long before the backward reads
   them, in reverse order, after every later block's forward and backward; when the model's
   activations (the bits every block sends on) are more than the last-level cache, they are read
@@ -88,6 +80,15 @@ roofline, on each phase's counts (``Block.counts()[phase]``) and the bytes that 
   trivial op (``measured["autograd_node_seconds"]``, timed as the measurement times a node; the
   fx node's cost where it is not measured) plus one aten op per further backward op the block
   ran.
+  Refinement 8, *backward ceilings*: the matrix rate is read from the measured backward
+  ladder of the op's class (``conv_backward``, ``matmul_backward``, ``bmm_backward``:
+  microbench.py runs each forward ladder backward by autograd; a transposed convolution and a
+  weight gradient that sums over the batch and the image do not reach the forward's rate), at
+  the size of one of the backward's products, the forward's matrix FLOPs: the input gradient
+  and the weight gradient are each a product with the forward's multiply-accumulates, run one
+  after the other, not one product of their sum. A device without those ladders reads the
+  forward's (``Device.matrix_rate``: the class's forward curve, the ``matmul`` curve, the
+  peak).
 - *Optimizer* of a leaf block (:func:`optimizer_bytes`), over its ``trainable`` parameter
   elements at the accounted precision: the least it must move is the parameters read and
   written, the gradients read and each state tensor read and written (SGD with momentum: 1
@@ -97,18 +98,23 @@ roofline, on each phase's counts (``Block.counts()[phase]``) and the bytes that 
   (:data:`OPTIMIZER_ACCESSES`): SGD ``buf.mul_`` 2 + ``buf.add_(grad)`` 3 + ``param.add_(buf)``
   3 = 8; Adam ``exp_avg.lerp_(grad)`` 3 + ``exp_avg_sq.mul_`` 2 + ``.addcmul_(grad, grad)`` 3 +
   ``sqrt`` 2 + ``div`` 2 + ``add_(eps)`` 2 + ``param.addcdiv_(exp_avg, denom)`` 4 = 18; AdamW
-  adds ``param.mul_(1 - lr wd)`` 2 = 20. The bandwidth is read at the working set (parameters,
-  gradients and state). Its compute is every operation counted over the vector rate. Its call
-  overhead is measured per optimizer (``measured["optimizer_seconds"]``: the fixed cost of one
-  ``step()`` call and of each aten op it dispatches, the Python work of torch.optim's loop;
-  the fx node's and aten op's costs where not measured). An optimizer the step names by a
+  adds ``param.mul_(1 - lr wd)`` 2 = 20. The bandwidth: when the model's weights are more than
+  the last-level cache holds (refinement 4), main memory's (a step touches each parameter,
+  gradient and state tensor once, and the rest of the step, the other blocks' updates, the
+  backward before, evicts it); else the working set's (parameters, gradients and state). Its
+  compute is every operation counted over the vector rate. Its call overhead is measured per
+  optimizer (``measured["optimizer_seconds"]``: the fixed cost of one ``step()`` call and of
+  each aten op it dispatches, the Python work of torch.optim's loop; the fx node's and aten
+  op's costs where not measured). An optimizer the step names by a
   function has no table entry: the least bytes with no state, which a note says.
   Refinement 9, *the optimizer's own rate*: where the device has it measured
   (``measured["optimizer_curves"]``: parameter elements per second of the optimizer's step
   over one parameter, by its size, the fixed costs taken off), the compute term is the block's
   trainable elements over that rate at its size, in place of its operations over the vector
   rate: the loop's square roots, divisions and lerps run slower per element than the ``mul``
-  the vector rate is measured with, and each of its passes waits for the one before.
+  the vector rate is measured with, and each of its passes waits for the one before. The
+  ladder stops at 2^18 elements (microbench.py says why); a larger block reads its last point,
+  and is then usually held by the memory term.
 
 The forward of a training step is predicted as above (its op count and overhead are the
 forward's alone).
@@ -522,7 +528,10 @@ def leaf_phase_time(
         _, streamed, working_set = optimizer_bytes(block, precision, optimizer)
         in_bytes = out_bytes = 0.0
         weight_bytes = streamed
-        memory = streamed / device.bandwidth_at(working_set) if streamed else 0.0
+        # (refinements 4 and 7) each tensor is touched once a step: from main memory when the
+        # model's weights are more than the cache holds
+        bandwidth = device.bandwidth if weights_cold else device.bandwidth_at(working_set)
+        memory = streamed / bandwidth if streamed else 0.0
         curve = device.measured.get("optimizer_curves", {}).get(optimizer)
         if curve and block.trainable:  # (refinement 9) the optimizer's own measured rate
             from flowprof.device.table import interpolate
