@@ -2,7 +2,7 @@
 distribution into BENCHMARKS.md (the section between the ``timing`` markers) and
 bench/timing_results.json.
 
-Run: ``.venv/bin/python bench/timing.py`` (about four minutes on two shared cores;
+Run: ``.venv/bin/python bench/timing.py`` (about eight minutes on two shared cores;
 ``--repeats 2 --budget 0.3`` for a quicker one). On this CPU in fp32, for resnet18
 (1x3x224x224) and the transformer at emb 1024 (seq 128, 8 heads, fp32 weights), it
 
