@@ -540,20 +540,24 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
         heads = [32, 128] if quick else [16, 32, 64, 128, 256, 512]
         elements = [1 << 12, 1 << 20] if quick else [1 << k for k in range(10, 28, 2)]
         title = f"{_cpu_model()}, {torch.get_num_threads()} threads (measured)"
-    opt_sizes = OPTIMIZER_SIZES[:3] if quick else OPTIMIZER_SIZES
+    # (quick, for tests: no extra conv ladders, two optimizer sizes)
+    opt_sizes = OPTIMIZER_SIZES[:2] if quick else OPTIMIZER_SIZES
+    sides = () if quick else CONV_SIDES
     started = time.time()
     curves: dict[str, tuple[tuple[float, float], ...]] = {}
     peaks: dict[str, float] = {}
     for pname, dtype in precisions.items():
         curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes, budget=budget)
         curves[f"{pname}/conv"] = conv_curve(name, dtype, channels, budget=budget)
-        for side in CONV_SIDES:  # (the same ladder on smaller images, forward and backward)
+        for side in sides:  # (the same ladder on smaller images, forward and backward)
             curves[f"{pname}/conv@{side}"] = conv_curve(name, dtype, channels, side, budget)
             curves[f"{pname}/conv_backward@{side}"] = backward_curve(
                 name, dtype, "conv", channels, budget, side
             )
         curves[f"{pname}/bmm"] = bmm_curve(name, dtype, heads, budget=budget)
-        for cls, ladder in (("matmul", sizes), ("conv", channels), ("bmm", heads)):
+        # (quick, for tests: no backward ladders; tests/test_step_timing.py runs one)
+        backward = () if quick else (("matmul", sizes), ("conv", channels), ("bmm", heads))
+        for cls, ladder in backward:
             curves[f"{pname}/{cls}_backward"] = backward_curve(name, dtype, cls, ladder, budget)
         peaks[pname] = max(r for _, r in curves[f"{pname}/matmul"])
     mem = stream(name, elements, budget=budget * 2 / 3)
@@ -589,7 +593,9 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
         | (
             {
                 "autograd_node_seconds": autograd_node_seconds(),
-                "optimizer_seconds": {o: list(optimizer_seconds(o)) for o in OPTIMIZERS},
+                "optimizer_seconds": {
+                    o: list(optimizer_seconds(o, 4 if quick else 32)) for o in OPTIMIZERS
+                },
                 "optimizer_curves": {
                     o: [list(pt) for pt in optimizer_curve(o, opt_sizes, budget)]
                     for o in OPTIMIZERS
