@@ -66,6 +66,7 @@ def test_markdown_section_and_its_place():
 def test_training_step_section():
     results = _results()
     assert "Training step (backward, optimizer): not measured" in timing.markdown(results)
+
     def row(*args, **kwargs):
         terms = {"compute_seconds": 8e-4, "memory_seconds": 1e-4, "overhead_seconds": 2e-4}
         return _row(*args, **kwargs) | terms
