@@ -35,6 +35,7 @@ __all__ = [
     "build",
     "formula",
     "model_names",
+    "predict_phases",
     "predict_time",
     "trace",
 ]
@@ -53,12 +54,13 @@ _LAZY = {
     "model_names": "flowprof.api",
     "trace": "flowprof.api",
     "predict_time": "flowprof.device.roofline",
+    "predict_phases": "flowprof.device.roofline",
 }
 
 if TYPE_CHECKING:
     from flowprof.analyses.formula import formula
     from flowprof.api import build, model_names, trace
-    from flowprof.device.roofline import predict_time
+    from flowprof.device.roofline import predict_phases, predict_time
     from flowprof.tracer.counts import CONVENTION, OpCount
     from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
 

@@ -131,7 +131,7 @@ def test_optimizer_roofline_by_hand():
 
 def test_phases_of_a_grouped_step_and_bad_phases():
     graph = _mlp_step()
-    preds = predict_phases(graph, TOY)
+    preds = flowprof.predict_phases(graph, TOY)  # (the public name)
     assert [p.phase for p in preds] == ["forward", "backward", "optimizer"]
     # the forward of a training step pays only its own op (addmm), not the backward's
     assert _by_block(preds[0])["0"].predicted_seconds == pytest.approx(
