@@ -2,7 +2,7 @@
 distribution into BENCHMARKS.md (the section between the ``timing`` markers) and
 bench/timing_results.json.
 
-Run: ``.venv/bin/python bench/timing.py`` (about four minutes on two shared cores;
+Run: ``.venv/bin/python bench/timing.py`` (about eight minutes on two shared cores;
 ``--repeats 2 --budget 0.3`` for a quicker one). On this CPU in fp32, for resnet18
 (1x3x224x224) and the transformer at emb 1024 (seq 128, 8 heads, fp32 weights), it
 
@@ -24,6 +24,13 @@ machine can time. And by the thread's CPU time (``--clock thread``, the default;
 ``flowprof.tracer.measure_clock("thread")``, the micro-benchmarks likewise): the time another
 process held the core is not the block's, and with the other work here the load average stays
 at 3 to 5 on two cores for hours; memory bandwidth and caches are still shared.
+
+4. the training step (forward, loss, backward and Adam, flowprof.trace with ``phases=`` and
+   ``measure=True``: each block's backward timed by autograd-node hooks, each block's
+   optimizer step on its own, tracer/measure_step.py) ``--step-repeats`` times per model, each
+   block's fastest per phase kept, and predicted per phase (flowprof.device.roofline
+   .predict_phases): the backward over the same GEMM-dominated blocks (their backward's matrix
+   products hold most of its FLOPs), the optimizer over the blocks with parameters among them.
 
 With a CUDA device at hand it also runs the GPU check (a GPT-2-small-shaped
 decoder, batch 8, seq 1024, bf16 forward; bench/gpt2_shaped.py) against the measured ``cuda``
@@ -76,6 +83,29 @@ CPU_MODELS: dict[str, Callable[[], Any]] = {
     "transformer-e1024": _transformer,
 }
 
+STEP = {"phases": ("forward", "backward", "optimizer"), "optimizer": "adam"}
+
+
+def _resnet18_step():
+    import flowprof
+
+    return flowprof.trace("torchvision:resnet18", measure=True, **STEP)
+
+
+def _transformer_step():
+    import flowprof
+
+    built = flowprof.build(
+        "transformer", device="cpu", emb=1024, seq_len=128, heads=8, dtype="fp32"
+    )
+    return flowprof.trace(built.module, built.example_inputs("cpu"), measure=True, **STEP)
+
+
+STEP_MODELS: dict[str, Callable[[], Any]] = {
+    "resnet18": _resnet18_step,
+    "transformer-e1024": _transformer_step,
+}
+
 
 def fastest_of(graphs: list[Any], device: Any) -> Any:
     """The prediction of ``graphs[0]`` with each block's fastest measured time of ``graphs``."""
@@ -96,14 +126,36 @@ def block_rows(prediction: Any) -> list[dict[str, Any]]:
     return [b.to_dict() | {"gemm": b.gemm_dominated} for b in prediction.blocks]
 
 
-def run_cpu(repeats: int, budget: float, clock: str, say: Callable[[str], None]) -> dict[str, Any]:
+def fastest_step(graphs: list[Any], device: Any) -> dict[str, list[dict[str, Any]]]:
+    """Phase -> the rows of ``graphs[0]``'s prediction of that phase, each block's measured time
+    the fastest of ``graphs``; a row is GEMM-dominated (``gemm``) when the block's forward is
+    (the same blocks as the forward's comparison; their backward is GEMM-dominated too)."""
+    from flowprof.device.roofline import predict_phases
+
+    per_graph = [predict_phases(g, device) for g in graphs]
+    forward_gemm = {b.block for b in per_graph[0][0].blocks if b.gemm_dominated}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for i, first in enumerate(per_graph[0]):
+        rows = []
+        for j, b in enumerate(first.blocks):
+            times = [p[i].blocks[j].measured_seconds for p in per_graph]
+            best = min((t for t in times if t is not None), default=None)
+            fastest = dataclasses.replace(b, measured_seconds=best)
+            rows.append(fastest.to_dict() | {"gemm": b.block in forward_gemm})
+        out[first.phase] = rows
+    return out
+
+
+def run_cpu(
+    repeats: int, budget: float, clock: str, say: Callable[[str], None], step_repeats: int = 0
+) -> dict[str, Any]:
     import torch
 
     from flowprof.device import microbench
     from flowprof.tracer import measure_clock
 
     torch.set_num_threads(1)
-    models, devices = {}, {}
+    models, devices, steps = {}, {}, {}
     for key, trace in CPU_MODELS.items():
         # the ceilings measured again right before each model's traces: the other work on the
         # shared cores comes and goes, and both sides of the comparison should see the same
@@ -113,6 +165,11 @@ def run_cpu(repeats: int, budget: float, clock: str, say: Callable[[str], None])
             graphs = [trace() for _ in range(repeats)]
         models[key] = block_rows(fastest_of(graphs, device))
         devices[key] = device.to_dict()
+        if step_repeats:
+            say(f"{key}: {step_repeats} measured training steps (Adam)")
+            with measure_clock(clock):
+                graphs = [STEP_MODELS[key]() for _ in range(step_repeats)]
+            steps[key] = fastest_step(graphs, device)
     # (not cached for trace --device cpu: that one is timed by the wall clock, as --measure is)
     return {
         "device": device.to_dict(),  # the last one
@@ -121,6 +178,7 @@ def run_cpu(repeats: int, budget: float, clock: str, say: Callable[[str], None])
         "clock": clock,
         "repeats": repeats,
         "models": models,
+        "step": {"repeats": step_repeats, "optimizer": STEP["optimizer"], "models": steps},
     }
 
 
@@ -269,8 +327,9 @@ def markdown(results: dict[str, Any]) -> str:
             "no CUDA device on this machine; `bench/timing.py` runs it where there is one.",
             "",
         ]
+    out += step_markdown(cpu.get("step"))
     out += [
-        "GEMM-dominated blocks, one by one:",
+        "GEMM-dominated blocks, one by one (forward):",
         "",
         "| model | block | kind | GFLOP | MB moved | FLOP/B | bound (pred / meas) | predicted "
         "| measured | error |",
@@ -292,10 +351,107 @@ def markdown(results: dict[str, Any]) -> str:
         "conv ladder at the block's FLOPs and the bandwidth from the STREAM-triad ladder at its "
         "bytes (flowprof/device/roofline.py explains each refinement). Bytes are inputs, "
         "outputs and weights at fp32. The measured bound is the roofline term the measured time "
-        "(less the call overhead) is nearer to, in ratio.",
+        "(less the call overhead) is nearer to, in ratio. The training step's backward: the "
+        "same roofline on the backward's counts, its bytes the incoming gradients, the saved "
+        "inputs, the input gradients written, the weights read (when an input gradient is "
+        "computed) and the weight gradients written, its matrix rate read from the measured "
+        "backward ladders; the optimizer's: its operations over the vector rate, its bytes the "
+        "passes torch.optim's for-loop makes over parameters, gradients and state, plus the "
+        "measured per-step and per-op costs of the optimizer's Python loop.",
         END,
     ]
     return "\n".join(out) + "\n"
+
+
+def _table_rows(name: str, rows: list[dict[str, Any]]) -> str:
+    t = stats(rows)
+    if not t["blocks"]:
+        return f"| {name} | 0 | | | | | | | | |"
+    return (
+        f"| {name} | {t['blocks']} | {pct(t['p10'])} | {pct(t['p25'])} | {pct(t['median'])} "
+        f"| {pct(t['p75'])} | {pct(t['p90'])} | {pct(t['max'])} | {t['signed_median']:+.0%} "
+        f"| {pct(t['agree'])} |"
+    )
+
+
+WORST = 6  # worst blocks listed per phase
+
+
+def step_markdown(step: dict[str, Any] | None) -> list[str]:
+    """The training step's lines: the backward's and the optimizer's error distributions over
+    the GEMM-dominated blocks, and the worst blocks of each."""
+    if not step or not step.get("models"):
+        return [
+            "Training step (backward, optimizer): not measured in this run (`--step-repeats 0`).",
+            "",
+        ]
+    models = step["models"]
+    out = [
+        f"### Training step: backward and optimizer ({step['optimizer']}), predicted vs measured",
+        "",
+        "The same models traced as a training step (`phases=(forward, backward, optimizer)`, "
+        f"`optimizer={step['optimizer']!r}`, `measure=True`), each block's fastest of "
+        f"{step['repeats']} measured steps per phase: the backward timed per block by "
+        "autograd-node hooks (pre-hook to post-hook of the nodes each block's forward made), the "
+        "optimizer by one optimizer per block's parameters, each `step()` timed "
+        "(flowprof/tracer/measure_step.py). The blocks are those of the forward's comparison "
+        "(GEMM-dominated forward); the optimizer's are the ones among them with parameters "
+        "(attention's products have none).",
+        "",
+    ]
+    for phase in ("backward", "optimizer"):
+        rows = [r for m in models.values() for r in m.get(phase, []) if r["gemm"]]
+        s = stats(rows)
+        if not s["blocks"]:
+            continue
+        ok = s["median"] <= TARGETS["median"]
+        out.append(
+            f"- {phase}: {s['blocks']} blocks, median |predicted - measured| / measured "
+            f"**{pct(s['median'])}** (the forward's target, at most {pct(TARGETS['median'])}: "
+            f"{'met' if ok else '**not met**'}); 90th percentile {pct(s['p90'])}; signed "
+            f"median {s['signed_median']:+.0%}; bound label agrees on {pct(s['agree'])}."
+        )
+    out += [
+        "",
+        "| blocks | n | p10 | p25 | median | p75 | p90 | max | signed median | bound agrees |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for phase in ("forward", "backward", "optimizer"):
+        both = [r for m in models.values() for r in m.get(phase, []) if r["gemm"]]
+        if phase == "forward":
+            label = "forward in train mode (for reference), both models"
+        else:
+            label = f"{phase}, both models"
+        out.append(_table_rows(label, both))
+        for key, m in models.items():
+            if phase != "forward":
+                out.append(
+                    _table_rows(f"{phase}, {key}", [r for r in m.get(phase, []) if r["gemm"]])
+                )
+    for phase in ("backward", "optimizer"):
+        rows = [(k, r) for k, m in models.items() for r in m.get(phase, []) if r["gemm"]]
+        rows = [(k, r) for k, r in rows if r["error"] is not None]
+        if not rows:
+            continue
+        worst = sorted(rows, key=lambda kr: -abs(kr[1]["error"]))[:WORST]
+        out += [
+            "",
+            f"Worst {phase} blocks:",
+            "",
+            "| model | block | kind | GFLOP | MB moved | compute | memory | overhead | predicted "
+            "| measured | error |",
+            "| :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, r in worst:
+            out.append(
+                f"| {key} | {r['block']} | {r['kind']} | {r['flops'] / 1e9:.3f} | "
+                f"{r['bytes'] / 1e6:.2f} | {us(r['compute_seconds'])} | "
+                f"{us(r['memory_seconds'])} | {us(r['overhead_seconds'])} | "
+                f"{us(r['predicted_seconds'])} | {us(r['measured_seconds'])} | "
+                f"{r['error']:+.0%} |"
+            )
+    out.append("")
+    return out
 
 
 def insert_section(text: str, section: str) -> str:
@@ -350,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         help="time the CPU (blocks and micro-benchmarks alike) by this thread's CPU time "
         "(default: other processes on the shared cores do not count) or by wall time",
     )
+    p.add_argument(
+        "--step-repeats",
+        type=int,
+        default=10,
+        help="measured training steps per model (10; 0: the forward only)",
+    )
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--markdown", type=Path, default=MARKDOWN)
@@ -370,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_load(args.wait_for_load, args.max_wait, say)
     results["started"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     results["load"] = {"start": load_average()}
-    results["cpu"] = run_cpu(args.repeats, args.budget, args.clock, say)
+    results["cpu"] = run_cpu(args.repeats, args.budget, args.clock, say, args.step_repeats)
     results["gpu"] = run_gpu(args.repeats, say)
     results["load"]["end"] = load_average()
     results["duration_s"] = round(time.time() - started, 1)

@@ -36,6 +36,7 @@ __all__ = [
     "formula",
     "memory",
     "model_names",
+    "predict_phases",
     "predict_time",
     "trace",
 ]
@@ -55,13 +56,14 @@ _LAZY = {
     "model_names": "flowprof.api",
     "trace": "flowprof.api",
     "predict_time": "flowprof.device.roofline",
+    "predict_phases": "flowprof.device.roofline",
 }
 
 if TYPE_CHECKING:
     from flowprof.analyses.formula import formula
     from flowprof.analyses.memory import memory
     from flowprof.api import build, model_names, trace
-    from flowprof.device.roofline import predict_time
+    from flowprof.device.roofline import predict_phases, predict_time
     from flowprof.tracer.counts import CONVENTION, OpCount
     from flowprof.tracer.graph import Block, BlockGraph, Edge, Precision, TensorMeta
 

@@ -63,6 +63,32 @@ def test_markdown_section_and_its_place():
     assert twice.count(timing.BEGIN) == 1 and "**21%**" in twice and twice.endswith("## after\n")
 
 
+def test_training_step_section():
+    results = _results()
+    assert "Training step (backward, optimizer): not measured" in timing.markdown(results)
+
+    def row(*args, **kwargs):
+        terms = {"compute_seconds": 8e-4, "memory_seconds": 1e-4, "overhead_seconds": 2e-4}
+        return _row(*args, **kwargs) | terms
+
+    back = [row("a.fc1", -0.3), row("a.fc2", 0.1), row("a.relu", 2.0, gemm=False)]
+    opt = [row("a.fc1", -0.5), row("a.fc2", -0.1)]
+    results["cpu"]["step"] = {
+        "repeats": 2,
+        "optimizer": "adam",
+        "models": {"a": {"forward": [], "backward": back, "optimizer": opt}},
+    }
+    md = timing.markdown(results)
+    # backward over the two GEMM rows: |errors| 0.3, 0.1: median 20%, met; the ReLU's 200%
+    # is not among them. Optimizer: 0.5, 0.1: median 30%, not met.
+    assert "- backward: 2 blocks, median |predicted - measured| / measured **20%**" in md
+    assert "(the forward's target, at most 25%: met)" in md
+    assert "- optimizer: 2 blocks, median |predicted - measured| / measured **30%**" in md
+    # the worst backward block first: a.fc1 at -30%
+    worst = md.split("Worst backward blocks:")[1].splitlines()[4]
+    assert worst.startswith("| a | a.fc1 |") and worst.endswith("| -30% |")
+
+
 def test_gpt2_shaped_decoder_counts():
     s = GPT2Shape(hidden=64, layers=2, heads=4, mlp=256, vocab=100, positions=32)
     with torch.device("meta"):

@@ -124,10 +124,11 @@ def test_cli_trace_train_prints_the_phases_and_writes_them(tmp_path):
     assert opt["additions"] == 5 * 61_706 + 10
 
 
-def test_cli_train_options_need_train_and_refuse_measure():
+def test_cli_train_options_need_train_and_refuse_measure_with_amp():
     r = _cli("trace", "lenet5", "--optimizer", "adam")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--train" in r.stderr
-    r = _cli("trace", "lenet5", "--train", "--measure")
+    # (--train --measure times the step: tests/test_step_timing.py; with --amp it is refused)
+    r = _cli("trace", "lenet5", "--train", "--amp", "bf16", "--measure")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--measure" in r.stderr
     r = _cli("trace", "lenet5", "--train", "--optimizer", "lamb")
     assert r.returncode == 2 and "lamb" in r.stderr

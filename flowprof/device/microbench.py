@@ -11,7 +11,14 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
   convolutions of ``c`` to ``c`` channels on a 32x32 image (weights cold too) for a ladder of
   ``c`` (2 x 9 c^2 x 32^2 FLOPs): achieved FLOP/s by FLOPs, one curve per op class. The peak is the
   best rate of the ladder (the large-GEMM ceiling). Small products reach less of it (the curve
-  is the "efficiency by op size" refinement).
+  is the "efficiency by op size" refinement). The convolution ladder runs again on 8 x 8 and
+  16 x 16 images (``conv@8``, ``conv@16``): at the same FLOPs, a convolution over few pixels
+  and many channels (a GEMM with a short side) reaches less than one over many pixels.
+- **the backward of the matrix products** (``matmul_backward``, ``conv_backward``,
+  ``bmm_backward``): the same three ladders run backward by autograd (input and weight
+  gradients, twice the forward's FLOPs), achieved FLOP/s by the forward's FLOPs: a backward's
+  products (a transposed convolution, a weight gradient that sums over the whole batch and
+  image) do not reach the forward's rate.
 - **memory**: STREAM's copy (``a = b``, 2 x 4 bytes per fp32 element) and triad
   (``a = b + s c``, 3 x 4 bytes) for a ladder of array sizes from in-cache to well beyond the
   last-level cache: achieved bytes/s by bytes moved. The peak bandwidth is the triad at the
@@ -24,6 +31,15 @@ ceiling is what the chip does when nothing else runs; the fixed call costs take 
 - **call overhead**: one fx node of a trivial op, timed as ``--measure`` times a node
   (tracer/measure.py: ``perf_counter`` around the interpreter's ``run_node``), and one more
   aten op called directly: the fixed costs a block pays whatever its size.
+- **the training step's fixed costs** (CPU): one autograd node of a trivial op (``y * 2``'s
+  ``MulBackward0``), timed as a measured training step times a node (tracer/measure_step.py:
+  from its pre-hook to its post-hook); and, per optimizer (``sgd``, ``adam``, ``adamw``, as
+  flowprof's training step makes them), the fixed seconds of one ``step()`` call and of each
+  aten op it dispatches, from steps over 1 and 32 one-element parameters (ops counted by a
+  dispatch mode): torch.optim's for-loop implementation pays Python work per call and around
+  each op that a bare aten call does not; and the rate (parameter elements per second) of each
+  optimizer's step over one parameter of 2^14 to 2^18 elements, less the step over 2^10 (the
+  fixed costs).
 
 On a CUDA device the same ladders run (bigger), timed with CUDA events. The result is cached in
 ``data/device/<name>-<threads>t.json`` (the repository's git-ignored data folder; ``$FLOWPROF_DATA``
@@ -45,7 +61,7 @@ from typing import Any
 
 from flowprof.device.table import Device
 
-FORMAT = 3  # bump when what is measured changes: an older cache is measured again
+FORMAT = 4  # bump when what is measured changes: an older cache is measured again
 
 
 def cache_dir() -> Path:
@@ -199,6 +215,53 @@ def bmm_curve(device: str, dtype: Any, sizes: list[int], batch: int = 8, budget:
     return tuple(points)
 
 
+def backward_curve(
+    device: str, dtype: Any, op_class: str, sizes: list[int], budget: float = 0.3, side: int = 32
+) -> tuple[tuple[float, float], ...]:
+    """(the forward's FLOPs, achieved FLOP/s of the backward) of the ladder of ``op_class``
+    (``matmul``: a linear layer ``x @ W.T`` with ``x`` and ``W`` n x n; ``conv``: the 3x3
+    convolution of :func:`conv_curve` with ``sizes`` channels on ``side`` x ``side``; ``bmm``:
+    the batched product of :func:`bmm_curve`), run by autograd as a training step runs it
+    (``torch.autograd.grad`` of the output for both operands: the input gradient and the weight
+    gradient, two products each with the forward's FLOPs, so the backward's FLOPs are twice
+    the forward's). The weight is cold (:class:`_Cold`) for ``matmul`` and ``conv``."""
+    import torch
+
+    timer = _Timer(device)
+    points = []
+    for n in sizes:
+        if op_class == "conv":
+            x = torch.randn(1, n, side, side, device=device, dtype=dtype, requires_grad=True)
+            weights = _Cold(torch.randn(n, n, 3, 3, device=device, dtype=dtype), device)
+            forward = functools.partial(torch.nn.functional.conv2d, padding=1)
+            flops = 2.0 * 9 * n * n * side * side
+        elif op_class == "bmm":
+            x = torch.randn(8, n, n, device=device, dtype=dtype, requires_grad=True)
+            weights = _Cold(torch.randn(8, n, n, device=device, dtype=dtype), device)
+            weights.copies = weights.copies[:2]  # (both operands warm, as in bmm_curve)
+            forward = torch.bmm
+            flops = 2.0 * 8 * n**3
+        else:
+            x = torch.randn(n, n, device=device, dtype=dtype, requires_grad=True)
+            weights = _Cold(torch.randn(n, n, device=device, dtype=dtype), device)
+            forward = torch.nn.functional.linear
+            flops = 2.0 * n**3
+        for w in weights.copies:
+            w.requires_grad_()
+        graphs = [(forward(x, w), w) for w in weights.copies]
+        grad = torch.randn_like(graphs[0][0])
+        turn = iter(range(1 << 62))
+
+        def run(graphs=graphs, grad=grad, turn=turn, x=x) -> Any:
+            y, w = graphs[next(turn) % len(graphs)]
+            return torch.autograd.grad(y, (x, w), grad, retain_graph=True)
+
+        seconds = _timed(timer, run, budget)
+        points.append((flops, 2.0 * flops / seconds))
+        del graphs
+    return tuple(points)
+
+
 def last_level_cache_bytes() -> int | None:
     """The CPU's last-level cache in bytes (Linux sysfs), None where it cannot be read."""
     base = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -214,6 +277,9 @@ def last_level_cache_bytes() -> int | None:
         size = int(text.rstrip("KMG")) * factor
         best = size if best is None else max(best, size)
     return best
+
+
+CONV_SIDES = (8, 16)  # image sides of the extra conv ladders (the main one: 32)
 
 
 def conv_curve(device: str, dtype: Any, channels: list[int], side: int = 32, budget: float = 0.3):
@@ -320,6 +386,117 @@ def call_overhead(device: str, nodes: int = 200) -> tuple[float, float]:
     return statistics.median(node_times[1:]), op
 
 
+def autograd_node_seconds(nodes: int = 200) -> float:
+    """Seconds of one autograd node of a trivial op (``MulBackward0`` of ``y * 2`` on one
+    element), timed from its pre-hook to its post-hook as tracer/measure_step.py times a
+    block's nodes: the median over a chain of ``nodes``, after a warm-up backward."""
+    import torch
+
+    tick = _Timer("cpu").clock
+    times: list[float] = []
+    started: dict[Any, float] = {}
+
+    def pre(node: Any) -> Callable[..., None]:
+        return lambda grad_outputs: started.__setitem__(node, tick())
+
+    def post(node: Any, keep: bool) -> Callable[..., None]:
+        def hook(grad_inputs: Any, grad_outputs: Any) -> None:
+            if keep:
+                times.append(tick() - started[node])
+
+        return hook
+
+    for run in range(3):  # (the first warms up)
+        x = torch.ones(1, requires_grad=True)
+        y = x
+        for _ in range(nodes):
+            y = y * 2.0
+        handles = []
+        node = y.grad_fn
+        while node is not None and type(node).__name__ == "MulBackward0":
+            handles += [node.register_prehook(pre(node)), node.register_hook(post(node, run > 0))]
+            node = node.next_functions[0][0]
+        y.sum().backward()
+        for h in handles:
+            h.remove()
+    return statistics.median(times)
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def optimizer_seconds(name: str, tensors: int = 32) -> tuple[float, float]:
+    """(seconds per ``step()`` call, seconds per aten op) of optimizer ``name`` as flowprof's
+    training step makes it (tracer/training_step.py): its step over 1 and over ``tensors``
+    one-element parameters (the fastest of 50 steps, after the first, which makes the state: the
+    least disturbed on shared cores), with the aten ops each dispatches counted; the per-op cost
+    is the slope between the two, the per-call cost what is left of the one-tensor step."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from flowprof.tracer.training_step import TrainingStep
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    points = []
+    for n in (1, tensors):
+        params = [torch.nn.Parameter(torch.ones(1)) for _ in range(n)]
+        for p in params:
+            p.grad = torch.ones(1)
+        opt = TrainingStep(optimizer=name).make_optimizer(params)
+        opt.step()  # (the first step makes the state)
+        Count.calls = 0
+        with Count():
+            opt.step()
+        points.append((Count.calls, _Timer("cpu")(opt.step, 50, warmup=2, best=True)))
+    (ops1, t1), (ops_n, t_n) = points
+    per_op = max((t_n - t1) / max(ops_n - ops1, 1), 0.0)
+    return max(t1 - per_op * ops1, 0.0), per_op
+
+
+# (not larger: a step over a parameter of millions of elements makes temporaries (Adam's
+# square root and division) that glibc hands back to the OS after each step, so each step of
+# the micro-benchmark faults their pages in afresh, about half its time (measured: 4M elements,
+# 50 ms against 30 ms with trimming off; at 2^19 elements already 92 to 304 M elements/s from
+# one run to the next, against 470 to 500 at 2^18); a training process, its heap full of freed
+# activations, reuses them. Beyond the ladder the rate holds its last point, and a block that
+# large is held by the memory term, its passes at main memory's bandwidth)
+OPTIMIZER_SIZES = (1 << 10, 1 << 14, 1 << 16, 1 << 18)
+
+
+def optimizer_curve(
+    name: str, sizes: tuple[int, ...] = OPTIMIZER_SIZES, budget: float = 0.3
+) -> tuple[tuple[float, float], ...]:
+    """(elements, parameter elements per second) of optimizer ``name``'s ``step()`` over one
+    fp32 parameter of each size but the first (as flowprof's training step makes it; the
+    fastest repeat after the first step, which makes the state): the rate its for-loop's
+    passes (lerp, sqrt, division ...) reach over the parameter, its gradient and its state, from
+    cache to main memory. The step over the first, smallest size is the fixed cost of the call
+    and its ops, taken off each (a step over more elements is at least twice it: the
+    subtraction is capped at half the step)."""
+    import torch
+
+    from flowprof.tracer.training_step import TrainingStep
+
+    timer = _Timer("cpu")
+    times = []
+    for n in sizes:
+        p = torch.nn.Parameter(torch.randn(n))
+        p.grad = torch.randn(n)
+        opt = TrainingStep(optimizer=name).make_optimizer([p])
+        opt.step()  # (the first step makes the state)
+        times.append(_timed(timer, opt.step, budget))
+    fixed = times[0]
+    return tuple(
+        (float(n), n / max(t - fixed, t / 2)) for n, t in zip(sizes[1:], times[1:], strict=True)
+    )
+
+
 def measure(
     name: str = "cpu", quick: bool = False, budget: float = 0.3, clock: str = "wall"
 ) -> Device:
@@ -363,13 +540,25 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
         heads = [32, 128] if quick else [16, 32, 64, 128, 256, 512]
         elements = [1 << 12, 1 << 20] if quick else [1 << k for k in range(10, 28, 2)]
         title = f"{_cpu_model()}, {torch.get_num_threads()} threads (measured)"
+    # (quick, for tests: no extra conv ladders, two optimizer sizes)
+    opt_sizes = OPTIMIZER_SIZES[:2] if quick else OPTIMIZER_SIZES
+    sides = () if quick else CONV_SIDES
     started = time.time()
     curves: dict[str, tuple[tuple[float, float], ...]] = {}
     peaks: dict[str, float] = {}
     for pname, dtype in precisions.items():
         curves[f"{pname}/matmul"] = matmul_curve(name, dtype, sizes, budget=budget)
         curves[f"{pname}/conv"] = conv_curve(name, dtype, channels, budget=budget)
+        for side in sides:  # (the same ladder on smaller images, forward and backward)
+            curves[f"{pname}/conv@{side}"] = conv_curve(name, dtype, channels, side, budget)
+            curves[f"{pname}/conv_backward@{side}"] = backward_curve(
+                name, dtype, "conv", channels, budget, side
+            )
         curves[f"{pname}/bmm"] = bmm_curve(name, dtype, heads, budget=budget)
+        # (quick, for tests: no backward ladders; tests/test_step_timing.py runs one)
+        backward = () if quick else (("matmul", sizes), ("conv", channels), ("bmm", heads))
+        for cls, ladder in backward:
+            curves[f"{pname}/{cls}_backward"] = backward_curve(name, dtype, cls, ladder, budget)
         peaks[pname] = max(r for _, r in curves[f"{pname}/matmul"])
     mem = stream(name, elements, budget=budget * 2 / 3)
     bandwidth = mem["triad"][-1][1]  # the largest arrays: main memory
@@ -400,7 +589,21 @@ def _measure(name: str, quick: bool, budget: float, clock: str) -> Device:
             "cache_bytes": last_level_cache_bytes() if name == "cpu" else 0,
             "quick": quick,
             "clock": clock,
-        },
+        }
+        | (
+            {
+                "autograd_node_seconds": autograd_node_seconds(),
+                "optimizer_seconds": {
+                    o: list(optimizer_seconds(o, 4 if quick else 32)) for o in OPTIMIZERS
+                },
+                "optimizer_curves": {
+                    o: [list(pt) for pt in optimizer_curve(o, opt_sizes, budget)]
+                    for o in OPTIMIZERS
+                },
+            }
+            if name == "cpu"
+            else {}
+        ),
     )
 
 

@@ -91,11 +91,17 @@ class Device:
             ) from None
 
     def matrix_rate(self, precision: str, op_class: str, flops: float) -> float:
-        """FLOP/s a matrix product of ``flops`` FLOPs of ``op_class`` (``matmul``, ``conv``) is
-        expected to reach at ``precision``: its measured curve (key ``precision/op_class``),
-        else the measured ``matmul`` curve of that precision, else the peak."""
-        curve = self.matrix_curves.get(f"{precision}/{op_class}") or self.matrix_curves.get(
-            f"{precision}/matmul"
+        """FLOP/s a matrix product of ``flops`` FLOPs of ``op_class`` (``matmul``, ``conv``,
+        ``bmm``; ``conv_backward`` ... for a backward's; ``conv@8`` for the ladder on 8 x 8
+        images) is expected to reach at ``precision``: its measured curve (key
+        ``precision/op_class``), else that of the main ladder of its class, else the forward's
+        curve of that class, else the measured ``matmul`` curve, else the peak."""
+        base = op_class.split("@")[0]  # (a ladder of another image size: conv@8)
+        curve = (
+            self.matrix_curves.get(f"{precision}/{op_class}")
+            or self.matrix_curves.get(f"{precision}/{base}")
+            or self.matrix_curves.get(f"{precision}/{base.removesuffix('_backward')}")
+            or self.matrix_curves.get(f"{precision}/matmul")
         )
         return interpolate(curve, flops) if curve else self.peak(precision)
 

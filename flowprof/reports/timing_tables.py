@@ -30,8 +30,9 @@ def timing_table(prediction: Prediction, title: str = "") -> Table:
     """One row per block and a total row; measured and error columns when measured."""
     d = prediction.device
     measured = bool(prediction.measured())
+    phase = "" if prediction.phase == "forward" else f", {prediction.phase}"
     t = Table(
-        title=title or f"Time per block on {d.title} ({prediction.precision}, roofline)",
+        title=title or f"Time per block on {d.title} ({prediction.precision}{phase}, roofline)",
         header_style="bold",
     )
     for name, justify in (
@@ -67,3 +68,22 @@ def timing_table(prediction: Prediction, title: str = "") -> Table:
         row += [_time(total), "-" if err is None else f"{err:+.0%}"]
     t.add_row(*row, style="bold")
     return t
+
+
+def error_line(prediction: Prediction) -> str:
+    """One line on the measured blocks' errors: the median |predicted - measured| / measured
+    over all and over the GEMM-dominated ones ("" when nothing was measured)."""
+    from flowprof.device.roofline import error_summary
+
+    every = error_summary(prediction.blocks)
+    if not every["blocks"]:
+        return ""
+    gemm = error_summary(b for b in prediction.blocks if b.gemm_dominated)
+    median = every["median_abs_error"]
+    line = (
+        f"{prediction.phase}: median |predicted - measured| / measured {median:.0%} over "
+        f"{every['blocks']} blocks"
+    )
+    if gemm["blocks"]:
+        line += f", {gemm['median_abs_error']:.0%} over the {gemm['blocks']} GEMM-dominated ones"
+    return line

@@ -160,3 +160,25 @@ def step_notes(graph: BlockGraph) -> list[str]:
     if not step.get("input_grad"):
         lines.append("note: the inputs need no gradient: the first layer computes none")
     return lines
+
+
+def measured_step_table(
+    graph: BlockGraph, title: str = "Measured training step (--measure), seconds"
+) -> Table:
+    """Seconds per block of each phase of a measured training step (tracer/measure_step.py):
+    the forward in train mode, the backward's autograd nodes, the optimizer's step."""
+    phases = [p for p in (Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER) if p in _phases(graph)]
+    t = Table(title=title, header_style="bold")
+    t.add_column("block", overflow="fold")
+    for p in phases:
+        t.add_column(p.value, justify="right")
+    totals = dict.fromkeys(phases, 0.0)
+    for b in graph.blocks():
+        row = [block_name(b)]
+        for p in phases:
+            s = b.seconds_of(p)
+            row.append("-" if s is None else f"{s:.6f}")
+            totals[p] += s or 0.0
+        t.add_row(*row)
+    t.add_row("total", *(f"{totals[p]:.6f}" for p in phases), style="bold")
+    return fit(t)

@@ -220,6 +220,38 @@ def _measure(structure, model, tensors, node_units, units, crossings):
     return units, tuple(weighed(c) for c in crossings)
 
 
+def _measure_step(structure, model, tensors, node_units, units, step):
+    """The units with their measured seconds per phase of a real training step
+    (tracer/measure_step.py): ``seconds`` the forward (train mode), ``phase_seconds`` the rest."""
+    import dataclasses
+
+    from flowprof.tracer.measure_step import measure_step
+
+    if structure.hooked:
+        raise UnsupportedModelError(
+            "measuring a training step needs a model torch.fx traces whole; this one's blocks "
+            "are recorded by hooks (trace the step without measure, or measure the forward)"
+        )
+    m = measure_step(structure.graph_module, model, tensors, node_units, step)
+    summary = {
+        "runs": m.runs,
+        "backward_seconds": m.backward_seconds,
+        "backward_attributed_seconds": m.backward_attributed,
+        "optimizer_seconds": m.optimizer_seconds,
+    }
+    out = []
+    for u in units:
+        by_phase = m.unit_seconds.get(u.name, {})
+        out.append(
+            dataclasses.replace(
+                u,
+                seconds=by_phase.get(Phase.FORWARD, 0.0 if u.role == "block" else None),
+                phase_seconds=tuple((p, s) for p, s in by_phase.items() if p is not Phase.FORWARD),
+            )
+        )
+    return tuple(out), summary
+
+
 def trace(
     model: nn.Module,
     inputs: Any,
@@ -261,13 +293,18 @@ def trace(
     ``"fp16"`` (autocast over fp32 master weights; fp16 with torch.amp.GradScaler's loss
     scaling), run on fake tensors, as autocast has no meta backend. Edges then carry the
     gradients flowing back (:meth:`BlockGraph.gradient_edges`), blocks the bits of their
-    parameter gradients.
+    parameter gradients. With ``measure`` (not with ``amp``; a model torch.fx traces whole), the
+    step also runs for real on the CPU: each block's forward (train mode), backward and optimizer
+    step timed (tracer/measure_step.py; ``Block.seconds_of(phase)``).
     """
     from flowprof.tracer.training_step import as_step
 
     step = as_step(phases, optimizer, loss, amp, input_grad)
-    if step is not None and measure:
-        raise BadSpecError("measure times a forward pass; trace the training step without it")
+    if step is not None and measure and step.amp is not None:
+        raise BadSpecError(
+            "measure times a training step in the model's own dtype; mixed precision (amp) is "
+            "counted, not measured: drop one of the two"
+        )
     model, wrappers = _unwrapped(model)
     tensors = as_inputs(model, inputs)  # (and the values, None, in optional inputs' places)
     given = [t for t in tensors if isinstance(t, torch.Tensor)]
@@ -286,7 +323,12 @@ def trace(
             structure = trace_structure(model, tensors, hooks=hooks)
             leaf = build_units(counting_run(structure, model, tensors, step))
             units, crossings = leaf.units, leaf.crossings
-            if measure:
+            measured_step = None
+            if measure and step is not None:
+                units, measured_step = _measure_step(
+                    structure, model, tensors, leaf.node_units, units, step
+                )
+            elif measure:
                 units, crossings = _measure(
                     structure, model, tensors, leaf.node_units, units, crossings
                 )
@@ -308,4 +350,6 @@ def trace(
         } | dict(meta or {})
         if step is not None:
             info_meta["training_step"] = step.to_dict()
+        if measured_step is not None:  # (the medians of the whole backward and of its nodes)
+            info_meta["measured_step"] = measured_step
         return group(units, crossings, precision, depth, info_meta, leaf.outside, model_dtype=own)

@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 
 from flowprof.errors import BadSpecError
-from flowprof.tracer.counts import OpCount, add_phases
+from flowprof.tracer.counts import OpCount, Phase, add_phases
 from flowprof.tracer.graph import (
     Block,
     BlockGraph,
@@ -144,4 +144,15 @@ def _block(
         other_phases=add_phases(u.other_phases for u in units),
         trainable=sum(u.trainable for u in units),
         bits_per_element=precision.bits,
+        phase_seconds=_phase_seconds(units),
     )
+
+
+def _phase_seconds(units: list[Unit]) -> tuple[tuple[Phase, float], ...]:
+    """The members' measured seconds by phase, summed (a phase any member has; a member without
+    it, e.g. no parameters to update, adds nothing), phases in :class:`Phase` order."""
+    sums: dict[Phase, float] = {}
+    for u in units:
+        for phase, s in u.phase_seconds:
+            sums[phase] = sums.get(phase, 0.0) + s
+    return tuple((p, sums[p]) for p in Phase if p in sums)

@@ -192,6 +192,8 @@ class Unit:
     seconds: float | None = None  # measured wall time (--measure), else None
     other_phases: PhaseCounts = ()  # counts of the phases besides forward (``count``)
     trainable: int = 0  # elements of its parameters that need a gradient (of ``params``)
+    # a measured training step: seconds of the phases besides forward (``seconds``), by phase
+    phase_seconds: tuple[tuple[Phase, float], ...] = ()
 
     def counts(self) -> dict[Phase, OpCount]:
         """Counts by phase: forward (``count``) first, then the other phases recorded."""
@@ -288,6 +290,16 @@ class Block:
     other_phases: PhaseCounts = ()  # counts of the phases besides forward (``count``)
     trainable: int = 0  # elements of its parameters that need a gradient (of ``params``)
     bits_per_element: int = 0  # of its parameter gradients: the accounted precision's
+    # a measured training step (``trace(..., measure=True)`` with phases): seconds of the phases
+    # besides forward (``seconds``: the forward in train mode), by phase
+    phase_seconds: tuple[tuple[Phase, float], ...] = ()
+
+    def seconds_of(self, phase: Phase | str) -> float | None:
+        """Measured seconds of ``phase`` (None: not measured, or the block has no such work)."""
+        phase = Phase(phase)
+        if phase is Phase.FORWARD:
+            return self.seconds
+        return dict(self.phase_seconds).get(phase)
 
     def counts(self) -> dict[Phase, OpCount]:
         """Counts by phase: forward (``count``) first, then the other phases recorded."""
@@ -339,6 +351,8 @@ class Block:
             out["phases"] = _phases_dict(self.counts())
             out["trainable_params"] = self.trainable
             out["param_grad_bits"] = self.param_grad_bits
+        if self.phase_seconds:
+            out["phase_seconds"] = {p.value: s for p, s in self.phase_seconds}
         return out
 
 

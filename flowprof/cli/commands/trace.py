@@ -37,7 +37,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--measure",
         action="store_true",
-        help="also run the model for real: seconds per block and measured edge bytes",
+        help="also run the model for real: seconds per block and measured edge bytes; with "
+        "--train, the step on the CPU: each block's forward, backward and optimizer step timed",
     )
     g = p.add_argument_group("training step (--train)")
     g.add_argument(
@@ -78,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
     train = args.train or args.optimizer or args.loss or args.input_grad or args.amp
     if train and not args.train:
         raise BadInputError("--optimizer, --loss, --amp and --input-grad go with --train")
-    if train and args.measure and not args.memory:
-        raise BadInputError("--measure times a forward pass: use it without --train")
+    if args.amp and args.measure and not args.memory:
+        raise BadInputError(
+            "--measure times the training step in the model's own dtype; --amp is counted, not "
+            "measured: drop one of the two"
+        )
     memory.check(args)
     if args.out:
         OutputDir.check(args.out)  # (before the work)
@@ -103,19 +107,19 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     name = graph.meta["model"]
-    prediction, notes = timing.predict(graph, args)  # (--device)
+    predictions, notes = timing.predict(graph, args)  # (--device; one per phase)
     mem = memory.report(args, shapes, {**options, "input_dtypes": input_dtypes(args)}, train)
     emit = Emitter(args.format)
     emit.show(
-        table=lambda: _tables(graph, name, args.measure and not mem, prediction, mem),
+        table=lambda: _tables(graph, name, args.measure and not mem, predictions, mem),
         csv=lambda: _csv(graph),
         json=lambda: (
             graph.to_dict()
-            | ({"timing": prediction.to_dict()} if prediction else {})
+            | timing.to_json(predictions)
             | ({"memory": mem.to_dict()} if mem else {})
         ),
     )
-    for line in notes:
+    for line in notes + timing.step_notes(graph):
         emit.note(f"note: {line}")
     if args.out:
         from flowprof.reports.fit import short_name
@@ -130,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
                 args,
                 lambda path, data: out.text(path.relative_to(out.path), data),
             )
-            if prediction is not None:
-                timing.write(prediction, out)
+            if predictions:
+                timing.write(predictions, out)
             if mem is not None:
                 memory.write(mem, out)
         for line in files.warnings:
@@ -142,15 +146,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tables(graph, name: str, measured: bool, prediction=None, mem=None):
+def _tables(graph, name: str, measured: bool, predictions=(), mem=None):
     from flowprof.reports.fit import short_name
 
-    yield from _count_tables(graph, short_name(name), measured, prediction)
+    yield from _count_tables(graph, short_name(name), measured, predictions)
     if mem is not None:
         yield from memory.tables(mem, short_name(name))
 
 
-def _count_tables(graph, name: str, measured: bool, prediction=None):
+def _count_tables(graph, name: str, measured: bool, predictions=()):
     from rich.text import Text
 
     from flowprof.reports import tables, training_tables
@@ -164,6 +168,9 @@ def _count_tables(graph, name: str, measured: bool, prediction=None):
         yield training_tables.phase_totals_table(graph, title=f"{name}: training step totals")
         for line in training_tables.step_notes(graph) + tables.trace_notes(graph):
             yield Text(line)
+        if measured and not predictions:
+            yield training_tables.measured_step_table(graph)
+        yield from timing.tables(predictions)
         return
 
     yield tables.blocks_table(graph, title=f"{name}: blocks")
@@ -173,8 +180,7 @@ def _count_tables(graph, name: str, measured: bool, prediction=None):
         yield Text(line)
     if measured:
         yield tables.measured_table(graph)
-    if prediction is not None:
-        yield from timing.tables(prediction)
+    yield from timing.tables(predictions)
 
 
 def _csv(graph) -> list[str]:
