@@ -721,6 +721,81 @@ def _point(
     return SweepPoint(value, config, tuple(families), tuple(weights), blocks, edges, distinct)
 
 
+# --- the law, derived by flowprof.formula ---------------------------------------------------
+
+# The formula's name of each swept option, and the other length-or-width it is derived in too.
+_SYMBOL = {Variable.EMB: ("emb", "seq", "seq_len"), Variable.SEQ_LEN: ("seq", "emb", "emb")}
+
+
+@dataclass(frozen=True)
+class SweepLaw:
+    """The bits-versus-``variable`` law of a sweep: exact polynomials derived by
+    :func:`flowprof.formula` from traces (in the swept option and, where the model has it, the
+    other of emb and seq), set at the sweep's value of the other (``at``), and checked against
+    every traced point of the sweep (integer equality of the activation bits, the weight bits
+    and every family's bits)."""
+
+    formula: Any  # the Formula in both dimensions
+    at: Mapping[str, int]  # the other dimension's value in the sweep ({} when not derived in it)
+    variable: str  # the formula's name of the swept option
+    activations: Any  # sympy expressions in ``variable``
+    weights: Any
+    families: Mapping[str, Any]
+    checked: int  # the sweep's points compared
+    mismatches: tuple[str, ...]  # one line per disagreement (none expected)
+
+    @property
+    def agrees(self) -> bool:
+        return self.checked > 0 and not self.mismatches
+
+
+def law(sw: Sweep) -> SweepLaw:
+    """Derive ``sw``'s law with :func:`flowprof.formula` and check it at the sweep's points."""
+    from flowprof.analyses.formula import formula
+
+    var, other, other_option = _SYMBOL[sw.variable]
+    config = sw.points[0].config
+    options = {k: v for k, v in sw.options.items() if k not in ("emb", "seq_len")}
+    both = config.get("src_len") == config.get("tgt_len") and not (
+        {"src_len", "tgt_len"} & set(options)
+    )
+    f = formula(
+        sw.model,
+        [var, other] if both else [var],
+        dtype=sw.dtype,
+        depth=sw.depth,
+        **options,
+        **({} if both else {other_option: config[other_option]}),
+    )
+    at = {other: int(config["src_len" if other == "seq" else "emb"])} if both else {}
+    g = f.summary().at(**at) if at else f.summary()  # (totals and families: fast to set)
+    families = {
+        fam.value: g.expr("family", fam.value, "bits")
+        for fam in Family
+        if ("family", fam.value, "bits") in {w.key for w in g.laws}
+    }
+    mismatches = []
+    for p in sw.points:
+        value = {var: p.value}
+        pairs = [("activations", g.activation_bits, p.activation_bits)]
+        pairs.append(("weights", g.weight_bits, p.weight_bits))
+        pairs += [(name, expr, p.family(name).bits) for name, expr in families.items()]
+        for name, expr, traced in pairs:
+            derived = g.evaluate(expr, **value)
+            if derived != traced:
+                mismatches.append(f"{var} {p.value}: {name}: law {derived}, traced {traced}")
+    return SweepLaw(
+        f,
+        at,
+        var,
+        g.activation_bits,
+        g.weight_bits,
+        families,
+        len(sw.points),
+        tuple(mismatches),
+    )
+
+
 # --- the explanation, generated from the numbers --------------------------------------------
 
 _PREFIXES = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "k"))

@@ -461,6 +461,56 @@ def _problem2d(sec: Section, r: AssignmentResults) -> None:
         )
     )
     sec.command(f"python cli.py compare {cmp.model_a} {cmp.model_b}")
+    _derived_f(sec.section("f derived by the tool from traces"), r)
+
+
+def _derived_f(sec: Section, r: AssignmentResults) -> None:
+    """2(d) continued: f as flowprof.formula derives it, beside the hand f."""
+    d = r.problem2.derived_f
+    if d is None:
+        sec.paragraph("Not derived: see the notes at the end.")
+        return
+    cmp = r.problem2.comparison
+    sec.paragraph(
+        f"The same f, derived by `flowprof.formula` from {_n(d.traces)} concrete traces, for each "
+        f"convolution of {cmp.model_a} and its twin in {cmp.model_b}: (1) in the networks' own "
+        "dimension, the batch, the layer's count x and its twin's y are exact polynomials in "
+        "the batch and their ratio is a constant (the output positions cancel), so y = c x; "
+        "(2) for a dense layer, a layer under test with the layer's kernel, stride, padding, "
+        "biases and input size and C_in, C_out free (the partially connected layer keeps its "
+        "table: (1) only). The hand f is dws_mapping's at the layer's K (and its C_in, C_out "
+        "and M in (1)); they agree when derived - hand cancels to 0 (sympy), checked here."
+    )
+    rows = []
+    for layer in d.layers:
+        for label, found in (("batch", layer.in_batch), ("C_in, C_out", layer.in_channels)):
+            for f in found:
+                rows.append(
+                    (
+                        layer.layer,
+                        label,
+                        f.quantity.value,
+                        f"y = {f.derived}",
+                        f"y = {f.hand}",
+                        "yes" if f.agree else "NO",
+                    )
+                )
+    sec.table(
+        ("layer", "derived in", "quantity", "f derived from traces", "f by hand", "agree"),
+        rows,
+        "f derived by flowprof.formula beside the hand derivation",
+    )
+    checks = d.checks()
+    good = sum(f.agree for f in checks)
+    sec.paragraph(
+        f"**Derived vs by hand:** the two agree in {good} of {len(checks)} cases "
+        f"({len(d.layers)} convolutions; checked, not assumed)."
+    )
+    for factory in ("ConvUnderTest", "separable_under_test"):
+        sec.command(
+            f"python cli.py formula flowprof.analyses.dws_derived:{factory} --symbols c_in,c_out "
+            "--input 1x1x32x32 --degree c_in=1,c_out=1"
+        )
 
 
 # --- Problem 3 -----------------------------------------------------------------------------------
@@ -584,12 +634,50 @@ def _sweep_section(sec: Section, r: AssignmentResults) -> None:
     }
     for stem, fig in figs.items():
         sw.add(Figure.from_matplotlib(fig, stem.replace("_", "-"), captions.get(stem, stem)))
+    _law(sw, r)
     sw.paragraph("**Explanation** (generated from the numbers of the sweep):")
     sw.bullets(p3.explanation)
     if s.mismatches():
         sw.paragraph("Closed forms that disagree with the trace: " + "; ".join(s.mismatches()))
     emb = ",".join(map(str, values))
     sw.command(f"python cli.py sweep transformer --emb {emb} --heads 8 --dtype fp16")
+
+
+def _law(sec: Section, r: AssignmentResults) -> None:
+    """Problem 3(b)'s law as flowprof.formula derives it, checked at the sweep's points."""
+    law = r.problem3.law
+    if law is None:
+        return
+    f = law.formula
+    dims = " and ".join(d.name for d in f.dimensions)
+    at = ", ".join(f"{k} = {v}" for k, v in law.at.items())
+    lines = [
+        f"activation bits = {f.activation_bits}",
+        f"weight bits = {f.weight_bits}",
+    ]
+    if at:
+        lines += [
+            f"at {at}: activation bits = {law.activations}",
+            f"at {at}: weight bits = {law.weights}",
+        ]
+    lines += [f"{name}: {expr}" for name, expr in law.families.items() if expr != 0]
+    sec.paragraph(
+        f"**The law, derived by the tool.** `flowprof.formula` fits every count and every edge's "
+        f"bits as an exact polynomial in {dims} from {f.traces} concrete traces (checked at "
+        f"{len(f.verified_at)} further random points), then sets {at or 'nothing'}: bits per "
+        "forward pass, in total and by edge family:"
+    )
+    sec.math(lines)
+    if law.variable == "emb" and law.at:
+        c = f.crossover("weights", "activations", "emb", **law.at)
+        sec.paragraph(f"Solved analytically: {c.describe()}.")
+    verdict = "equal" if law.agrees else f"{len(law.mismatches)} differ: {law.mismatches[0]}"
+    sec.paragraph(
+        f"Checked at {law.checked} points (every emb of the sweep, against its concrete traces: "
+        f"activation bits, weight bits and each family's bits): {verdict}."
+    )
+    symbols = ",".join(d.name for d in f.dimensions)
+    sec.command(f"python cli.py formula transformer --symbols {symbols} --heads 8 --dtype fp16")
 
 
 # --- pipeline, peers, run ------------------------------------------------------------------------
@@ -782,12 +870,21 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
         (
             "2d",
             f"multiplications: y = {dws_mapping.formula_text(mul, 'none')}; dense: "
-            f"y = {dws_mapping.formula_text(mul, 'none', dense=True)} (additions: see 2d)",
+            f"y = {dws_mapping.formula_text(mul, 'none', dense=True)} (additions: see 2d)"
+            + _derived_summary(p2.derived_f),
         )
     )
     if p3.sweep is not None:
         rows.append(("3", _sweep_summary(p3.sweep)))
     sec.table(("question", "answer"), rows)
+
+
+def _derived_summary(d: Any) -> str:
+    if d is None:
+        return ""
+    checks = d.checks()
+    good = sum(f.agree for f in checks)
+    return f"; derived from traces by flowprof.formula: agrees with it in {good} of {len(checks)}"
 
 
 def _sweep_summary(s: Any) -> str:
