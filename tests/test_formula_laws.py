@@ -4,14 +4,19 @@ of each LeNet convolution and its twin. Expected expressions are derived by hand
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import pytest
 import sympy
+from torch import nn
 
+import flowprof
 from flowprof.analyses import comm_sweep, dws_derived, op_compare
 from flowprof.analyses.dws_mapping import Biases, Quantity
 from flowprof.analyses.formula import symbol
+from flowprof.errors import BadSpecError
+from flowprof.models.registry import BuiltModel, InputSpec
 
 E, T = symbol("emb"), symbol("seq")
 X, C_IN, C_OUT = dws_derived.X, dws_derived.C_IN, dws_derived.C_OUT
@@ -100,3 +105,89 @@ def test_a_wrong_hand_f_is_found_to_disagree(derivation):
     # the hand f of a layer with no biases is a different function of C_in and C_out
     other = dws_derived.hand_f(Quantity.ADD, Biases(False, False, False), 25, {}, dense=True)
     assert sympy.cancel(sympy.together(add.derived - other)) != 0
+
+
+# --- the sweep evaluates the formula -------------------------------------------------------------
+
+EMBS = [64, 128, 200, 256, 400, 512, 1000, 2048]
+
+
+@pytest.fixture(scope="module")
+def formula_sweep():
+    return comm_sweep.sweep(emb=EMBS, seq_len=16)
+
+
+def test_sweep_from_one_formula_equals_hand_counts_and_traces(formula_sweep):
+    sw = formula_sweep
+    assert sw.method == "formula" and sw.values == EMBS
+    # fitted on emb 8, 16, 24 (a quadratic, emb a multiple of the 8 heads), checked at the
+    # largest, the middle and the smallest of the sweep's points: 6 traces for 8 points
+    assert sw.checked_at == (64, 400, 2048) and sw.traces == 6
+    assert "checked by tracing at emb 64, 400, 2048: equal" in sw.method_note
+    p = sw.points[EMBS.index(1000)]  # evaluated, never traced by the sweep
+    # weights 16 (28E^2 + 32E) at E = 1000: 16 x 28,032,000 = 448,512,000
+    assert p.weight_bits == 448_512_000
+    # activations 912 T E + 1288 T^2 (test above) at T = 16, E = 1000:
+    # 14,592,000 + 329,728 = 14,921,728
+    assert p.activation_bits == 14_921_728
+    # the encoder's feed-forward hidden edge: 1 x T x 4E = 1x16x4000, 64,000 elements x 16 bits
+    hidden = [e for e in p.edges if e.src == "encoder.layers.0.ffn.linear1"]
+    assert [(e.shape, e.bits) for e in hidden] == [("1x16x4000", 1_024_000)]
+    # and the whole point equals a concrete trace of that configuration
+    traced = comm_sweep.sweep(emb=[1000], seq_len=16, method="trace")
+    assert traced.method == "traced" and traced.points[0].to_dict() == p.to_dict()
+    g = flowprof.trace("transformer", emb=1000, seq_len=16, dtype="fp16")
+    assert sum(e.bits for e in g.edges()) == p.activation_bits
+    assert sum(b.param_bits for b in g.blocks()) == p.weight_bits
+    assert sw.mismatches() == []  # and the hand closed forms at every point
+
+
+class Halving(nn.Module):
+    """A linear layer on (1, seq_len, emb), then the mean of each pair of tokens (the last one
+    alone when seq_len is odd): ceil(seq_len / 2) outputs, not a polynomial in seq_len."""
+
+    def __init__(self, emb: int = 8) -> None:
+        super().__init__()
+        self.proj = nn.Linear(emb, emb)
+        self.pool = nn.AvgPool1d(2, ceil_mode=True)
+
+    def forward(self, x):  # (1, T, E)
+        return self.pool(self.proj(x).transpose(1, 2))  # (1, E, ceil(T / 2))
+
+
+def halving(emb: int = 8, seq_len: int = 8) -> BuiltModel:
+    return BuiltModel("halving", Halving(emb), (InputSpec("x", (1, seq_len, emb)),), {})
+
+
+def test_sweep_traces_each_point_when_not_polynomial():
+    spec = "tests.test_formula_laws:halving"
+    sw = comm_sweep.sweep(spec, seq_len=[8, 9, 10, 11, 12], emb=8)
+    assert sw.method == "traced"
+    assert "not polynomial in seq_len" in sw.method_note, sw.method_note
+    # the pool's output: 1 x E x ceil(T/2) at 16 bits, E = 8: ceil(9/2) = 5 -> 640 bits
+    out = [e for e in sw.points[1].edges if e.dst.startswith("output")]
+    assert [(e.shape, e.bits) for e in out] == [("1x8x5", 8 * 5 * 16)]
+    with pytest.raises(BadSpecError, match="no formula for this sweep"):
+        comm_sweep.sweep(spec, seq_len=[8, 9, 10, 11, 12], emb=8, method="formula")
+    # in emb the same model is polynomial: its sweep comes from the formula (built, not traced,
+    # for its configuration), equal to tracing each point
+    by_emb = comm_sweep.sweep(spec, emb=[4, 8, 12, 16, 20], seq_len=9)
+    assert by_emb.method == "formula"
+    each = comm_sweep.sweep(spec, emb=[4, 8, 12, 16, 20], seq_len=9, method="trace")
+    assert by_emb.to_dict() == each.to_dict()
+
+
+def test_few_points_are_traced_and_the_cli_says_how(capsys):
+    from flowprof.cli.main import main
+
+    sw = comm_sweep.sweep(emb=[64, 128], seq_len=8)
+    assert sw.method == "traced" and "fewer points than the 4 traces" in sw.method_note
+    args = ["sweep", "transformer", "--emb", "64,128,256,512", "--seq-len", "8,16,24,32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "emb sweep: evaluated from one formula in emb fitted on 6 traces" in out
+    assert "seq_len sweep: evaluated from one formula in seq" in out
+    assert main([*args, "--trace-each", "--format", "json"]) == 0
+    each = json.loads(capsys.readouterr().out)
+    auto = comm_sweep.sweep(emb=[64, 128, 256, 512], seq_len=8)
+    assert auto.method == "formula" and each[0] == json.loads(json.dumps(auto.to_dict()))

@@ -525,10 +525,18 @@ def run_assignment(
     emb_sweep = seq_sweep = None
     explanation: list[str] = []
     try:
-        emb_sweep = comm_sweep.sweep("transformer", emb=list(emb_values), heads=8, dtype="fp16")
+        # Traced point by point: the law below is checked against these traces.
+        emb_sweep = comm_sweep.sweep(
+            "transformer", emb=list(emb_values), heads=8, dtype="fp16", method="trace"
+        )
         if not quick:
             seq_sweep = comm_sweep.sweep(
-                "transformer", seq_len=list(SWEEP_SEQ_LEN), emb=256, heads=8, dtype="fp16"
+                "transformer",
+                seq_len=list(SWEEP_SEQ_LEN),
+                emb=256,
+                heads=8,
+                dtype="fp16",
+                method="trace",
             )
         explanation = comm_sweep.explain(emb_sweep)
     except Exception as exc:  # reported in the report; the rest stands

@@ -214,6 +214,7 @@ class Formula:
     verified_at: tuple[Mapping[str, int], ...]  # the points every formula was checked at
     varying: tuple[str, ...] = ()  # blocks and edges not present at every point
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index.update({law.key: law for law in self.laws})
@@ -309,6 +310,33 @@ class Formula:
             if n % denominator:
                 raise BadInputError(f"{dict(p)} is outside the formula's domain")
             out.append(n // denominator)
+        return out
+
+    def values(self, **values: int) -> dict[tuple[str, str, str], int]:
+        """Every polynomial law at the dimensions' ``values`` (all of them), as exact integers, by
+        key (laws that are not polynomial are left out). Each law is compiled once into integer
+        coefficients over a common denominator, so a point costs no sympy."""
+        names = [d.name for d in self.dimensions]
+        if set(values) != set(names):
+            raise BadInputError(f"give every dimension a value: {sorted(names)}")
+        if not self._compiled:
+            syms = [symbol(n) for n in names]
+            for law in self.laws:
+                if law.expr is None:
+                    continue
+                terms = sympy.Poly(law.expr, *syms).terms()
+                den = math.lcm(*(int(sympy.Rational(c).q) for _, c in terms))
+                self._compiled[law.key] = (
+                    [(e, int(sympy.Rational(c) * den)) for e, c in terms],
+                    den,
+                )
+        point = [int(values[n]) for n in names]
+        out = {}
+        for key, (terms, den) in self._compiled.items():
+            n = sum(c * _monomial(point, e) for e, c in terms)
+            if n % den:
+                raise BadInputError(f"{values} is outside the formula's domain")
+            out[key] = n // den
         return out
 
     def crossover(
@@ -652,6 +680,7 @@ class _Model:
     ) -> None:
         self.model, self.inputs, self.dtype, self.depth = model, inputs, dtype, depth
         self.options = dict(options)
+        self.measure: Callable[[Any], dict] | None = None  # quantities() unless given
         self.cache: dict[tuple, dict] = {}
         self.families = False
         self.option_names: set[str] | None = set()
@@ -689,7 +718,11 @@ class _Model:
     def __call__(self, dims: Sequence[Dimension], point: tuple[int, ...]) -> dict:
         key = tuple((d.name, v) for d, v in zip(dims, point, strict=True))
         if key not in self.cache:
-            self.cache[key] = quantities(self._trace(dims, point), self.families)
+            graph = self._trace(dims, point)
+            if self.measure is not None:
+                self.cache[key] = self.measure(graph)
+            else:
+                self.cache[key] = quantities(graph, self.families)
         return self.cache[key]
 
     def _trace(self, dims: Sequence[Dimension], point: tuple[int, ...]):
@@ -722,6 +755,8 @@ def formula(
     period: int | None = None,
     steps: Mapping[str, int] | None = None,
     seed: int = 0,
+    verify_at: Sequence[Mapping[str, int]] = (),
+    measure: Callable[[Any], Mapping[tuple[str, str, str], int]] | None = None,
     **options: Any,
 ) -> Formula:
     """Every count of ``model`` as an exact polynomial in the dimensions ``symbols``.
@@ -736,7 +771,10 @@ def formula(
     checked at; ``period`` the residue-class period of spatial dimensions (default: searched);
     ``steps`` draws a dimension's values as multiples of a step (a user model's hidden size
     that must divide into its heads, e.g. ``steps={"hidden": 32}``; emb and heads of the
-    built-in transformer get theirs by themselves).
+    built-in transformer get theirs by themselves). ``verify_at``: points (dimension -> value)
+    to check at first, those outside the fitting grid (e.g. a sweep's own points); random draws
+    make up the rest of ``verify``. ``measure``: what gets a formula, a function from a trace
+    (a BlockGraph) to integers by (scope, name, quantity) key, instead of :func:`quantities`.
     See the module docstring for the method. Raises :class:`flowprof.BadInputError` for an
     unknown dimension.
     """
@@ -744,12 +782,13 @@ def formula(
     names = [n for n in names if n]
     if not names or len(set(names)) != len(names):
         raise BadInputError(f"name one or more distinct dimensions, got {list(symbols)!r}")
-    if verify < 1:
+    if verify < 1 and not verify_at:
         raise BadInputError("verify at one point at least")
     for n in names:
         if n in options or any(t in options for t in ALIASES.get(n, ())):
             raise BadInputError(f"{n} is a dimension: do not fix it too")
     target = _Model(model, inputs, dtype, depth, options)
+    target.measure = measure
     shape = target.shapes[0] if target.shapes else None
     dims = _dimensions(
         target.name,
@@ -803,8 +842,9 @@ def formula(
             else d
             for d in dims
         ]
+        given = [tuple(int(v[d.name]) for d in tried) for v in verify_at]
         result = _fit_verified(
-            target, tried, verify, seed, raise_degrees=not spatial or p == periods[-1]
+            target, tried, verify, seed, raise_degrees=not spatial or p == periods[-1], given=given
         )
         if not result[0] or p == periods[-1]:
             break
@@ -823,7 +863,12 @@ def formula(
 
 
 def _fit_verified(
-    target: _Model, dims: list[Dimension], verify: int, seed: int, raise_degrees: bool
+    target: _Model,
+    dims: list[Dimension],
+    verify: int,
+    seed: int,
+    raise_degrees: bool,
+    given: Sequence[tuple[int, ...]] = (),
 ):
     """Fit at the dimensions' degrees, verify, raise the degrees on a failure (see the doc)."""
     rng = random.Random(seed)
@@ -836,14 +881,14 @@ def _fit_verified(
         )
     top = [d.degree + extras for d in dims]
     biggest_grid = set(itertools.product(*(d.grid(t) for d, t in zip(dims, top, strict=True))))
-    checks: list[tuple[int, ...]] = []
-    for _ in range(50 * verify):
+    checks = list(dict.fromkeys(p for p in given if p not in biggest_grid))
+    for _ in range(50 * max(verify - len(checks), 0)):
         p = tuple(d.draw(rng) for d in dims)
         if p not in biggest_grid and p not in checks:
             checks.append(p)
-        if len(checks) == verify:
+        if len(checks) >= verify:
             break
-    if len(checks) < verify and not (checks and any(d.choices for d in dims)):
+    if not checks or len(checks) < verify and not (checks and any(d.choices for d in dims)):
         raise BadInputError("too few points outside the fitting grid to verify at; widen the range")
     syms = [symbol(d.name) for d in dims]
     found: dict[tuple, Any] = {}
