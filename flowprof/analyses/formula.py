@@ -32,8 +32,10 @@ Domains. A value a model refuses is not drawn: ``emb`` is a multiple of ``heads`
 compute ``floor((H + 2p - k) / s) + 1``, which is not a polynomial in H; but within one residue
 class ``H = P*m + c``, with P a multiple of the product of the strides along the way, every
 floor is exact and the counts are polynomials. So spatial dimensions are fitted on such a family:
-c is the model's default size modulo P, and P is searched (1, 2, 4, ..., 64: the first period at
-which every count verifies) unless given. The formula then holds for H = c (mod P) only, and
+c is the model's default size modulo P, and P is searched (1, 2, 4, ..., 64, then the period
+read off the model's layers when it is coarser: the product of its strides times the lcm of its
+adaptive pools' output sizes, e.g. alexnet's 192; the first period at which every count verifies)
+unless given. The formula then holds for H = c (mod P) only, and
 :attr:`Formula.domains` says so. Writing the floors into the formula (the issue's wish) needs the
 layer arithmetic symbolically; this module does not attempt it.
 
@@ -686,6 +688,7 @@ class _Model:
         self.option_names: set[str] | None = set()
         self.config: dict[str, Any] = {}
         self.shapes: list[tuple[int, ...]] | None = None
+        self.module: Any = model if not isinstance(model, str) else None
         self.name = model if isinstance(model, str) else type(model).__name__
         if isinstance(model, str):
             from flowprof import api
@@ -698,6 +701,7 @@ class _Model:
             else:
                 self.option_names = {o.name for o in catalog.entry(model).options()}
             built = api.build(model, **self.options, **self._shape_arg(inputs))
+            self.module = built.module
             self.config = dict(built.config)
             self.shapes = [tuple(s.shape) for s in built.inputs]
             self.families = model == "transformer"
@@ -827,7 +831,7 @@ def formula(
             for d in dims
         ]
     spatial = [d for d in dims if d.name in SPATIAL]
-    periods = [period] if period or not spatial else list(PERIODS)
+    periods = [period] if period or not spatial else _periods(target.module)
     result = None
     for p in periods:
         tried = [
@@ -860,6 +864,43 @@ def formula(
         verified_at=tuple(verified_at),
         varying=tuple(varying),
     )
+
+
+def structural_period(module: Any) -> int:
+    """A spatial period at which every count of ``module`` is a polynomial, read off its layers:
+    the product of the strides of its convolutions and pools (each stride divides the sizes
+    after it) times the lcm of its adaptive pools' output sizes (an adaptive pool to o cells
+    splits its input into o windows whose bounds floor(i*h/o) and ceil((i+1)*h/o) repeat with h
+    modulo o). A branch's strides count too (a multiple of the period needed: coarser, still
+    exact); 1 for a module with neither."""
+    from torch import nn
+
+    strided = (
+        nn.modules.conv._ConvNd,
+        nn.modules.pooling._MaxPoolNd,
+        nn.modules.pooling._AvgPoolNd,
+    )
+    adaptive = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+    period, cells = 1, 1
+    for m in module.modules() if module is not None else ():
+        if isinstance(m, strided):
+            stride = m.stride if m.stride is not None else m.kernel_size
+            period *= max(stride) if isinstance(stride, tuple) else int(stride)
+        elif isinstance(m, adaptive):
+            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
+            cells = math.lcm(cells, *(int(o) for o in size if o is not None))
+    return period * cells
+
+
+def _periods(module: Any) -> list[int]:
+    """The spatial periods to try, finest first: :data:`PERIODS`, then the module's structural
+    period (e.g. alexnet's 192: strides 4 x 2 x 2 x 2, and its adaptive pool to 6 x 6) when it is
+    coarser than all of them."""
+    periods = list(PERIODS)
+    extra = structural_period(module)
+    if extra > periods[-1]:
+        periods.append(extra)
+    return periods
 
 
 def _fit_verified(
