@@ -875,8 +875,20 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
         )
     )
     if p3.sweep is not None:
-        rows.append(("3", _sweep_summary(p3.sweep)))
+        rows.append(("3", _sweep_summary(p3.sweep) + _law_summary(p3.law)))
     sec.table(("question", "answer"), rows)
+
+
+def _law_summary(law: Any) -> str:
+    if law is None:
+        return ""
+    at = ", ".join(f"{k} {v}" for k, v in law.at.items())
+    verdict = "equal" if law.agrees else "**differ**"
+    return (
+        f" Law derived by flowprof.formula{f' at {at}' if at else ''}: activation bits = "
+        f"{law.activations}, weight bits = {law.weights} (checked at {law.checked} points: "
+        f"{verdict})."
+    )
 
 
 def _derived_summary(d: Any) -> str:
