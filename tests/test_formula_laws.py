@@ -18,14 +18,14 @@ from flowprof.analyses.formula import symbol
 from flowprof.errors import BadSpecError
 from flowprof.models.registry import BuiltModel, InputSpec
 
-E, T = symbol("emb"), symbol("seq")
+E = symbol("emb")
 X, C_IN, C_OUT = dws_derived.X, dws_derived.C_IN, dws_derived.C_OUT
 
 
 def test_bits_versus_emb_law_checked_at_the_sweeps_points():
     sw = comm_sweep.sweep("transformer", emb=[64, 200, 512], heads=8, dtype="fp16")
     law = comm_sweep.law(sw)
-    assert law.at == {"seq": 128} and law.variable == "emb"
+    assert law.held == {"seq_len": 128} and law.variable == "emb"
     # Weights: parameters 28E^2 + 32E (test_formula's hand derivation) at 16 bits.
     assert sympy.expand(law.weights - 16 * (28 * E**2 + 32 * E)) == 0
     # Activations at T = 128 (leaf blocks, post-norm, one encoder and one decoder layer, batch 1,
@@ -36,10 +36,11 @@ def test_bits_versus_emb_law_checked_at_the_sweeps_points():
     # T x T edges: scores 2 + 3 + 2 and attention weights 1 + 1 + 1, each H T^2 = 8 T^2:
     # 80 T^2 elements at 16 bits = 1280 T^2; the causal mask T^2 bools at 8 bits: 1288 T^2.
     assert sympy.expand(law.activations - (912 * 128 * E + 1288 * 128**2)) == 0
-    assert sympy.expand(law.formula.activation_bits - (912 * E * T + 1288 * T**2)) == 0
     assert law.checked == 3 and law.mismatches == () and law.agrees
-    # the families' laws add up to the activation law
+    # the families' laws add up to the activation law; scores do not grow with emb:
+    # (2 + 3 + 2) edges x H T^2 = 7 x 8 x 128^2 elements x 16 bits
     assert sympy.expand(sum(law.families.values()) - law.activations) == 0
+    assert law.families["attention scores"] == 7 * 8 * 128**2 * 16
 
 
 def test_the_law_reports_a_point_that_disagrees():
@@ -175,6 +176,10 @@ def test_sweep_traces_each_point_when_not_polynomial():
     assert by_emb.method == "formula"
     each = comm_sweep.sweep(spec, emb=[4, 8, 12, 16, 20], seq_len=9, method="trace")
     assert by_emb.to_dict() == each.to_dict()
+    # its law (in emb alone: a user's model): weights of Linear(E, E), E^2 + E at 16 bits
+    law = comm_sweep.law(each)
+    assert law.held == {} and law.agrees and law.checked == 5
+    assert sympy.expand(law.weights - 16 * (E**2 + E)) == 0
 
 
 def test_few_points_are_traced_and_the_cli_says_how(capsys):

@@ -645,20 +645,20 @@ def _as_values(value: int | Sequence[int] | None) -> list[int] | None:
 
 # --- the law, derived by flowprof.formula ---------------------------------------------------
 
-# The formula's name of each swept option, and the other length-or-width it is derived in too.
-_SYMBOL = {Variable.EMB: ("emb", "seq", "seq_len"), Variable.SEQ_LEN: ("seq", "emb", "emb")}
+# The formula's name of each swept option of a built-in model, and the other option shown held.
+_SYMBOL = {Variable.EMB: ("emb", "seq_len"), Variable.SEQ_LEN: ("seq", "emb")}
 
 
 @dataclass(frozen=True)
 class SweepLaw:
-    """The bits-versus-``variable`` law of a sweep: exact polynomials derived by
-    :func:`flowprof.formula` from traces (in the swept option and, where the model has it, the
-    other of emb and seq), set at the sweep's value of the other (``at``), and checked against
-    every traced point of the sweep (integer equality of the activation bits, the weight bits
-    and every family's bits)."""
+    """The bits-versus-``variable`` law of a sweep: exact polynomials in the swept option,
+    derived by :func:`flowprof.formula` from traces of the sweep's model with its other options
+    as the sweep holds them (``held`` names the other of emb and seq_len, for the text), and
+    checked against every traced point of the sweep (integer equality of the activation bits,
+    the weight bits and every family's bits)."""
 
-    formula: Any  # the Formula in both dimensions
-    at: Mapping[str, int]  # the other dimension's value in the sweep ({} when not derived in it)
+    formula: Any  # the Formula (totals and families) in ``variable``
+    held: Mapping[str, int]  # e.g. {"seq_len": 128} for an emb sweep ({} if not known)
     variable: str  # the formula's name of the swept option
     activations: Any  # sympy expressions in ``variable``
     weights: Any
@@ -671,50 +671,42 @@ class SweepLaw:
         return self.checked > 0 and not self.mismatches
 
 
-def law(sw: Sweep) -> SweepLaw:
-    """Derive ``sw``'s law with :func:`flowprof.formula` and check it at the sweep's points."""
-    from flowprof.analyses.formula import formula
+def law(sw: Sweep, verify: int = 1) -> SweepLaw:
+    """Derive ``sw``'s law with :func:`flowprof.formula` (checked at ``verify`` random points of
+    its own) and check it at every point of the sweep, which :func:`sweep` with
+    ``method="trace"`` traced (else the check is against the sweep's own formula)."""
+    from flowprof.analyses.formula import formula, quantities
 
-    var, other, other_option = _SYMBOL[sw.variable]
-    config = sw.points[0].config
-    options = {k: v for k, v in sw.options.items() if k not in ("emb", "seq_len")}
-    both = config.get("src_len") == config.get("tgt_len") and not (
-        {"src_len", "tgt_len"} & set(options)
-    )
+    user = ":" in sw.model  # (a user's factory: its own argument names)
+    var, other = (sw.variable.value, "") if user else _SYMBOL[sw.variable]
+    options = {k: v for k, v in sw.options.items() if k != sw.variable.value}
+
+    def totals(graph: Any) -> dict[tuple[str, str, str], int]:  # (no block's, no edge's)
+        return {k: n for k, n in quantities(graph, True).items() if k[0] not in ("block", "edge")}
+
     f = formula(
-        sw.model,
-        [var, other] if both else [var],
-        dtype=sw.dtype,
-        depth=sw.depth,
-        **options,
-        **({} if both else {other_option: config[other_option]}),
+        sw.model, [var], dtype=sw.dtype, depth=sw.depth, verify=verify, measure=totals, **options
     )
-    at = {other: int(config["src_len" if other == "seq" else "emb"])} if both else {}
-    g = f.summary().at(**at) if at else f.summary()  # (totals and families: fast to set)
+    config = sw.points[0].config
+    held = {other: int(config[other])} if other and config.get(other) is not None else {}
     families = {
-        fam.value: g.expr("family", fam.value, "bits")
+        fam.value: f.expr("family", fam.value, "bits")
         for fam in Family
-        if ("family", fam.value, "bits") in {w.key for w in g.laws}
+        if ("family", fam.value, "bits") in {w.key for w in f.laws}
+        and any(p.family(fam).items for p in sw.points)
     }
     mismatches = []
     for p in sw.points:
         value = {var: p.value}
-        pairs = [("activations", g.activation_bits, p.activation_bits)]
-        pairs.append(("weights", g.weight_bits, p.weight_bits))
+        pairs = [("activations", f.activation_bits, p.activation_bits)]
+        pairs.append(("weights", f.weight_bits, p.weight_bits))
         pairs += [(name, expr, p.family(name).bits) for name, expr in families.items()]
         for name, expr, traced in pairs:
-            derived = g.evaluate(expr, **value)
+            derived = f.evaluate(expr, **value)
             if derived != traced:
                 mismatches.append(f"{var} {p.value}: {name}: law {derived}, traced {traced}")
     return SweepLaw(
-        f,
-        at,
-        var,
-        g.activation_bits,
-        g.weight_bits,
-        families,
-        len(sw.points),
-        tuple(mismatches),
+        f, held, var, f.activation_bits, f.weight_bits, families, len(sw.points), tuple(mismatches)
     )
 
 

@@ -649,35 +649,31 @@ def _law(sec: Section, r: AssignmentResults) -> None:
     if law is None:
         return
     f = law.formula
-    dims = " and ".join(d.name for d in f.dimensions)
-    at = ", ".join(f"{k} = {v}" for k, v in law.at.items())
-    lines = [
-        f"activation bits = {f.activation_bits}",
-        f"weight bits = {f.weight_bits}",
-    ]
-    if at:
-        lines += [
-            f"at {at}: activation bits = {law.activations}",
-            f"at {at}: weight bits = {law.weights}",
-        ]
-    lines += [f"{name}: {expr}" for name, expr in law.families.items() if expr != 0]
+    held = ", ".join(f"{k} {v}" for k, v in law.held.items())
+    options = ", ".join(f"{k} {v}" for k, v in r.problem3.sweep.options.items())
+    lines = [f"activation bits = {law.activations}", f"weight bits = {law.weights}"]
+    lines += [f"{name}: {expr}" for name, expr in law.families.items()]
     sec.paragraph(
-        f"**The law, derived by the tool.** `flowprof.formula` fits every count and every edge's "
-        f"bits as an exact polynomial in {dims} from {f.traces} concrete traces (checked at "
-        f"{len(f.verified_at)} further random points), then sets {at or 'nothing'}: bits per "
-        "forward pass, in total and by edge family:"
+        f"**The law, derived by the tool.** `flowprof.formula` fits the total bits and each edge "
+        f"family's bits as exact polynomials in {law.variable} ({held or 'defaults'}; "
+        f"{options or 'no other option'}, as the sweep) from {f.traces} concrete traces (checked "
+        f"at {len(f.verified_at)} further random point(s)): bits per forward pass, in total and "
+        "by edge family:"
     )
     sec.math(lines)
-    if law.variable == "emb" and law.at:
-        c = f.crossover("weights", "activations", "emb", **law.at)
+    if law.variable == "emb":
+        c = f.crossover("weights", "activations", "emb")
         sec.paragraph(f"Solved analytically: {c.describe()}.")
     verdict = "equal" if law.agrees else f"{len(law.mismatches)} differ: {law.mismatches[0]}"
     sec.paragraph(
-        f"Checked at {law.checked} points (every emb of the sweep, against its concrete traces: "
-        f"activation bits, weight bits and each family's bits): {verdict}."
+        f"Checked at {law.checked} points (every {law.variable} of the sweep, against its "
+        f"concrete traces: activation bits, weight bits and each family's bits): {verdict}."
     )
-    symbols = ",".join(d.name for d in f.dimensions)
-    sec.command(f"python cli.py formula transformer --symbols {symbols} --heads 8 --dtype fp16")
+    sweep_options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in law.held.items())
+    sec.command(
+        f"python cli.py formula transformer --symbols {law.variable} {sweep_options} --heads 8 "
+        "--dtype fp16 --totals"
+    )
 
 
 # --- pipeline, peers, run ------------------------------------------------------------------------
@@ -882,7 +878,7 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
 def _law_summary(law: Any) -> str:
     if law is None:
         return ""
-    at = ", ".join(f"{k} {v}" for k, v in law.at.items())
+    at = ", ".join(f"{k} {v}" for k, v in law.held.items())
     verdict = "equal" if law.agrees else "**differ**"
     return (
         f" Law derived by flowprof.formula{f' at {at}' if at else ''}: activation bits = "
