@@ -177,18 +177,21 @@ class Crossover:
     roots: tuple[sympy.Expr, ...]  # positive real roots of left - right
     first: int | None  # the smallest integer above the last root where left > right
 
-    def describe(self) -> str:
-        at = ", ".join(f"{k}={v}" for k, v in self.fixed.items())
+    def describe(self, where: str = "") -> str:
+        """One sentence; ``where`` names what is held (default: the fixed dimensions)."""
+        at = where or ", ".join(f"{k}={v}" for k, v in self.fixed.items())
         if self.first is None and self.roots:
+            on = f" on ({at})" if at else ""
             return (
-                f"{self.left} <= {self.right} from {self.symbol} = {float(self.roots[-1]):.6g} "
-                f"on ({at})"
+                f"{self.left} <= {self.right} from {self.symbol} = {float(self.roots[-1]):.6g}{on}"
             )
         if self.first is None:
-            return f"{self.left} and {self.right} do not cross as {self.symbol} grows ({at})"
+            on = f" ({at})" if at else ""
+            return f"{self.left} and {self.right} do not cross as {self.symbol} grows{on}"
         roots = ", ".join(f"{sympy.nsimplify(r)} ~ {float(r):.6g}" for r in self.roots)
+        on = f"{at}; " if at else ""
         return (
-            f"{self.left} > {self.right} from {self.symbol} = {self.first} on ({at}; "
+            f"{self.left} > {self.right} from {self.symbol} = {self.first} on ({on}"
             f"{self.left} = {self.right} at {self.symbol} = {roots})"
         )
 

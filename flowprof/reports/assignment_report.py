@@ -663,7 +663,8 @@ def _law(sec: Section, r: AssignmentResults) -> None:
     sec.math(lines)
     if law.variable == "emb":
         c = f.crossover("weights", "activations", "emb")
-        sec.paragraph(f"Solved analytically: {c.describe()}.")
+        where = ", ".join(f"{k}={v}" for k, v in law.held.items())
+        sec.paragraph(f"Solved analytically: {c.describe(where)}.")
     verdict = "equal" if law.agrees else f"{len(law.mismatches)} differ: {law.mismatches[0]}"
     sec.paragraph(
         f"Checked at {law.checked} points (every {law.variable} of the sweep, against its "
