@@ -572,6 +572,11 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
 
     if timing.RESULTS.is_file():
         text = timing.insert_section(text, timing.markdown(json.loads(timing.RESULTS.read_text())))
+    from bench import formula_speed  # (likewise bench/formula_speed.py's section)
+
+    if formula_speed.RESULTS.is_file():
+        section = formula_speed.markdown(json.loads(formula_speed.RESULTS.read_text()))
+        text = timing.insert_section(text, section, formula_speed.BEGIN, formula_speed.END)
     return text
 
 

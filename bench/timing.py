@@ -454,11 +454,12 @@ def step_markdown(step: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def insert_section(text: str, section: str) -> str:
-    """``text`` with the section between the markers replaced (appended if it has none)."""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+def insert_section(text: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with the section between the markers replaced (appended if it has none); other
+    scripts' sections (bench/formula_speed.py) pass their own markers."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         return head + section + ("\n" + tail if tail else "")
     return text.rstrip("\n") + "\n\n" + section
 

@@ -197,6 +197,25 @@ def test_report_states_the_computed_numbers(results: AssignmentResults, report_h
 
 
 @pytest.mark.slow
+def test_report_shows_the_derived_laws(results: AssignmentResults, report_html: str) -> None:
+    page = report_html
+    law = results.problem3.law
+    # 3(b): the law in emb at the report's seq 128, checked at the quick sweep's 3 points; by
+    # hand (tests/test_formula_laws.py): activations 912*128 E + 1288*128^2, weights 16(28E^2+32E)
+    assert law is not None and law.agrees and law.checked == len(results.problem3.sweep.points)
+    assert "activation bits = 116736*emb + 21102592" in page
+    assert "weight bits = 448*emb**2 + 512*emb" in page
+    assert f"Checked at {law.checked} points" in page and "each family's bits): equal" in page
+    # 2(d): f derived for c1, c3, c5 of the two LeNets, beside the hand f, all agreeing
+    d = results.problem2.derived_f
+    assert [x.layer for x in d.layers] == ["c1", "c3", "c5"] and d.agree
+    assert "f derived by the tool from traces" in page
+    n = len(d.checks())
+    assert f"the two agree in {n} of {n} cases" in page
+    assert "y = 7*x/50" in page  # C3's multiplications: 6/60 + 1/25 = 7/50
+
+
+@pytest.mark.slow
 def test_report_figures_in_every_format(report_doc: Document, report_html: str) -> None:
     doc = report_doc
     figures = doc.figures()

@@ -317,3 +317,30 @@ def test_cli_json_latex_and_bad_input(tmp_path):
     bad = _cli("transformer", "--symbols", "emb,bogus")
     assert bad.returncode == 2 and bad.stderr.startswith("flowprof:")
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_alexnet_adaptive_pool_found_polynomial_at_its_structural_period():
+    # strides 4 (conv1) x 2 x 2 x 2 (three max pools) = 32, times the adaptive pool's 6 cells:
+    # its windows floor(i h / 6) .. ceil((i + 1) h / 6) repeat with h mod 6, so 192; no period
+    # of 1, 2, ..., 64 makes every count polynomial
+    name = "torchvision:alexnet"
+    f = formula(name, ["batch", "size"])
+    assert f.domains["size"] == "size = 32 (mod 192), size >= 224"
+    assert f.non_polynomial() == []
+    S = symbol("size")
+    # MACs by hand at 224: conv1 64*3*11*11 x 55*55 = 70,276,800; conv2 192*64*25 x 27*27 =
+    # 223,948,800; conv3 384*192*9 x 13*13 = 112,140,288; conv4 256*384*9 x 169 = 149,520,384;
+    # conv5 256*256*9 x 169 = 99,680,256; fc 9216*4096 + 4096*4096 + 4096*1000 = 58,621,952.
+    # At 416 the maps are 103, 51, 51, 25, 25 (after conv1, pool, conv2, pool, conv3-5):
+    # 64*363*103^2 + 307200*51^2 + (663552 + 884736 + 589824)*25^2 + 58,621,952.
+    at224 = 70_276_800 + 223_948_800 + 112_140_288 + 149_520_384 + 99_680_256 + 58_621_952
+    at416 = 64 * 363 * 103**2 + 307200 * 51**2 + (663552 + 884736 + 589824) * 625 + 58_621_952
+    macs = f.total("macs")
+    assert macs.subs({B: 1, S: 224}) == at224 == 714_188_480
+    assert macs.subs({B: 1, S: 416}) == at416
+    rng = random.Random(192)
+    points = [
+        {"batch": rng.randint(1, 8), "size": 192 * rng.randint(1, 9) + 32}
+        for _ in range(DRAWS or 3)
+    ]
+    assert_exact(f, points, lambda p: flowprof.trace(name, (p["batch"], 3, p["size"], p["size"])))

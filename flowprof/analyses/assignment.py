@@ -13,9 +13,12 @@
   trains on a small subset for a few epochs instead;
 - Problem 2c: multiplications and additions per layer and in total of both networks
   (:func:`analyses.op_compare.compare`);
-- Problem 2d: the mapping f (:mod:`analyses.dws_mapping`) checked on each convolution;
+- Problem 2d: the mapping f (:mod:`analyses.dws_mapping`) checked on each convolution, and f
+  derived by :func:`flowprof.formula` from traces of each convolution and its twin
+  (:mod:`analyses.dws_derived`);
 - Problem 3: the transformer (emb 256, 8 heads, fp16) traced into block graphs at depths 1-3,
-  and the communication sweep over the embedding size (:mod:`analyses.comm_sweep`);
+  and the communication sweep over the embedding size (:mod:`analyses.comm_sweep`), with its
+  bits-versus-emb law derived by :func:`flowprof.formula` and checked at the sweep's points;
 - the pipeline check (2 stages, small transformer, :mod:`distributed`) when that package exists;
 - what common peers (FlopCounterMode, fvcore, thop, ptflops) report for both LeNets, where
   they are installed.
@@ -104,6 +107,8 @@ class Problem2:
     # model name -> analyses.training_cost.TrainingCost of its run (operations per training step,
     # per epoch and for the run)
     training_costs: dict[str, Any] = field(default_factory=dict)
+    # analyses.dws_derived.Derivation: f derived from traces of each convolution and its twin
+    derived_f: Any | None = None
 
 
 @dataclass
@@ -116,6 +121,7 @@ class Problem3:
     seq_sweep: Any | None  # a Sweep over seq_len (full run only)
     explanation: list[str]
     sweep_error: str | None = None
+    law: Any | None = None  # analyses.comm_sweep.SweepLaw of the emb sweep
 
 
 @dataclass
@@ -423,7 +429,7 @@ def run_assignment(
     import torch
 
     from flowprof import tracer
-    from flowprof.analyses import comm_sweep, dws_mapping, op_compare
+    from flowprof.analyses import comm_sweep, dws_derived, dws_mapping, op_compare
     from flowprof.training import mnist
 
     if parallel is None:
@@ -489,6 +495,11 @@ def run_assignment(
     from flowprof.analyses import training_cost
 
     costs = {name: training_cost.of_run(runs[name]) for name in LENETS}
+    derived_f = None
+    try:
+        derived_f = dws_derived.derive(comparison)
+    except Exception as exc:  # reported in the report; the rest stands
+        notes.append(f"f could not be derived from traces: {type(exc).__name__}: {exc}")
     p2 = Problem2(
         source_description=data.description,
         data_description=first.data_description,
@@ -502,6 +513,7 @@ def run_assignment(
         derivation_text=dws_mapping.derivation("text"),
         derivation_latex=dws_mapping.derivation("latex"),
         training_costs=costs,
+        derived_f=derived_f,
     )
 
     begin("Problem 3: trace the transformer")
@@ -513,16 +525,30 @@ def run_assignment(
     emb_sweep = seq_sweep = None
     explanation: list[str] = []
     try:
-        emb_sweep = comm_sweep.sweep("transformer", emb=list(emb_values), heads=8, dtype="fp16")
+        # Traced point by point: the law below is checked against these traces.
+        emb_sweep = comm_sweep.sweep(
+            "transformer", emb=list(emb_values), heads=8, dtype="fp16", method="trace"
+        )
         if not quick:
             seq_sweep = comm_sweep.sweep(
-                "transformer", seq_len=list(SWEEP_SEQ_LEN), emb=256, heads=8, dtype="fp16"
+                "transformer",
+                seq_len=list(SWEEP_SEQ_LEN),
+                emb=256,
+                heads=8,
+                dtype="fp16",
+                method="trace",
             )
         explanation = comm_sweep.explain(emb_sweep)
     except Exception as exc:  # reported in the report; the rest stands
         sweep_error = f"{type(exc).__name__}: {exc}"
         notes.append(f"the communication sweep failed: {sweep_error}")
-    p3 = Problem3(config, graphs, emb_sweep, seq_sweep, explanation, sweep_error)
+    law = None
+    if emb_sweep is not None:
+        try:
+            law = comm_sweep.law(emb_sweep)
+        except Exception as exc:  # reported in the report; the rest stands
+            notes.append(f"the bits-versus-emb law was not derived: {type(exc).__name__}: {exc}")
+    p3 = Problem3(config, graphs, emb_sweep, seq_sweep, explanation, sweep_error, law)
 
     check = None
     if pipeline:

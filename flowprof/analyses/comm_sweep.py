@@ -61,7 +61,7 @@ import io
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -546,6 +546,12 @@ class Sweep:
     bits_per_element: int
     options: Mapping[str, Any]  # the options held fixed
     points: tuple[SweepPoint, ...] = field(default_factory=tuple)
+    # how the points were made: "formula" (evaluated from one formula, checked by tracing at
+    # ``checked_at``) or "traced" (one trace per point); ``method_note`` says which and why
+    method: str = "traced"
+    method_note: str = ""
+    checked_at: tuple[int, ...] = ()
+    traces: int = 0  # traces made
 
     @property
     def values(self) -> list[int]:
@@ -637,6 +643,87 @@ def _as_values(value: int | Sequence[int] | None) -> list[int] | None:
     return [int(v) for v in value]
 
 
+# --- the law, derived by flowprof.formula ---------------------------------------------------
+
+# The formula's name of each swept option of a built-in model, and the other option shown held.
+_SYMBOL = {Variable.EMB: ("emb", "seq_len"), Variable.SEQ_LEN: ("seq", "emb")}
+
+
+@dataclass(frozen=True)
+class SweepLaw:
+    """The bits-versus-``variable`` law of a sweep: exact polynomials in the swept option,
+    derived by :func:`flowprof.formula` from traces of the sweep's model with its other options
+    as the sweep holds them (``held`` names the other of emb and seq_len, for the text), and
+    checked against every traced point of the sweep (integer equality of the activation bits,
+    the weight bits and every family's bits)."""
+
+    formula: Any  # the Formula (totals and families) in ``variable``
+    held: Mapping[str, int]  # e.g. {"seq_len": 128} for an emb sweep ({} if not known)
+    variable: str  # the formula's name of the swept option
+    activations: Any  # sympy expressions in ``variable``
+    weights: Any
+    families: Mapping[str, Any]
+    checked: int  # the sweep's points compared
+    mismatches: tuple[str, ...]  # one line per disagreement (none expected)
+
+    @property
+    def agrees(self) -> bool:
+        return self.checked > 0 and not self.mismatches
+
+
+def law(sw: Sweep, verify: int = 1) -> SweepLaw:
+    """Derive ``sw``'s law with :func:`flowprof.formula` (checked at ``verify`` random points of
+    its own) and check it at every point of the sweep, which :func:`sweep` with
+    ``method="trace"`` traced (else the check is against the sweep's own formula)."""
+    from flowprof.analyses.formula import formula, quantities
+
+    user = ":" in sw.model  # (a user's factory: its own argument names)
+    var, other = (sw.variable.value, "") if user else _SYMBOL[sw.variable]
+    options = {k: v for k, v in sw.options.items() if k != sw.variable.value}
+
+    def totals(graph: Any) -> dict[tuple[str, str, str], int]:  # (no block's, no edge's)
+        return {k: n for k, n in quantities(graph, True).items() if k[0] not in ("block", "edge")}
+
+    f = formula(
+        sw.model, [var], dtype=sw.dtype, depth=sw.depth, verify=verify, measure=totals, **options
+    )
+    config = sw.points[0].config
+    held = {other: int(config[other])} if other and config.get(other) is not None else {}
+    families = {
+        fam.value: f.expr("family", fam.value, "bits")
+        for fam in Family
+        if ("family", fam.value, "bits") in {w.key for w in f.laws}
+        and any(p.family(fam).items for p in sw.points)
+    }
+    mismatches = []
+    for p in sw.points:
+        value = {var: p.value}
+        pairs = [("activations", f.activation_bits, p.activation_bits)]
+        pairs.append(("weights", f.weight_bits, p.weight_bits))
+        pairs += [(name, expr, p.family(name).bits) for name, expr in families.items()]
+        for name, expr, traced in pairs:
+            derived = f.evaluate(expr, **value)
+            if derived != traced:
+                mismatches.append(f"{var} {p.value}: {name}: law {derived}, traced {traced}")
+    return SweepLaw(
+        f, held, var, f.activation_bits, f.weight_bits, families, len(sw.points), tuple(mismatches)
+    )
+
+
+class Method(StrEnum):
+    """How :func:`sweep` makes its points."""
+
+    AUTO = "auto"  # from one formula where it can, else traced (saying why)
+    FORMULA = "formula"  # from one formula, or an error saying why it cannot
+    TRACE = "trace"  # one trace per point
+
+
+# The sweep's points checked by tracing when they come from a formula: at most this many.
+VERIFY_POINTS = 3
+# Fewer points than this are traced (a formula needs 3 traces to fit a quadratic and 1 to check).
+FORMULA_FROM_POINTS = 4
+
+
 def sweep(
     model: str = "transformer",
     *,
@@ -644,17 +731,28 @@ def sweep(
     seq_len: int | Sequence[int] | None = None,
     depth: int | None = None,
     dtype: str = "fp16",
+    method: Method | str = Method.AUTO,
     **options: Any,
 ) -> Sweep:
-    """Trace ``model`` for each value of ``emb`` or of ``seq_len`` (exactly one is a list).
+    """The bits of ``model`` at each value of ``emb`` or of ``seq_len`` (exactly one is a list).
 
     Other ``options`` (heads, ffn, enc_layers, ...) are passed to the model as given; with no
     ``ffn`` the transformer's default 4*emb applies at every point. ``depth`` picks the blocks
-    (None: leaf units, see the module docstring). Raises BadSpecError for an empty or ambiguous
-    sweep; the registry's ModelError for a configuration the model refuses.
+    (None: leaf units, see the module docstring).
+
+    ``method``: ``auto`` (default) derives one formula of every number a point holds (each
+    edge's bits and shape, each block's weight bits, ...) with :func:`flowprof.formula`, checks
+    it by tracing at up to :data:`VERIFY_POINTS` of the sweep's points (the largest, the middle,
+    the smallest outside the fitting grid: integer equality of every number), and evaluates it
+    at every point. It traces each point instead, and says why in :attr:`Sweep.method_note`,
+    where that cannot be done (a number not polynomial in the swept option, a block graph whose
+    structure changes with it) or would not save traces (fewer
+    than :data:`FORMULA_FROM_POINTS` points). ``trace`` traces each point; ``formula`` refuses
+    to fall back. The points are the same either way.
+
+    Raises BadSpecError for an empty or ambiguous sweep; the registry's ModelError for a
+    configuration the model refuses.
     """
-    from flowprof.models import registry
-    from flowprof.tracer import trace
     from flowprof.tracer.graph import Precision
 
     emb_values, seq_values = _as_values(emb), _as_values(seq_len)
@@ -664,33 +762,238 @@ def sweep(
     values = emb_values if emb_values is not None else seq_values
     if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
         raise BadSpecError(f"sweep values must be distinct positive integers, got {values}")
+    try:
+        method = Method(method)
+    except ValueError:
+        raise BadSpecError(f"method is one of {', '.join(m.value for m in Method)}") from None
     precision = Precision.parse(dtype)
     fixed = {k: v for k, v in options.items() if v is not None}
     held = {"emb": emb, "seq_len": seq_len}
     fixed |= {k: v for k, v in held.items() if k != variable.value and v is not None}
+    values = sorted(values)
+    result = Sweep(model, variable, depth, precision.value, precision.bits, fixed)
+    why = "asked to trace each point"
+    if method is Method.AUTO and len(values) < FORMULA_FROM_POINTS:
+        method, why = (
+            Method.TRACE,
+            f"fewer points than the {FORMULA_FROM_POINTS} traces of a formula",
+        )
+    if method is not Method.TRACE:
+        try:
+            return _from_formula(result, values)
+        except _NoFormula as exc:
+            if method is Method.FORMULA:
+                raise BadSpecError(f"no formula for this sweep: {exc}") from None
+            why = str(exc)
+    points = [_traced_point(result, value) for value in values]
+    return replace(
+        result,
+        points=tuple(points),
+        method="traced",
+        method_note=f"traced each of the {len(points)} points ({why})",
+        traces=len(points),
+    )
 
+
+def _point_options(sw: Sweep, value: int) -> dict[str, Any]:
+    return sw.options | {sw.variable.value: value}
+
+
+def _config(built_config: Mapping[str, Any]) -> dict[str, Any]:
+    config = dict(built_config)
+    if config.get("src_len") is not None and config.get("src_len") == config.get("tgt_len"):
+        config["seq_len"] = config["src_len"]  # the shared length, for tables and CSV
+    return config
+
+
+def _traced_point(sw: Sweep, value: int) -> SweepPoint:
+    from flowprof.models import registry
+    from flowprof.tracer import trace
+
+    built = registry.build(sw.model, device="meta", **_point_options(sw, value))
+    graph = trace(built.module, built.example_inputs("meta"), dtype=sw.dtype)
+    return _point(
+        value, _config(built.config), _observe(graph, sw.depth), sw.depth, sw.bits_per_element
+    )
+
+
+class _NoFormula(Exception):
+    """Why a sweep's points cannot come from one formula (then they are traced)."""
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """The numbers a SweepPoint is made of, from one trace (or evaluated from a formula)."""
+
+    # (src, dst, the shape of each tensor, bits) of each edge between the blocks at the depth
+    edges: tuple[tuple[str, str, tuple[tuple[int, ...], ...], int], ...]
+    blocks: tuple[tuple[str, str, int], ...]  # (name, kind, param bits) of each block
+    weights: tuple[tuple[str, int], ...]  # (name, param bits) of each leaf block with params
+    distinct_bits: int
+
+    def numbers(self) -> dict[tuple[str, str, str], int]:
+        """Every number, by a key that names its place (the same at every point)."""
+        out = {("distinct", "model", "bits"): self.distinct_bits}
+        for i, (_, _, shapes, bits) in enumerate(self.edges):
+            out[("edge", str(i), "bits")] = bits
+            for j, shape in enumerate(shapes):
+                for k, n in enumerate(shape):
+                    out[("edge", str(i), f"shape {j}.{k}")] = n
+        for i, (_, _, bits) in enumerate(self.blocks):
+            out[("block", str(i), "param_bits")] = bits
+        for i, (_, bits) in enumerate(self.weights):
+            out[("weights", str(i), "param_bits")] = bits
+        return out
+
+    def skeleton(self) -> tuple:
+        """Everything but the numbers: names, kinds, tensors per edge and their ranks."""
+        return (
+            tuple((s, d, tuple(len(x) for x in shapes)) for s, d, shapes, _ in self.edges),
+            tuple((n, k) for n, k, _ in self.blocks),
+            tuple(n for n, _ in self.weights),
+        )
+
+    def with_numbers(self, q: Mapping[tuple[str, str, str], int]) -> _Observed:
+        """This structure with the numbers ``q`` (keys of :meth:`numbers`)."""
+        edges = tuple(
+            (
+                src,
+                dst,
+                tuple(
+                    tuple(q[("edge", str(i), f"shape {j}.{k}")] for k in range(len(shape)))
+                    for j, shape in enumerate(shapes)
+                ),
+                q[("edge", str(i), "bits")],
+            )
+            for i, (src, dst, shapes, _) in enumerate(self.edges)
+        )
+        blocks = tuple(
+            (n, kind, q[("block", str(i), "param_bits")])
+            for i, (n, kind, _) in enumerate(self.blocks)
+        )
+        weights = tuple(
+            (n, q[("weights", str(i), "param_bits")]) for i, (n, _) in enumerate(self.weights)
+        )
+        return _Observed(edges, blocks, weights, q[("distinct", "model", "bits")])
+
+
+def _observe(leaf: Any, depth: int | None) -> _Observed:
+    graph = leaf if depth is None else leaf.by_block(depth)
+    return _Observed(
+        tuple(
+            (e.src, e.dst, tuple(tuple(t.shape) for t in e.tensors), e.bits) for e in graph.edges()
+        ),
+        tuple((b.name, b.kind, b.param_bits) for b in graph.blocks()),
+        tuple((b.name, b.param_bits) for b in leaf.blocks() if b.params),
+        sum(b.activation_bits for b in graph.blocks(include_io=True)),
+    )
+
+
+class _Recorder:
+    """The formula's measure: a trace's numbers (:meth:`_Observed.numbers`), keeping the first
+    trace's structure and noting whether any later one differs, and the configs traced."""
+
+    def __init__(self, depth: int | None) -> None:
+        self.depth = depth
+        self.first: _Observed | None = None
+        self.differs = False
+        self.configs: list[dict[str, Any]] = []
+
+    def __call__(self, graph: Any) -> dict[tuple[str, str, str], int]:
+        seen = _observe(graph, self.depth)
+        if self.first is None:
+            self.first = seen
+        elif seen.skeleton() != self.first.skeleton():
+            self.differs = True
+        self.configs.append(_config(graph.meta.get("config", {})))
+        return seen.numbers()
+
+
+def _config_at(sw: Sweep, value: int) -> dict[str, Any]:
+    """The model's configuration at a point: a built-in model's from its config dataclass, a
+    user's from a build (no trace either way); raises the ModelError a build would for a value
+    the model refuses."""
+    from flowprof.models import catalog, registry
+
+    options = _point_options(sw, value)
+    if ":" in sw.model or not hasattr(catalog.entry(sw.model).config, "to_dict"):
+        return _config(registry.build(sw.model, device="meta", **options).config)
+    catalog.check(sw.model, options)
+    return _config(catalog.entry(sw.model).config(**options).to_dict())
+
+
+def _from_formula(sw: Sweep, values: list[int]) -> Sweep:
+    from flowprof.analyses.formula import formula
+    from flowprof.errors import BadInputError, UnsupportedModelError
+
+    # (a user's factory takes seq_len by its own name; the built-in models' dimension is seq)
+    var = sw.variable.value if ":" in sw.model else _SYMBOL[sw.variable][0]
+    configs = [_config_at(sw, v) for v in values]  # (a refused value fails here, as a build)
+    chosen = list(dict.fromkeys(values[i] for i in (-1, len(values) // 2, 0)))
+    chosen = chosen[:VERIFY_POINTS]
+    recorder = _Recorder(sw.depth)
+    try:
+        f = formula(
+            sw.model,
+            [var],
+            dtype=sw.dtype,
+            verify=1,
+            verify_at=[{var: v} for v in chosen],
+            measure=recorder,
+            **sw.options,
+        )
+    except (BadInputError, UnsupportedModelError) as exc:
+        raise _NoFormula(f"no formula in {var}: {exc}") from None
+    except Exception as exc:  # (the model refused a value of the fitting grid, not the sweep's)
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise _NoFormula(
+            f"tracing at the formula's own points failed: {type(exc).__name__}: {line}"
+        ) from None
+    assert recorder.first is not None
+    if recorder.differs:
+        raise _NoFormula(f"the block graph's structure changes with {var}")
+    keys = recorder.first.numbers()
+    laws = {w.key: w for w in f.laws}
+    missing = [k for k in keys if k not in laws or laws[k].expr is None]
+    if missing:
+        k = missing[0]
+        raise _NoFormula(f"{k[0]} {k[1]} {k[2]} is not polynomial in {var}")
+    checked = tuple(sorted(p[var] for p in f.verified_at))
+    by_value = dict(zip(values, configs, strict=True))
+    for config in recorder.configs:  # the configuration evaluated equals the one built
+        v = config.get(sw.variable.value)
+        if v in by_value and by_value[v] != config:
+            raise _NoFormula(f"the configuration at {var} {v} differs from the model's")
     points = []
-    for value in sorted(values):
-        built = registry.build(model, device="meta", **(fixed | {variable.value: value}))
-        graph = trace(built.module, built.example_inputs("meta"), dtype=precision)
-        config = dict(built.config)
-        if config.get("src_len") is not None and config.get("src_len") == config.get("tgt_len"):
-            config["seq_len"] = config["src_len"]  # the shared length, for tables and CSV
-        points.append(_point(value, config, graph, depth, precision.bits))
-    return Sweep(model, variable, depth, precision.value, precision.bits, fixed, tuple(points))
+    for value, config in zip(values, configs, strict=True):
+        numbers = f.values(**{var: value})
+        seen = recorder.first.with_numbers(numbers)
+        points.append(_point(value, config, seen, sw.depth, sw.bits_per_element))
+    at = ", ".join(map(str, checked))
+    return replace(
+        sw,
+        points=tuple(points),
+        method="formula",
+        method_note=(
+            f"evaluated from one formula in {var} fitted on {f.traces} traces; every number "
+            f"checked by tracing at {var} {at}: equal"
+        ),
+        checked_at=checked,
+        traces=f.traces,
+    )
 
 
 def _point(
-    value: int, config: Mapping[str, Any], leaf: Any, depth: int | None, bits: int
+    value: int, config: Mapping[str, Any], seen: _Observed, depth: int | None, bits: int
 ) -> SweepPoint:
-    graph = leaf if depth is None else leaf.by_block(depth)
     transformer = {"emb", "heads", "enc_layers", "dec_layers"} <= set(config)
     dims = Dims.of(config, bits) if transformer else None
     forms = closed_forms(dims, depth) if dims else None
     wforms = weight_closed_forms(dims) if dims else None
 
     edges = tuple(
-        EdgeBits(e.src, e.dst, classify(e.src, e.dst), e.shape, e.bits) for e in graph.edges()
+        EdgeBits(src, dst, classify(src, dst), "+".join(_shape(x) for x in shapes), n)
+        for src, dst, shapes, n in seen.edges
     )
 
     def amount(name: str, count: int, bits: int, form: ClosedForm | None) -> Amount:
@@ -699,26 +1002,31 @@ def _point(
     families = []
     for fam in Family:
         members = [e for e in edges if e.family is fam]
-        bits = sum(e.bits for e in members)
-        families.append(amount(fam.value, len(members), bits, forms[fam] if forms else None))
+        total = sum(e.bits for e in members)
+        families.append(amount(fam.value, len(members), total, forms[fam] if forms else None))
     # Weight groups from the leaf blocks, whatever the depth: a sublayer block mixes groups.
-    leaf_blocks = leaf.blocks()
     weights = []
     for group in WeightGroup:
-        blocks = [b for b in leaf_blocks if b.params and weight_group(b.name) is group]
-        bits = sum(b.param_bits for b in blocks)
-        weights.append(amount(group.value, len(blocks), bits, wforms[group] if wforms else None))
+        members = [n for name, n in seen.weights if weight_group(name) is group]
+        weights.append(
+            amount(group.value, len(members), sum(members), wforms[group] if wforms else None)
+        )
     received: dict[str, int] = {}
     sent: dict[str, int] = {}
     for e in edges:
         received[e.dst] = received.get(e.dst, 0) + e.bits
         sent[e.src] = sent.get(e.src, 0) + e.bits
     blocks = tuple(
-        BlockLoad(b.name, b.kind, received.get(b.name, 0), sent.get(b.name, 0), b.param_bits)
-        for b in graph.blocks()
+        BlockLoad(name, kind, received.get(name, 0), sent.get(name, 0), param_bits)
+        for name, kind, param_bits in seen.blocks
     )
-    distinct = sum(b.activation_bits for b in graph.blocks(include_io=True))
-    return SweepPoint(value, config, tuple(families), tuple(weights), blocks, edges, distinct)
+    return SweepPoint(
+        value, config, tuple(families), tuple(weights), blocks, edges, seen.distinct_bits
+    )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"  # (TensorMeta.shape_str)
 
 
 # --- the explanation, generated from the numbers --------------------------------------------

@@ -32,8 +32,10 @@ Domains. A value a model refuses is not drawn: ``emb`` is a multiple of ``heads`
 compute ``floor((H + 2p - k) / s) + 1``, which is not a polynomial in H; but within one residue
 class ``H = P*m + c``, with P a multiple of the product of the strides along the way, every
 floor is exact and the counts are polynomials. So spatial dimensions are fitted on such a family:
-c is the model's default size modulo P, and P is searched (1, 2, 4, ..., 64: the first period at
-which every count verifies) unless given. The formula then holds for H = c (mod P) only, and
+c is the model's default size modulo P, and P is searched (1, 2, 4, ..., 64, then the period
+read off the model's layers when it is coarser: the product of its strides times the lcm of its
+adaptive pools' output sizes, e.g. alexnet's 192; the first period at which every count verifies)
+unless given. The formula then holds for H = c (mod P) only, and
 :attr:`Formula.domains` says so. Writing the floors into the formula (the issue's wish) needs the
 layer arithmetic symbolically; this module does not attempt it.
 
@@ -175,18 +177,21 @@ class Crossover:
     roots: tuple[sympy.Expr, ...]  # positive real roots of left - right
     first: int | None  # the smallest integer above the last root where left > right
 
-    def describe(self) -> str:
-        at = ", ".join(f"{k}={v}" for k, v in self.fixed.items())
+    def describe(self, where: str = "") -> str:
+        """One sentence; ``where`` names what is held (default: the fixed dimensions)."""
+        at = where or ", ".join(f"{k}={v}" for k, v in self.fixed.items())
         if self.first is None and self.roots:
+            on = f" on ({at})" if at else ""
             return (
-                f"{self.left} <= {self.right} from {self.symbol} = {float(self.roots[-1]):.6g} "
-                f"on ({at})"
+                f"{self.left} <= {self.right} from {self.symbol} = {float(self.roots[-1]):.6g}{on}"
             )
         if self.first is None:
-            return f"{self.left} and {self.right} do not cross as {self.symbol} grows ({at})"
+            on = f" ({at})" if at else ""
+            return f"{self.left} and {self.right} do not cross as {self.symbol} grows{on}"
         roots = ", ".join(f"{sympy.nsimplify(r)} ~ {float(r):.6g}" for r in self.roots)
+        on = f"{at}; " if at else ""
         return (
-            f"{self.left} > {self.right} from {self.symbol} = {self.first} on ({at}; "
+            f"{self.left} > {self.right} from {self.symbol} = {self.first} on ({on}"
             f"{self.left} = {self.right} at {self.symbol} = {roots})"
         )
 
@@ -214,6 +219,7 @@ class Formula:
     verified_at: tuple[Mapping[str, int], ...]  # the points every formula was checked at
     varying: tuple[str, ...] = ()  # blocks and edges not present at every point
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index.update({law.key: law for law in self.laws})
@@ -309,6 +315,33 @@ class Formula:
             if n % denominator:
                 raise BadInputError(f"{dict(p)} is outside the formula's domain")
             out.append(n // denominator)
+        return out
+
+    def values(self, **values: int) -> dict[tuple[str, str, str], int]:
+        """Every polynomial law at the dimensions' ``values`` (all of them), as exact integers, by
+        key (laws that are not polynomial are left out). Each law is compiled once into integer
+        coefficients over a common denominator, so a point costs no sympy."""
+        names = [d.name for d in self.dimensions]
+        if set(values) != set(names):
+            raise BadInputError(f"give every dimension a value: {sorted(names)}")
+        if not self._compiled:
+            syms = [symbol(n) for n in names]
+            for law in self.laws:
+                if law.expr is None:
+                    continue
+                terms = sympy.Poly(law.expr, *syms).terms()
+                den = math.lcm(*(int(sympy.Rational(c).q) for _, c in terms))
+                self._compiled[law.key] = (
+                    [(e, int(sympy.Rational(c) * den)) for e, c in terms],
+                    den,
+                )
+        point = [int(values[n]) for n in names]
+        out = {}
+        for key, (terms, den) in self._compiled.items():
+            n = sum(c * _monomial(point, e) for e, c in terms)
+            if n % den:
+                raise BadInputError(f"{values} is outside the formula's domain")
+            out[key] = n // den
         return out
 
     def crossover(
@@ -652,11 +685,13 @@ class _Model:
     ) -> None:
         self.model, self.inputs, self.dtype, self.depth = model, inputs, dtype, depth
         self.options = dict(options)
+        self.measure: Callable[[Any], dict] | None = None  # quantities() unless given
         self.cache: dict[tuple, dict] = {}
         self.families = False
         self.option_names: set[str] | None = set()
         self.config: dict[str, Any] = {}
         self.shapes: list[tuple[int, ...]] | None = None
+        self.module: Any = model if not isinstance(model, str) else None
         self.name = model if isinstance(model, str) else type(model).__name__
         if isinstance(model, str):
             from flowprof import api
@@ -669,6 +704,7 @@ class _Model:
             else:
                 self.option_names = {o.name for o in catalog.entry(model).options()}
             built = api.build(model, **self.options, **self._shape_arg(inputs))
+            self.module = built.module
             self.config = dict(built.config)
             self.shapes = [tuple(s.shape) for s in built.inputs]
             self.families = model == "transformer"
@@ -689,7 +725,11 @@ class _Model:
     def __call__(self, dims: Sequence[Dimension], point: tuple[int, ...]) -> dict:
         key = tuple((d.name, v) for d, v in zip(dims, point, strict=True))
         if key not in self.cache:
-            self.cache[key] = quantities(self._trace(dims, point), self.families)
+            graph = self._trace(dims, point)
+            if self.measure is not None:
+                self.cache[key] = self.measure(graph)
+            else:
+                self.cache[key] = quantities(graph, self.families)
         return self.cache[key]
 
     def _trace(self, dims: Sequence[Dimension], point: tuple[int, ...]):
@@ -722,6 +762,8 @@ def formula(
     period: int | None = None,
     steps: Mapping[str, int] | None = None,
     seed: int = 0,
+    verify_at: Sequence[Mapping[str, int]] = (),
+    measure: Callable[[Any], Mapping[tuple[str, str, str], int]] | None = None,
     **options: Any,
 ) -> Formula:
     """Every count of ``model`` as an exact polynomial in the dimensions ``symbols``.
@@ -736,7 +778,10 @@ def formula(
     checked at; ``period`` the residue-class period of spatial dimensions (default: searched);
     ``steps`` draws a dimension's values as multiples of a step (a user model's hidden size
     that must divide into its heads, e.g. ``steps={"hidden": 32}``; emb and heads of the
-    built-in transformer get theirs by themselves).
+    built-in transformer get theirs by themselves). ``verify_at``: points (dimension -> value)
+    to check at first, those outside the fitting grid (e.g. a sweep's own points); random draws
+    make up the rest of ``verify``. ``measure``: what gets a formula, a function from a trace
+    (a BlockGraph) to integers by (scope, name, quantity) key, instead of :func:`quantities`.
     See the module docstring for the method. Raises :class:`flowprof.BadInputError` for an
     unknown dimension.
     """
@@ -744,12 +789,13 @@ def formula(
     names = [n for n in names if n]
     if not names or len(set(names)) != len(names):
         raise BadInputError(f"name one or more distinct dimensions, got {list(symbols)!r}")
-    if verify < 1:
+    if verify < 1 and not verify_at:
         raise BadInputError("verify at one point at least")
     for n in names:
         if n in options or any(t in options for t in ALIASES.get(n, ())):
             raise BadInputError(f"{n} is a dimension: do not fix it too")
     target = _Model(model, inputs, dtype, depth, options)
+    target.measure = measure
     shape = target.shapes[0] if target.shapes else None
     dims = _dimensions(
         target.name,
@@ -788,7 +834,7 @@ def formula(
             for d in dims
         ]
     spatial = [d for d in dims if d.name in SPATIAL]
-    periods = [period] if period or not spatial else list(PERIODS)
+    periods = [period] if period or not spatial else _periods(target.module)
     result = None
     for p in periods:
         tried = [
@@ -803,8 +849,9 @@ def formula(
             else d
             for d in dims
         ]
+        given = [tuple(int(v[d.name]) for d in tried) for v in verify_at]
         result = _fit_verified(
-            target, tried, verify, seed, raise_degrees=not spatial or p == periods[-1]
+            target, tried, verify, seed, raise_degrees=not spatial or p == periods[-1], given=given
         )
         if not result[0] or p == periods[-1]:
             break
@@ -822,8 +869,50 @@ def formula(
     )
 
 
+def structural_period(module: Any) -> int:
+    """A spatial period at which every count of ``module`` is a polynomial, read off its layers:
+    the product of the strides of its convolutions and pools (each stride divides the sizes
+    after it) times the lcm of its adaptive pools' output sizes (an adaptive pool to o cells
+    splits its input into o windows whose bounds floor(i*h/o) and ceil((i+1)*h/o) repeat with h
+    modulo o). A branch's strides count too (a multiple of the period needed: coarser, still
+    exact); 1 for a module with neither."""
+    from torch import nn
+
+    strided = (
+        nn.modules.conv._ConvNd,
+        nn.modules.pooling._MaxPoolNd,
+        nn.modules.pooling._AvgPoolNd,
+    )
+    adaptive = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+    period, cells = 1, 1
+    for m in module.modules() if module is not None else ():
+        if isinstance(m, strided):
+            stride = m.stride if m.stride is not None else m.kernel_size
+            period *= max(stride) if isinstance(stride, tuple) else int(stride)
+        elif isinstance(m, adaptive):
+            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
+            cells = math.lcm(cells, *(int(o) for o in size if o is not None))
+    return period * cells
+
+
+def _periods(module: Any) -> list[int]:
+    """The spatial periods to try, finest first: :data:`PERIODS`, then the module's structural
+    period (e.g. alexnet's 192: strides 4 x 2 x 2 x 2, and its adaptive pool to 6 x 6) when it is
+    coarser than all of them."""
+    periods = list(PERIODS)
+    extra = structural_period(module)
+    if extra > periods[-1]:
+        periods.append(extra)
+    return periods
+
+
 def _fit_verified(
-    target: _Model, dims: list[Dimension], verify: int, seed: int, raise_degrees: bool
+    target: _Model,
+    dims: list[Dimension],
+    verify: int,
+    seed: int,
+    raise_degrees: bool,
+    given: Sequence[tuple[int, ...]] = (),
 ):
     """Fit at the dimensions' degrees, verify, raise the degrees on a failure (see the doc)."""
     rng = random.Random(seed)
@@ -836,14 +925,14 @@ def _fit_verified(
         )
     top = [d.degree + extras for d in dims]
     biggest_grid = set(itertools.product(*(d.grid(t) for d, t in zip(dims, top, strict=True))))
-    checks: list[tuple[int, ...]] = []
-    for _ in range(50 * verify):
+    checks = list(dict.fromkeys(p for p in given if p not in biggest_grid))
+    for _ in range(50 * max(verify - len(checks), 0)):
         p = tuple(d.draw(rng) for d in dims)
         if p not in biggest_grid and p not in checks:
             checks.append(p)
-        if len(checks) == verify:
+        if len(checks) >= verify:
             break
-    if len(checks) < verify and not (checks and any(d.choices for d in dims)):
+    if not checks or len(checks) < verify and not (checks and any(d.choices for d in dims)):
         raise BadInputError("too few points outside the fitting grid to verify at; widen the range")
     syms = [symbol(d.name) for d in dims]
     found: dict[tuple, Any] = {}

@@ -461,6 +461,56 @@ def _problem2d(sec: Section, r: AssignmentResults) -> None:
         )
     )
     sec.command(f"python cli.py compare {cmp.model_a} {cmp.model_b}")
+    _derived_f(sec.section("f derived by the tool from traces"), r)
+
+
+def _derived_f(sec: Section, r: AssignmentResults) -> None:
+    """2(d) continued: f as flowprof.formula derives it, beside the hand f."""
+    d = r.problem2.derived_f
+    if d is None:
+        sec.paragraph("Not derived: see the notes at the end.")
+        return
+    cmp = r.problem2.comparison
+    sec.paragraph(
+        f"The same f, derived by `flowprof.formula` from {_n(d.traces)} concrete traces, for each "
+        f"convolution of {cmp.model_a} and its twin in {cmp.model_b}: (1) in the networks' own "
+        "dimension, the batch, the layer's count x and its twin's y are exact polynomials in "
+        "the batch and their ratio is a constant (the output positions cancel), so y = c x; "
+        "(2) for a dense layer, a layer under test with the layer's kernel, stride, padding, "
+        "biases and input size and C_in, C_out free (the partially connected layer keeps its "
+        "table: (1) only). The hand f is dws_mapping's at the layer's K (and its C_in, C_out "
+        "and M in (1)); they agree when derived - hand cancels to 0 (sympy), checked here."
+    )
+    rows = []
+    for layer in d.layers:
+        for label, found in (("batch", layer.in_batch), ("C_in, C_out", layer.in_channels)):
+            for f in found:
+                rows.append(
+                    (
+                        layer.layer,
+                        label,
+                        f.quantity.value,
+                        f"y = {f.derived}",
+                        f"y = {f.hand}",
+                        "yes" if f.agree else "NO",
+                    )
+                )
+    sec.table(
+        ("layer", "derived in", "quantity", "f derived from traces", "f by hand", "agree"),
+        rows,
+        "f derived by flowprof.formula beside the hand derivation",
+    )
+    checks = d.checks()
+    good = sum(f.agree for f in checks)
+    sec.paragraph(
+        f"**Derived vs by hand:** the two agree in {good} of {len(checks)} cases "
+        f"({len(d.layers)} convolutions; checked, not assumed)."
+    )
+    for factory in ("ConvUnderTest", "separable_under_test"):
+        sec.command(
+            f"python cli.py formula flowprof.analyses.dws_derived:{factory} --symbols c_in,c_out "
+            "--input 1x1x32x32 --degree c_in=1,c_out=1"
+        )
 
 
 # --- Problem 3 -----------------------------------------------------------------------------------
@@ -584,12 +634,47 @@ def _sweep_section(sec: Section, r: AssignmentResults) -> None:
     }
     for stem, fig in figs.items():
         sw.add(Figure.from_matplotlib(fig, stem.replace("_", "-"), captions.get(stem, stem)))
+    _law(sw, r)
     sw.paragraph("**Explanation** (generated from the numbers of the sweep):")
     sw.bullets(p3.explanation)
     if s.mismatches():
         sw.paragraph("Closed forms that disagree with the trace: " + "; ".join(s.mismatches()))
     emb = ",".join(map(str, values))
     sw.command(f"python cli.py sweep transformer --emb {emb} --heads 8 --dtype fp16")
+
+
+def _law(sec: Section, r: AssignmentResults) -> None:
+    """Problem 3(b)'s law as flowprof.formula derives it, checked at the sweep's points."""
+    law = r.problem3.law
+    if law is None:
+        return
+    f = law.formula
+    held = ", ".join(f"{k} {v}" for k, v in law.held.items())
+    options = ", ".join(f"{k} {v}" for k, v in r.problem3.sweep.options.items())
+    lines = [f"activation bits = {law.activations}", f"weight bits = {law.weights}"]
+    lines += [f"{name}: {expr}" for name, expr in law.families.items()]
+    sec.paragraph(
+        f"**The law, derived by the tool.** `flowprof.formula` fits the total bits and each edge "
+        f"family's bits as exact polynomials in {law.variable} ({held or 'defaults'}; "
+        f"{options or 'no other option'}, as the sweep) from {f.traces} concrete traces (checked "
+        f"at {len(f.verified_at)} further random point(s)): bits per forward pass, in total and "
+        "by edge family:"
+    )
+    sec.math(lines)
+    if law.variable == "emb":
+        c = f.crossover("weights", "activations", "emb")
+        where = ", ".join(f"{k}={v}" for k, v in law.held.items())
+        sec.paragraph(f"Solved analytically: {c.describe(where)}.")
+    verdict = "equal" if law.agrees else f"{len(law.mismatches)} differ: {law.mismatches[0]}"
+    sec.paragraph(
+        f"Checked at {law.checked} points (every {law.variable} of the sweep, against its "
+        f"concrete traces: activation bits, weight bits and each family's bits): {verdict}."
+    )
+    sweep_options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in law.held.items())
+    sec.command(
+        f"python cli.py formula transformer --symbols {law.variable} {sweep_options} --heads 8 "
+        "--dtype fp16 --totals"
+    )
 
 
 # --- pipeline, peers, run ------------------------------------------------------------------------
@@ -782,12 +867,33 @@ def _summary(doc: Document, r: AssignmentResults) -> None:
         (
             "2d",
             f"multiplications: y = {dws_mapping.formula_text(mul, 'none')}; dense: "
-            f"y = {dws_mapping.formula_text(mul, 'none', dense=True)} (additions: see 2d)",
+            f"y = {dws_mapping.formula_text(mul, 'none', dense=True)} (additions: see 2d)"
+            + _derived_summary(p2.derived_f),
         )
     )
     if p3.sweep is not None:
-        rows.append(("3", _sweep_summary(p3.sweep)))
+        rows.append(("3", _sweep_summary(p3.sweep) + _law_summary(p3.law)))
     sec.table(("question", "answer"), rows)
+
+
+def _law_summary(law: Any) -> str:
+    if law is None:
+        return ""
+    at = ", ".join(f"{k} {v}" for k, v in law.held.items())
+    verdict = "equal" if law.agrees else "**differ**"
+    return (
+        f" Law derived by flowprof.formula{f' at {at}' if at else ''}: activation bits = "
+        f"{law.activations}, weight bits = {law.weights} (checked at {law.checked} points: "
+        f"{verdict})."
+    )
+
+
+def _derived_summary(d: Any) -> str:
+    if d is None:
+        return ""
+    checks = d.checks()
+    good = sum(f.agree for f in checks)
+    return f"; derived from traces by flowprof.formula: agrees with it in {good} of {len(checks)}"
 
 
 def _sweep_summary(s: Any) -> str:

@@ -74,7 +74,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="P",
         help="spatial sizes in one residue class modulo P (default: the first of 1, 2, 4, ... "
-        "64 at which every count is polynomial)",
+        "64, then the model's strides times its adaptive pools' sizes, e.g. alexnet's 192, at "
+        "which every count is polynomial)",
     )
     p.add_argument(
         "--totals", action="store_true", help="totals, families and crossovers only (no blocks)"

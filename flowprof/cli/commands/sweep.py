@@ -37,6 +37,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
         dest="seq_len",
         help="sequence length, or a list for the sequence-length sweep",
     )
+    p.add_argument(
+        "--trace-each",
+        action="store_true",
+        help="trace every value (default: evaluate one formula fitted on a few traces, checked "
+        "by tracing at up to three of the values)",
+    )
     add_analysis_options(p)
     add_format(p, Format.TABLE, Format.CSV, Format.JSON)
     p.add_argument("--out", metavar="DIR", help="write sweep.csv, sweep.json and the plots")
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from flowprof.analyses import comm_sweep
 
     emb = args.emb or list(comm_sweep.DEFAULT_EMBS)
+    method = comm_sweep.Method.TRACE if args.trace_each else comm_sweep.Method.AUTO
     if len(emb) == 1 and args.seq_len and len(args.seq_len) > 1:
         emb_sweep = None
     else:
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             seq_len=seq,
             depth=args.depth,
             dtype=args.dtype or "fp16",
+            method=method,
             **options,
         )
     # How the picture changes with sequence length, at one embedding size.
@@ -92,10 +100,13 @@ def run(args: argparse.Namespace) -> int:
         seq_len=seq_lens,
         depth=args.depth,
         dtype=args.dtype or "fp16",
+        method=method,
         **options,
     )
     sweeps = [s for s in (emb_sweep, seq_sweep) if s is not None]
     emit = Emitter(args.format)
+    for s in sweeps:
+        emit.note(f"{s.variable.value} sweep: {s.method_note}")
     emit.show(
         table=lambda: _tables(sweeps),
         csv=lambda: [s.to_csv() for s in sweeps],
