@@ -188,12 +188,12 @@ def section(say) -> str:
     return "\n".join(out) + "\n"
 
 
-def insert_section(text: str, section: str) -> str:
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        return head + section + ("\n" + tail if tail else "")
-    return text.rstrip("\n") + "\n\n" + section
+def kept(text: str) -> str | None:
+    """The section as ``text`` (BENCHMARKS.md) has it, markers included, or None (bench/run.py
+    keeps it when it writes the file anew)."""
+    if BEGIN not in text or END not in text:
+        return None
+    return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
 
 
 def main() -> None:
@@ -202,7 +202,11 @@ def main() -> None:
     console = Console(stderr=True)
     with console.status("memory") as status:
         text = section(lambda s: status.update(f"memory: {s}"))
-    MARKDOWN.write_text(insert_section(MARKDOWN.read_text(), text))
+    from bench.timing import insert_section
+    from flowprof import atomic
+
+    new = insert_section(MARKDOWN.read_text(), text, BEGIN, END)
+    atomic.write_bytes(MARKDOWN, new.encode())
     print(text)
 
 

@@ -577,6 +577,10 @@ def render(results: dict[str, Any], plot_name: str = "bench/analysis_time.png") 
     if formula_speed.RESULTS.is_file():
         section = formula_speed.markdown(json.loads(formula_speed.RESULTS.read_text()))
         text = timing.insert_section(text, section, formula_speed.BEGIN, formula_speed.END)
+    from bench import memory  # (bench/memory.py's section, kept as the file has it)
+
+    if MARKDOWN.is_file() and (section := memory.kept(MARKDOWN.read_text())):
+        text = timing.insert_section(text, section, memory.BEGIN, memory.END)
     return text
 
 

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from flowprof.errors import BadInputError
-from flowprof.tracer import lifetimes
-from flowprof.tracer.lifetimes import CATEGORIES, Lifetimes
+from flowprof.tracer import MEMORY_CATEGORIES as CATEGORIES
+from flowprof.tracer import Lifetimes, Segment, record_lifetimes
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -201,8 +201,7 @@ def memory(
     (the CPU's where they differ from meta's; on CUDA, meta's own, which follow CUDA's).
     """
     from flowprof.api import _built
-    from flowprof.tracer import as_inputs
-    from flowprof.tracer.training_step import as_step
+    from flowprof.tracer import as_inputs, as_step
 
     step = as_step(phases, optimizer, loss, amp, input_grad)
     if dtype is not None and dtype not in _DTYPES:
@@ -226,7 +225,7 @@ def memory(
     if measure and measure_on == "cuda" and not torch.cuda.is_available():
         raise BadInputError("measure_on='cuda' needs a CUDA device; none is present")
     kernels = "meta" if measure and measure_on == "cuda" else "cpu"
-    predicted = lifetimes.run(
+    predicted = record_lifetimes(
         model, tensors, step, dtype=cast, checkpoint=checkpoint, kernels=kernels
     )
     report = MemoryReport(
@@ -239,7 +238,7 @@ def memory(
         by_block(predicted, depth),
     )
     if measure:
-        report.measured = lifetimes.run(
+        report.measured = record_lifetimes(
             model, tensors, step, device=measure_on, dtype=cast, checkpoint=checkpoint
         )
         report.differences = differences(predicted, report.measured)
@@ -328,7 +327,7 @@ def differences(predicted: Lifetimes, measured: Lifetimes) -> list[Difference]:
 
 
 def _differing_ops(
-    predicted: Lifetimes, measured: Lifetimes, p: lifetimes.Segment, m: lifetimes.Segment
+    predicted: Lifetimes, measured: Lifetimes, p: Segment, m: Segment
 ) -> tuple[str, ...]:
     """The ops whose allocations in the stretch differ in size between the two runs."""
     a = [predicted.storages[e.storage] for e in predicted.events[p.start : p.end] if e.delta > 0]

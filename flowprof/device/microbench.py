@@ -434,7 +434,7 @@ def optimizer_seconds(name: str, tensors: int = 32) -> tuple[float, float]:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from flowprof.tracer.training_step import TrainingStep
+    from flowprof.tracer import TrainingStep
 
     class Count(TorchDispatchMode):
         calls = 0
@@ -481,7 +481,7 @@ def optimizer_curve(
     subtraction is capped at half the step)."""
     import torch
 
-    from flowprof.tracer.training_step import TrainingStep
+    from flowprof.tracer import TrainingStep
 
     timer = _Timer("cpu")
     times = []

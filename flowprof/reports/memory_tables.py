@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from flowprof.reports.fit import fit
-from flowprof.tracer.lifetimes import CATEGORIES
+from flowprof.tracer import MEMORY_CATEGORIES as CATEGORIES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

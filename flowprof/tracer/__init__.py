@@ -37,6 +37,9 @@ from flowprof.tracer.graph import (
     TensorMeta,
     Unit,
 )
+from flowprof.tracer.lifetimes import CATEGORIES as MEMORY_CATEGORIES
+from flowprof.tracer.lifetimes import Lifetimes, Segment
+from flowprof.tracer.lifetimes import run as record_lifetimes
 from flowprof.tracer.measure import clock as measure_clock
 from flowprof.tracer.stages import (
     build_units,
@@ -46,7 +49,7 @@ from flowprof.tracer.stages import (
     trace_structure,
     train_mode,
 )
-from flowprof.tracer.training_step import TrainingStep
+from flowprof.tracer.training_step import TrainingStep, as_step
 from flowprof.tracer.units import LeafGraph, RunRecord
 
 __all__ = [
@@ -59,6 +62,8 @@ __all__ = [
     "Edge",
     "FlowprofError",
     "LeafGraph",
+    "Lifetimes",
+    "MEMORY_CATEGORIES",
     "OpCount",
     "Outside",
     "Phase",
@@ -67,13 +72,16 @@ __all__ = [
     "TensorMeta",
     "Unit",
     "UnsupportedModelError",
+    "Segment",
     "as_inputs",
+    "as_step",
     "build_units",
     "counting_run",
     "eval_mode",
     "gc_paused",
     "group",
     "group_key",
+    "record_lifetimes",
     "TrainingStep",
     "measure_clock",
     "trace",
