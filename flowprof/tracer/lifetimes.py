@@ -298,6 +298,9 @@ def _is_fake(t: torch.Tensor) -> bool:
 
 
 class _Log:
+    """The run's record as it is made: which storages are alive (by their StorageImpl's
+    address), where the run is (block, phase), the live bytes."""
+
     def __init__(self) -> None:
         self.rec = Lifetimes()
         self.where: tuple[str, str] = ("(start)", "setup")
@@ -306,9 +309,6 @@ class _Log:
         self.recording = False
         self.op: Any = None  # the op whose outputs are being seen
         self.cpu_kernels = False  # a prediction for the CPU: its kernels' outputs (below)
-
-    def key(self, t: torch.Tensor) -> int:
-        return t.untyped_storage()._cdata
 
     def seen(self, t: torch.Tensor, category: str | None = None) -> int:
         s = t.untyped_storage()
@@ -595,7 +595,7 @@ def _run(
         if cuda:
             torch.cuda.synchronize()
             rec.cuda_max_allocated = torch.cuda.max_memory_allocated()
-    _categorize(rec, log, state, groups)
+    _categorize(rec, log, state)
     rec.segments = _segments(rec)
     return rec
 
@@ -681,7 +681,8 @@ def _step(step, gm, xs, target, groups, checkpointed, log) -> None:
     log.where = ("(end)", "optimizer")
 
 
-def _categorize(rec: Lifetimes, log: _Log, state, groups) -> None:
+def _categorize(rec: Lifetimes, log: _Log, state: dict[str, torch.Tensor]) -> None:
+    """Each storage's category from what it turned out to be (module doc)."""
     grads: set[int] = set()
     for t in state.values():
         if isinstance(t, nn.Parameter) and t.grad is not None:
