@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     shapes = args.input  # in forward's order, or by forward's parameter names
     if shapes and shapes.names:
         shapes = dict(zip(shapes.names, shapes, strict=True))
+    # (the memory first: a module --checkpoint names that is not there fails before the trace)
+    mem = memory.report(args, shapes, {**options, "input_dtypes": input_dtypes(args)}, train)
     graph = flowprof.trace(
         args.model,
         list(shapes) if isinstance(shapes, Inputs) else shapes,
@@ -108,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     )
     name = graph.meta["model"]
     predictions, notes = timing.predict(graph, args)  # (--device; one per phase)
-    mem = memory.report(args, shapes, {**options, "input_dtypes": input_dtypes(args)}, train)
     emit = Emitter(args.format)
     emit.show(
         table=lambda: _tables(graph, name, args.measure and not mem, predictions, mem),
