@@ -296,3 +296,32 @@ def test_measure_on_cuda_without_a_gpu_is_bad_input():
         pytest.skip("a CUDA device is present")
     with pytest.raises(flowprof.BadInputError, match="needs a CUDA device"):
         flowprof.memory(_mlp(), [(8, 100)], measure=True, measure_on="cuda")
+
+
+def test_differences_name_the_op_and_the_bytes():
+    """A prediction with the meta kernels as they are (kernels="meta") against the CPU run of the
+    fp16 GPT layer: the CPU's LayerNorm keeps fp16 statistics where meta's are fp32, 2 x s·b
+    elements x 2 bytes fewer = 256 B per LayerNorm (s=32, b=2), listed where each LayerNorm runs
+    and carried on from there."""
+    from rich.console import Console
+
+    from flowprof.analyses.memory import MemoryReport, by_block, differences
+    from flowprof.reports import memory_tables
+    from flowprof.tracer import as_step, record_lifetimes
+
+    layer = korthikanti.GPTLayer(64, 4).half()
+    x = torch.randn(32, 2, 64, dtype=torch.half)
+    step = as_step(("forward", "backward"), None, "sum", input_grad=True)
+    meta = record_lifetimes(layer, [x], step, kernels="meta")
+    cpu = record_lifetimes(layer, [x], step, device="cpu")
+    found = differences(meta, cpu)
+    norms = [(d.block, d.phase, d.bytes, d.ops) for d in found if d.phase == "forward"]
+    assert norms == [
+        ("ln1", "forward", -256, ("aten::native_layer_norm",)),
+        ("ln2", "forward", -512, ("aten::native_layer_norm",)),
+    ]
+    report = MemoryReport("GPTLayer", None, None, (), None, meta, by_block(meta), cpu, found)
+    console = Console(width=200, record=True)
+    console.print(memory_tables.measured_table(report))
+    text = console.export_text()
+    assert "ln1 (forward)" in text and "-256" in text and "aten::native_layer_norm" in text

@@ -169,6 +169,9 @@ def test_reductions(func):
 def test_norms_softmax_and_products():
     x = meta(2, 5, 8)
     check(aten.native_layer_norm.default, [x, [8], meta(8), meta(8), 1e-5], must_answer=True)
+    for low in (torch.float16, torch.bfloat16):  # (16-bit input: the meta kernel's stats are fp32)
+        h, w = meta(2, 5, 8, dtype=low), meta(8, dtype=low)
+        check(aten.native_layer_norm.default, [h, [8], w, w, 1e-5], must_answer=True)
     check(aten._softmax.default, [x, -1, False], must_answer=True)
     bn = [meta(2, 4, 3, 3), meta(4), meta(4), meta(4), meta(4), 0.1, 1e-5]
     check(aten._native_batch_norm_legit_no_training.default, bn, must_answer=True)

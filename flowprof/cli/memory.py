@@ -70,8 +70,10 @@ def tables(report: Any, name: str):
     what = "training step" if report.step else "forward pass"
     yield memory_tables.blocks_table(report, title=f"{name}: memory of one {what}, by block")
     yield memory_tables.peak_table(report, title=f"{name}: alive at the peak")
-    if report.measured is not None:
+    if report.measured is not None and report.differences:
         yield memory_tables.measured_table(report, title=f"{name}: predicted against measured")
+    elif report.measured is not None:
+        yield Text(memory_tables.measured_summary(report))
     if report.checkpoint:
         yield Text(f"checkpointed (recomputed in the backward): {', '.join(report.checkpoint)}")
 

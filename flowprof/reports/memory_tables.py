@@ -100,24 +100,25 @@ def peak_table(report: MemoryReport, title: str = "alive at the peak") -> Table:
     return t
 
 
-def measured_table(report: MemoryReport, title: str = "predicted against measured (CPU)") -> Table:
-    """The CPU run's live bytes against the prediction: boundaries equal, peaks, differences."""
+def measured_summary(report: MemoryReport) -> str:
+    """One line: how many block boundaries the CPU run equals the prediction at, the peaks."""
     m = report.measured
     assert m is not None
     p = report.predicted
     equal = sum(a.live_after == b.live_after for a, b in zip(p.segments, m.segments, strict=False))
-    t = Table(
-        title=title,
-        header_style="bold",
-        caption=f"{equal} of {len(p.segments)} block boundaries equal; peak predicted "
-        f"{p.peak:,} B, measured {m.peak:,} B"
-        + (
-            f"; torch.cuda.max_memory_allocated {m.cuda_max_allocated:,} B "
-            f"({(p.peak - m.cuda_max_allocated) / m.cuda_max_allocated:+.1%} predicted)"
-            if m.cuda_max_allocated
-            else ""
-        ),
+    line = (
+        f"measured ({m.device}): {equal} of {len(p.segments)} block boundaries equal the "
+        f"prediction; peak predicted {p.peak:,} B, measured {m.peak:,} B"
     )
+    if m.cuda_max_allocated:
+        error = (p.peak - m.cuda_max_allocated) / m.cuda_max_allocated
+        line += f"; torch.cuda.max_memory_allocated {m.cuda_max_allocated:,} B ({error:+.1%})"
+    return line
+
+
+def measured_table(report: MemoryReport, title: str = "predicted against measured") -> Table:
+    """Where the measured live bytes part from the predicted ones, and why."""
+    t = Table(title=title, header_style="bold", caption=measured_summary(report))
     t.add_column("where", overflow="fold")
     t.add_column("predicted", justify="right")
     t.add_column("measured", justify="right")

@@ -243,7 +243,9 @@ def _layer_norm(func, x, args, kwargs):  # (out, mean, rstd); the stats keep the
         return None
     kept = x.dim() - len(args[1])
     stats = tuple(x.shape[:kept]) + (1,) * len(args[1])
-    return _contiguous(x.shape, x.dtype), _contiguous(stats, x.dtype), _contiguous(stats, x.dtype)
+    # the statistics in the accumulation type: fp32 for a 16-bit input (as the meta kernel)
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return _contiguous(x.shape, x.dtype), _contiguous(stats, acc), _contiguous(stats, acc)
 
 
 def _softmax(func, x, args, kwargs):
