@@ -8,7 +8,7 @@ thin: the grouped convolution ran at well under 1 GMAC/s forward and backward. T
 computed as a depthwise convolution (one 5x5 filter per gathered input map, which oneDNN's
 depthwise kernels handle) followed by a sum over each group's input maps ran 2-4x faster.
 
-Profiled again at batch 128 with that in place (bench/bench_training.py's ``--profile``), the
+Profiled again at batch 128 with that in place (bench/bench_training.py's profile), the
 depthwise convolutions' backward led, and oneDNN runs it 2-2.5x faster on channels-last
 tensors (C3's 36 gathered maps: 41 -> 17 ms forward and backward; the twin's C5 depthwise
 3.4 -> 1.5 ms), so every depthwise convolution here reads its input in channels-last layout;
