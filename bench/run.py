@@ -195,10 +195,7 @@ def run_training(args: argparse.Namespace, progress) -> dict[str, Any]:
         f"train vs bare loop and ceiling on {args.train_model}", total=1, section="training"
     )
     out = bench_training.run(
-        model=args.train_model,
-        samples=args.train_samples,
-        epochs=args.train_epochs,
-        repeats=args.train_repeats,
+        model=args.train_model, samples=args.train_samples, rounds=args.train_rounds
     )
     progress.advance(task)
     return out
@@ -468,13 +465,17 @@ def summary(results: dict[str, Any]) -> list[str]:
 def _training_summary(t: dict[str, Any]) -> list[str]:
     parts = []
     for cell in t["cells"]:
-        best = cell["samples_per_s"]
+        if "median_train_to_ceiling" not in cell:  # an older run's results.json
+            return []
+        rate = cell["median_samples_per_s"]
         parts.append(
-            f"{cell['condition']}, {cell['threads']} thread(s): `train` {best['library']:,.0f} "
-            f"samples/s, {100 * best['library'] / best['ceiling']:.0f}% of the ceiling "
-            f"({best['ceiling']:,.0f}); the registered modules' bare loop {best['plain']:,.0f}"
+            f"{cell['condition']}, {cell['threads']} thread(s): `train` {rate['train']:,.0f} "
+            f"samples/s, {cell['median_train_to_ceiling']:.0%} of the ceiling "
+            f"({rate['ceiling']:,.0f}), {cell['train_to_best_ceiling']:.0%} of the condition's "
+            f"best ({cell['best_ceiling']['median_samples_per_s']:,.0f} at "
+            f"{cell['best_ceiling']['threads']} thread(s))"
         )
-    return [f"Training ({t['model']}, batch {t['batch_size']}, best epochs): " + "; ".join(parts)]
+    return [f"Training ({t['model']}, batch {t['batch_size']}, medians): " + "; ".join(parts)]
 
 
 def _scale_summary(cells: list[dict[str, Any]]) -> list[str]:
@@ -808,50 +809,89 @@ def _scale_section(cells: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
 
 
 def _training_section(t: dict[str, Any]) -> list[str]:
+    if t["cells"] and "median_train_to_ceiling" not in t["cells"][0]:
+        return ["## Training throughput", "", "(an older run's format: rerun bench/run.py)", ""]
     rows = []
     for cell in t["cells"]:
-        best, median = cell["samples_per_s"], cell["median_samples_per_s"]
+        median, best = cell["median_samples_per_s"], cell["best_samples_per_s"]
         load = "/".join(f"{x:.2f}" for x in cell["load"])
-        for name in best:
+        for name in t["variants"]:
+            of_ceiling = ""
+            if name == "train":
+                of_ceiling = (
+                    f"**{cell['median_train_to_ceiling']:.0%}** (rounds: "
+                    + ", ".join(f"{r:.0%}" for r in cell["train_to_ceiling"])
+                    + f"); {cell['train_to_best_ceiling']:.0%} of the condition's best"
+                )
+            elif name != "ceiling":
+                of_ceiling = f"{median[name] / median['ceiling']:.0%}"
+            label = name + (f" ({cell['ceiling_layout']})" if name == "ceiling" else "")
             rows.append(
                 [
                     cell["condition"],
                     str(cell["threads"]),
                     load,
-                    name + (f" ({cell['ceiling_layout']})" if name == "ceiling" else ""),
-                    f"{best[name]:,.0f}",
-                    f"{100 * best[name] / best['ceiling']:.0f}%",
+                    str(cell["rounds"]),
+                    label,
                     f"{median[name]:,.0f}",
-                    str(cell["epochs_measured"][name]),
+                    f"{best[name]:,.0f}",
+                    of_ceiling,
                 ]
             )
     header = [
         "condition",
         "threads",
         "load at start",
+        "rounds",
         "loop",
-        "best samples/s",
-        "of ceiling",
         "median samples/s",
-        "epochs",
+        "best samples/s",
+        "of the cell's ceiling (median)",
     ]
-    return [
+    first = t["cells"][0]
+    out = [
         "## Training throughput",
         "",
         f"bench/bench_training.py: {t['model']}, batch {t['batch_size']}, criterion "
-        f"{t.get('criterion', 'cross entropy')}; {t['data']}. `plain` is a minimal PyTorch loop "
-        "on the model as registered (C3's grouped convolutions in oneDNN's grouped kernel); "
-        "`bare` the same loop on the model as `train` builds it (C3 as a depthwise convolution "
-        "and a group sum, training/kernels.py); `library` is `training.loop.train`; "
-        "`library+profile` adds the per-block timing hooks; `ceiling` is forward, backward and "
-        "step on one batch already in memory, in the faster layout. Samples per second of the "
-        "training pass, per epoch, the first epoch of each run left out; best epoch (the least "
-        "disturbed) and median. 'one core busy' adds a process spinning on one core to whatever "
-        "else ran; the machine was shared throughout (see the load), never idle.",
+        f"{t.get('criterion', 'cross entropy')}; {t['data']}. `train` is `training.loop.train` "
+        "itself (its own samples/s of the training pass); `bare` a minimal PyTorch loop over the "
+        "same tensors on the model as `train` builds it (training/kernels.py); `plain` the same "
+        "loop on the model as registered, without those kernels; `ceiling` forward, backward and "
+        "step on one batch already in memory, in whichever layout (contiguous or channels-last) "
+        "a trial at that thread count found faster. The condition's best ceiling is its best "
+        "layout and thread count. Variants are interleaved: each of "
+        f"up to {max(c['rounds'] for c in t['cells'])} rounds (as many as start within a "
+        "cell's time budget; see the rounds column) runs every variant once on "
+        f"{first['samples_per_round']:,} training digits after a warm-up epoch; `train`'s share "
+        "of the ceiling is taken within each round and its median given. 'one core busy' adds a "
+        "process spinning on one core (started by the bench) to whatever else ran; the machine "
+        "was shared (see the load).",
         "",
         *md_table(header, rows),
         "",
     ]
+    p = t.get("profile")
+    if p:
+        out += [
+            "Where `train`'s time goes (torch.profiler over one `train` call at one thread: "
+            f"{p['steps']} training steps and a test pass of 200 digits; "
+            f"{p['self_cpu_ms_per_step']:.1f} ms self CPU per training step):",
+            "",
+            *md_table(
+                ["op", "share of self CPU", "ms per step", "calls per step"],
+                [
+                    [
+                        f"`{e['op']}`",
+                        f"{e['share']:.1%}",
+                        f"{e['ms_per_step']:.2f}",
+                        f"{e['calls_per_step']:g}",
+                    ]
+                    for e in p["top"]
+                ],
+            ),
+            "",
+        ]
+    return out
 
 
 def _training_step_section(t: dict[str, Any]) -> list[str]:
@@ -1086,9 +1126,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per scale run")
     p.add_argument("--mem-limit-gb", type=float, default=12.0, help="GiB per scale run")
     p.add_argument("--train-model", default="lenet5")
-    p.add_argument("--train-samples", type=int, default=4000)
-    p.add_argument("--train-epochs", type=int, default=3)
-    p.add_argument("--train-repeats", type=int, default=2)
+    p.add_argument("--train-samples", type=int, default=1280, help="training samples per round")
+    p.add_argument("--train-rounds", type=int, default=5)
     p.add_argument(
         "--skip",
         type=names(["analysis", "phases", "scale", "training", "training_step"]),
@@ -1118,7 +1157,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.repeats, args.warmup = 1, 1
         args.scale_embs, args.peer_embs = [256, 1024], [256]
-        args.train_epochs, args.train_repeats, args.train_samples = 2, 1, 500
+        args.train_rounds, args.train_samples = 1, 512
     return args
 
 

@@ -194,6 +194,9 @@ def test_report_states_the_computed_numbers(results: AssignmentResults, report_h
         assert line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in page
     acc = p2.runs["lenet5"].final.test_acc
     assert f"test accuracy {100 * acc:.2f}%" in page
+    # the twin's own learning rate (training.loop.MODEL_LR) is stated beside the shared recipe
+    assert p2.runs["lenet5-dws"].config.lr == 1e-2 and p2.runs["lenet5"].config.lr == 2e-3
+    assert "except for its starting learning rate, 0.01:" in page
 
 
 @pytest.mark.slow

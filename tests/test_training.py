@@ -27,6 +27,7 @@ from flowprof.training.loop import (
     distance_loss,
     evaluate,
     prepare_tensors,
+    recipe,
     train,
 )
 
@@ -169,6 +170,16 @@ def test_convergence_rule():
     assert convergence_epoch(history([0.9, 0.6, 0.50, 0.495, 0.52, 0.5]), 0.01, 3) == 3
     assert convergence_epoch(history([0.9, 0.6, 0.50, 0.495, 0.52]), 0.01, 3) is None
     assert convergence_epoch(history([0.9, 0.8, 0.7, 0.6]), 0.01, 1) is None
+
+
+def test_the_recipe_shares_every_field_but_the_twins_learning_rate():
+    paper, twin = recipe("lenet5"), recipe("lenet5-dws")
+    assert paper == TrainConfig(model="lenet5")
+    assert twin == replace(paper, model="lenet5-dws", lr=1e-2)  # MODEL_LR, loop.py
+    assert recipe("lenet5-dws", lr=None, epochs=3).lr == 1e-2  # None leaves the recipe's value
+    assert recipe("lenet5-dws", lr=5e-3).lr == 5e-3
+    with pytest.raises(TrainingError, match="lr must be"):
+        recipe("lenet5", lr=-1.0)
 
 
 def test_train_until_convergence_stops_by_the_rule(data):

@@ -181,17 +181,17 @@ def solve_problem1() -> Problem1:
 
 def train_config(model: str, quick: bool) -> Any:
     """The training configuration of ``model``: until convergence, or the quick one."""
-    from flowprof.training.loop import TrainConfig
+    from flowprof.training.loop import recipe
 
     if quick:
-        return TrainConfig(
-            model=model,
+        return recipe(
+            model,
             epochs=QUICK_EPOCHS,
             train_samples=QUICK_TRAIN_SAMPLES,
             test_samples=QUICK_TEST_SAMPLES,
             batch_size=QUICK_BATCH_SIZE,
-        ).validate()
-    return TrainConfig(model=model).validate()
+        )
+    return recipe(model)
 
 
 def _train_worker(config: Any, data: Any, cache_root: Any, queue: Any) -> Any:

@@ -263,6 +263,17 @@ def _problem2(doc: Document, r: AssignmentResults) -> None:
         f"training images' mean {first.mean:.4f} and standard deviation {first.std:.4f}."
     )
     setup.paragraph(_recipe(c, first))
+    twin = p2.runs[LENETS[1]].config
+    if twin.lr != c.lr:
+        setup.paragraph(
+            f"{_DISPLAY[LENETS[1]]} is trained the same way (same optimizer, schedule, batch, "
+            f"criterion and stopping rule) except for its starting learning rate, {twin.lr:g}: "
+            "Adam moves each weight by about the learning rate per step whatever the weight's "
+            "size, and the paper's initialisation (uniform in +-2.4 / fan-in) starts the twin's "
+            "pointwise weights about 25 times larger than LeNet-5's convolution weights (fan-ins "
+            "of 1 to 16 instead of 25 to 400), so at LeNet-5's rate they learn about 25 times "
+            "slower relative to their size."
+        )
     if r.quick:
         setup.paragraph(
             "**Quick mode:** a small subset and a fixed, small number of epochs; the curves "

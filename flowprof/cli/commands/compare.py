@@ -66,11 +66,11 @@ def _training_costs(args: argparse.Namespace) -> list:
     """The training cost of both models with `train`'s defaults (full MNIST's 60,000 training
     and 10,000 test samples) for ``--epochs`` epochs."""
     from flowprof.analyses.training_cost import training_cost
-    from flowprof.training.loop import TrainConfig
+    from flowprof.training.loop import recipe
 
     train_size, test_size = 60_000, 10_000  # MNIST's standard split
     return [
-        training_cost(m, TrainConfig(model=m).validate(), train_size, test_size, args.epochs)
+        training_cost(m, recipe(m), train_size, test_size, args.epochs)
         for m in (args.model_a, args.model_b)
     ]
 

@@ -19,7 +19,7 @@ from flowprof.cli.options import (
 from flowprof.cli.progress import Lines, live
 from flowprof.errors import UsageError
 
-_DEFAULT = "default: training.loop.TrainConfig's"
+_DEFAULT = "default: training.loop.recipe's"
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -38,8 +38,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="histories, checkpoints and curves (default out/train)",
     )
     p.add_argument("--epochs", type=positive_int, help="train exactly N epochs")
-    # The recipe's defaults live once, on training.loop.TrainConfig (read there, not here:
-    # --help must not import torch); an option left out keeps TrainConfig's value.
+    # The recipe's defaults live once, in training.loop.recipe (TrainConfig's fields and a
+    # model's own learning rate; read there, not here: --help must not import torch); an option
+    # left out keeps the recipe's value.
     p.add_argument("--max-epochs", type=positive_int, help=_DEFAULT)
     p.add_argument("--patience", type=positive_int, help=_DEFAULT)
     p.add_argument("--tol", type=non_negative_float, help=_DEFAULT)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from flowprof.reports.training_plots import accuracy_figure, comparison_figure, loss_figure
     from flowprof.reports.training_progress import progress_callbacks, training_progress
     from flowprof.training import mnist
-    from flowprof.training.loop import TrainConfig, TrainingInterrupted, train, with_overrides
+    from flowprof.training.loop import TrainingInterrupted, recipe, train
 
     for name in args.models:
         _check_trainable(name)
@@ -78,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"data: {data.description}")
     results = {}
     for name in args.models:
-        config = with_overrides(
-            TrainConfig(model=name),
+        config = recipe(
+            name,
             epochs=args.epochs,
             max_epochs=args.max_epochs,
             patience=args.patience,
