@@ -46,9 +46,7 @@ def cpu_checks(say) -> list[str]:
         inputs = kw.pop("inputs", None)
         r = flowprof.memory(name, inputs, optimizer="adam", amp=amp, measure=True, **kw)
         p, m = r.predicted, r.measured
-        equal = sum(
-            a.live_after == b.live_after for a, b in zip(p.segments, m.segments, strict=True)
-        )
+        equal = r.boundaries_equal()
         step = "Adam, " + ("fp32" if amp is None else f"mixed precision ({amp})")
         diffs = "; ".join(f"{d.block} ({d.phase}) {d.bytes:+,} B" for d in r.differences)
         rows.append(

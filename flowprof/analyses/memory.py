@@ -36,10 +36,6 @@ from flowprof.tracer import Lifetimes, Segment, record_lifetimes
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# Why a CPU measurement can differ from a prediction, by op (the prediction already gives the
-# CPU kernels' outputs where they differ from meta's: tracer/lifetimes.py's _CPU_KERNELS).
-KNOWN_DIFFERENCES: dict[str, str] = {}
-
 
 @dataclass
 class BlockMemory:
@@ -125,6 +121,12 @@ class MemoryReport:
         """(block, phase, live bytes after) at every block boundary, in execution order."""
         return [(s.block, s.phase, s.live_after) for s in self.predicted.segments]
 
+    def boundaries_equal(self) -> int:
+        """How many block boundaries the measured live bytes equal the predicted at."""
+        assert self.measured is not None
+        pairs = zip(self.predicted.segments, self.measured.segments, strict=False)
+        return sum(a.live_after == b.live_after for a, b in pairs)
+
     def to_dict(self) -> dict[str, Any]:
         e = self.predicted
         out: dict[str, Any] = {
@@ -149,10 +151,7 @@ class MemoryReport:
                 "peak_bytes": self.measured.peak,
                 "cuda_allocated_at_start": self.measured.cuda_allocated,
                 "cuda_max_allocated": self.measured.cuda_max_allocated,
-                "boundaries_equal": sum(
-                    a.live_after == b.live_after
-                    for a, b in zip(e.segments, self.measured.segments, strict=False)
-                ),
+                "boundaries_equal": self.boundaries_equal(),
                 "boundaries": len(e.segments),
                 "differences": [
                     {
@@ -293,8 +292,8 @@ def by_block(rec: Lifetimes, depth: int | None = None) -> list[BlockMemory]:
 def differences(predicted: Lifetimes, measured: Lifetimes) -> list[Difference]:
     """The block boundaries where the measured live bytes part from the predicted by a new amount
     (a difference carried on unchanged from an earlier boundary is listed once, where it
-    started), with the ops whose outputs differ in that stretch and the reason where known
-    (:data:`KNOWN_DIFFERENCES`)."""
+    started), with the ops whose outputs differ in that stretch. (The CPU kernels' known
+    differences from meta's are predicted already: tracer/lifetimes.py's _CPU_KERNELS.)"""
     out: list[Difference] = []
     carried = measured.baseline - predicted.baseline
     pairs = list(zip(predicted.segments, measured.segments, strict=False))
@@ -306,7 +305,7 @@ def differences(predicted: Lifetimes, measured: Lifetimes) -> list[Difference]:
             carried = 0
             continue
         ops = _differing_ops(predicted, measured, p, m)
-        why = "; ".join(KNOWN_DIFFERENCES[o] for o in ops if o in KNOWN_DIFFERENCES)
+        why = ""
         if (p.block, p.phase) != (m.block, m.phase):
             why = f"the runs went apart: measured {m.block} ({m.phase}) here"
         out.append(Difference(p.block, p.phase, p.live_after, m.live_after, ops, why))

@@ -105,7 +105,7 @@ def measured_summary(report: MemoryReport) -> str:
     m = report.measured
     assert m is not None
     p = report.predicted
-    equal = sum(a.live_after == b.live_after for a, b in zip(p.segments, m.segments, strict=False))
+    equal = report.boundaries_equal()
     line = (
         f"measured ({m.device}): {equal} of {len(p.segments)} block boundaries equal the "
         f"prediction; peak predicted {p.peak:,} B, measured {m.peak:,} B"
