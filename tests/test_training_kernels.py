@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowprof.models import registry
-from flowprof.models.lenet5 import Subsampling
+from flowprof.models.lenet5 import Subsampling, TableConv
 from flowprof.training.kernels import (
     DepthwiseConv2d,
     GroupSumConv2d,
+    SourceOrderTableConv,
+    WholeInputConv2d,
     WindowSumSubsampling,
     use_fast_kernels,
 )
@@ -27,19 +29,31 @@ def _twins(name: str) -> tuple[nn.Module, nn.Module]:
 
 
 @pytest.mark.parametrize(
-    ("name", "group_sums", "depthwise"),
-    # lenet5: C3's fan-in-3 and fan-in-4 groups (the fan-in-6 map is an ordinary convolution);
-    # lenet5-dws: the same two groups of C3's pointwise (1x1) stage, and the depthwise stages of
-    # C3 (6 maps) and C5 (16 maps); C1's depthwise stage has one map, an ordinary convolution.
-    # Both: S2 and S4.
-    [("lenet5", 2, 0), ("lenet5-dws", 2, 2)],
+    ("name", "swaps"),
+    # lenet5: C3 (Table I reads each S2 map 10 times: one convolution by input map); C1 and C5
+    # (ungrouped, unpadded: C5's 5x5 kernel covers its 5x5 input, C1's does not and runs as the
+    # convolution); S2 and S4.
+    # lenet5-dws: C3's pointwise stage (Table I again); the depthwise stages of C3 (6 maps) and
+    # C5 (16 maps); C1's two stages (1 map in, ungrouped) and C5's pointwise stage (1x1 kernel on
+    # a 1x1 input) as whole-input candidates; S2 and S4.
+    [
+        ("lenet5", {SourceOrderTableConv: 1, WholeInputConv2d: 2, WindowSumSubsampling: 2}),
+        (
+            "lenet5-dws",
+            {
+                SourceOrderTableConv: 1,
+                DepthwiseConv2d: 2,
+                WholeInputConv2d: 3,
+                WindowSumSubsampling: 2,
+            },
+        ),
+    ],
 )
-def test_same_outputs_gradients_and_state(name, group_sums, depthwise):
+def test_same_outputs_gradients_and_state(name, swaps):
     plain, fast = _twins(name)
-    assert use_fast_kernels(fast) == group_sums + depthwise + 2
-    assert sum(isinstance(m, GroupSumConv2d) for m in fast.modules()) == group_sums
-    assert sum(isinstance(m, DepthwiseConv2d) for m in fast.modules()) == depthwise
-    assert [type(m) for m in (fast.s2, fast.s4)] == [WindowSumSubsampling] * 2
+    assert use_fast_kernels(fast) == sum(swaps.values())
+    for kind, count in swaps.items():
+        assert sum(type(m) is kind for m in fast.modules()) == count, kind.__name__
     assert fast.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.arange(16) % 10
@@ -48,6 +62,56 @@ def test_same_outputs_gradients_and_state(name, group_sums, depthwise):
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-4)
     for (key, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_table_read_evenly_is_one_convolution_by_input_map():
+    # 3 input maps, each read twice: output 0 reads maps 0, 1; output 1 reads 1, 2; output 2
+    # reads 0, 2.
+    torch.manual_seed(0)
+    plain = TableConv(3, [(0, 1), (1, 2), (0, 2)], 3)
+    fast = TableConv(3, [(0, 1), (1, 2), (0, 2)], 3)
+    fast.load_state_dict(plain.state_dict())
+    assert use_fast_kernels(fast) == 1 and type(fast) is SourceOrderTableConv
+    # filters by input map: map 0 is read by table positions 0 and 4, map 1 by 1 and 2, map 2
+    # by 3 and 5 (table order: 0, 1 | 1, 2 | 0, 2)
+    assert fast.source_order.tolist() == [0, 4, 1, 2, 3, 5]
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    expected = plain(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    out = fast(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    # output map 1 at (0, 0) by hand: its two 3x3 filters on maps 1 and 2, plus its bias
+    w = plain.fan_in2.weight[1]  # (2, 3, 3): filters for maps 1 and 2
+    by_hand = (x[0, 1, :3, :3] * w[0]).sum() + (x[0, 2, :3, :3] * w[1]).sum()
+    torch.testing.assert_close(out[0, 1, 0, 0], by_hand + plain.fan_in2.bias[1])
+
+
+def test_a_table_read_unevenly_keeps_its_groups():
+    uneven = TableConv(3, [(0, 1), (0, 2)], 3)  # map 0 read twice, maps 1 and 2 once
+    assert use_fast_kernels(uneven) == 1  # only its grouped convolution, as a group sum
+    assert type(uneven) is TableConv and type(uneven.fan_in2) is GroupSumConv2d
+
+
+def test_a_kernel_over_the_whole_input_is_a_matrix_product():
+    conv = nn.Conv2d(4, 3, 5)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    bigger = torch.randn(2, 4, 7, 7)
+    expected, expected_bigger = conv(x), conv(bigger)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    assert use_fast_kernels(conv) == 1 and type(conv) is WholeInputConv2d
+    out = conv(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    assert out.shape == (2, 3, 1, 1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    # output 2 of sample 1 by hand: the 100 products of the input and filter 2, plus the bias
+    by_hand = (x[1] * conv.weight[2]).sum() + conv.bias[2]
+    torch.testing.assert_close(out[1, 2, 0, 0], by_hand)
+    torch.testing.assert_close(conv(bigger), expected_bigger)  # 7x7: the convolution itself
+    padded = nn.Conv2d(4, 3, 5, padding=1)
+    assert use_fast_kernels(padded) == 0
 
 
 def test_channels_last_gives_the_same_outputs():
@@ -66,9 +130,8 @@ def test_a_group_sum_is_the_grouped_convolution():
     expected = conv(x)
     assert use_fast_kernels(conv) == 1 and isinstance(conv, GroupSumConv2d)
     torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
-    dense = nn.Conv2d(6, 3, 3)  # groups=1, or several outputs per group: left alone
-    wide = nn.Conv2d(6, 6, 3, groups=3)
-    assert use_fast_kernels(nn.Sequential(dense, wide)) == 0
+    wide = nn.Conv2d(6, 6, 3, groups=3)  # several outputs per group: left alone
+    assert use_fast_kernels(wide) == 0
 
 
 def test_a_channels_last_depthwise_convolution_is_the_depthwise_convolution():

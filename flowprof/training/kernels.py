@@ -18,14 +18,24 @@ came S2's and S4's window sums: a reshape into 2x2 windows and ``sum`` over two 
 a strided copy; ``avg_pool2d`` with ``divisor_override=1`` adds the same four inputs of each
 window (3 additions per output) without the copy.
 
-:func:`use_fast_kernels` swaps the class of every such module (:class:`GroupSumConv2d`,
-:class:`DepthwiseConv2d`, :class:`WindowSumSubsampling`): same parameters, same names, same
-state dict, so checkpoints load into the registry's model, and the tracer (which builds its own
-model) is not involved. The arithmetic is unchanged: an output of a group of ``n`` input maps and
-a KxK kernel is still ``n*K*K`` multiplications and ``n*K*K - 1`` additions plus the bias (the
-depthwise stage adds ``K*K - 1`` per map, the group sum ``n - 1``), a window sum still 3
-additions; only the order of the additions differs, so results agree with the registry's modules
-to float rounding (tested), not bit for bit.
+Profiled again (this session's machine, one thread, batch 128, 43 ms per LeNet-5 step), C3
+still led: gathering the 54 input maps its groups read (``index_select`` forward, ``index_add_``
+backward) and convolving the copies. Table I reads every S2 map exactly 10 times, so the 60
+filters, ordered by the map they read, are one convolution of the 6 maps with 10 filters each
+(``groups=6``): no gathered copy; the 60 responses are put back in table order (a gather of the
+smaller 10x10 outputs) and summed per output map. C5's 5x5 kernel covers its whole 5x5 input, so
+its convolution is the matrix product ``F.linear`` (1.5 -> 0.5 ms forward and backward). Together
+43 -> 31 ms per step (1.3-1.45x, the same for the twin).
+
+:func:`use_fast_kernels` swaps the class of every such module (:class:`SourceOrderTableConv`,
+:class:`GroupSumConv2d`, :class:`DepthwiseConv2d`, :class:`WholeInputConv2d`,
+:class:`WindowSumSubsampling`): same parameters, same names, same state dict, so checkpoints load
+into the registry's model, and the tracer (which builds its own model) is not involved. The
+arithmetic is unchanged: an output of a group of ``n`` input maps and a KxK kernel is still
+``n*K*K`` multiplications and ``n*K*K - 1`` additions plus the bias (the per-map convolution adds
+``K*K - 1`` per map, the group sum ``n - 1``), C5 still 400 products and 399 additions plus the
+bias per output, a window sum still 3 additions; only the order of the additions differs, so
+results agree with the registry's modules to float rounding (tested), not bit for bit.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowprof.models.lenet5 import Subsampling
+from flowprof.models.lenet5 import Subsampling, TableConv
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -74,6 +84,49 @@ class WindowSumSubsampling(Subsampling):
         return self.squash(sums * self.weight + self.bias)
 
 
+class SourceOrderTableConv(TableConv):
+    """C3 (a :class:`TableConv`) as one convolution of each input map with all the filters that
+    read it, then a sum per output map: no gathered copy of the input.
+
+    Table I reads every S2 map the same number of times (10): the 60 filters, reordered by the
+    map they read, form one convolution of the 6 maps with 10 filters each (``groups=6``), whose
+    60 outputs are each one filter's response to one map, the products the paper's connections
+    define. Put back in table order, each output map's responses are summed (``n - 1``
+    additions for ``n`` inputs) and its bias added. Only tables whose input maps are read equally
+    often qualify (:func:`_source_order`); the parameters stay the groups' own (same state dict).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in_maps, H, W)
+        convs = [getattr(self, f"fan_in{n}") for n in self.fan_ins]
+        kernels = torch.cat([c.weight.reshape(-1, 1, *c.kernel_size) for c in convs])  # (T,1,K,K)
+        by_source = kernels.index_select(0, self.source_order)  # grouped by the map each reads
+        first = convs[0]
+        y = F.conv2d(x, by_source, None, first.stride, first.padding, first.dilation, x.shape[1])
+        y = y.index_select(1, self.table_order)  # (B, T, H', W'): back in table order
+        sums, begin = [], 0
+        for fan_in, conv in zip(self.fan_ins, convs, strict=True):
+            end = begin + conv.out_channels * fan_in
+            sums.append(y[:, begin:end].unflatten(1, (-1, fan_in)).sum(2))  # (B, maps, H', W')
+            begin = end
+        out = torch.cat(sums, dim=1)  # (B, out_maps, H', W')
+        biases = [c.bias for c in convs]
+        if all(b is not None for b in biases):
+            out = out + torch.cat(biases).view(1, -1, 1, 1)
+        return out
+
+
+class WholeInputConv2d(nn.Conv2d):
+    """A convolution whose kernel covers its whole input (LeNet-5's C5: 16 maps of 5x5 in, one
+    value per output map) as the matrix product it is: each output is the same 400 products,
+    summed, plus the bias. Any other input size runs the convolution."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, K, K)
+        if tuple(x.shape[-2:]) != tuple(self.kernel_size):
+            return super().forward(x)
+        y = F.linear(x.flatten(1), self.weight.flatten(1), self.bias)  # (B, out)
+        return y.view(*y.shape, 1, 1)  # (B, out, 1, 1)
+
+
 def _group_sum(module: nn.Module) -> bool:
     return (
         type(module) is nn.Conv2d
@@ -93,17 +146,59 @@ def _depthwise(module: nn.Module) -> bool:
     )
 
 
+def _source_order(module: nn.Module) -> list[int] | None:
+    """The input map each filter of a :class:`TableConv` reads, in table order, when every input
+    map is read equally often and all groups share one geometry; else None."""
+    if type(module) is not TableConv:
+        return None
+    convs = [getattr(module, f"fan_in{n}") for n in module.fan_ins]
+    sources: list[int] = []
+    for fan_in, conv in zip(module.fan_ins, convs, strict=True):
+        if module.gathers[fan_in]:
+            sources += getattr(module, f"index{fan_in}").tolist()
+        else:
+            sources += list(range(conv.in_channels))
+    maps = max(sources) + 1
+    uses = [sources.count(i) for i in range(maps)]
+    geometry = {(c.kernel_size, c.stride, c.padding, c.dilation, c.padding_mode) for c in convs}
+    if len(set(uses)) != 1 or len(geometry) != 1 or convs[0].padding_mode != "zeros":
+        return None
+    return sources
+
+
+def _whole_input(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and module.groups == 1
+        and module.padding == (0, 0)
+        and module.dilation == (1, 1)
+    )
+
+
 def use_fast_kernels(model: nn.Module) -> int:
     """Swap every qualifying module of ``model`` for its faster class (see the module docstring).
 
-    In place; returns how many were swapped. Parameters, buffers and names are untouched.
+    In place; returns how many were swapped. Parameters, buffers and names are untouched (a
+    swapped :class:`TableConv` gets two non-persistent index buffers, outside the state dict).
     """
     swapped = 0
+    inside: set[int] = set()  # the groups of a swapped TableConv: it no longer calls them
     for module in model.modules():
-        if _group_sum(module):
+        if id(module) in inside:
+            continue
+        if (sources := _source_order(module)) is not None:
+            order = torch.tensor(sources).argsort(stable=True)  # filters grouped by input map
+            module.__class__ = SourceOrderTableConv
+            device = next(module.parameters()).device
+            module.register_buffer("source_order", order.to(device), persistent=False)
+            module.register_buffer("table_order", order.argsort().to(device), persistent=False)
+            inside |= {id(m) for m in module.modules()}
+        elif _group_sum(module):
             module.__class__ = GroupSumConv2d
         elif _depthwise(module):
             module.__class__ = DepthwiseConv2d
+        elif _whole_input(module):
+            module.__class__ = WholeInputConv2d
         elif type(module) is Subsampling:
             module.__class__ = WindowSumSubsampling
         else:
