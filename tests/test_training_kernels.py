@@ -13,6 +13,7 @@ from flowprof.models.lenet5 import Subsampling, TableConv
 from flowprof.training.kernels import (
     DepthwiseConv2d,
     GroupSumConv2d,
+    PointwiseScale2d,
     SourceOrderTableConv,
     WholeInputConv2d,
     WindowSumSubsampling,
@@ -33,9 +34,10 @@ def _twins(name: str) -> tuple[nn.Module, nn.Module]:
     # lenet5: C3 (Table I reads each S2 map 10 times: one convolution by input map); C1 and C5
     # (ungrouped, unpadded: C5's 5x5 kernel covers its 5x5 input, C1's does not and runs as the
     # convolution); S2 and S4.
-    # lenet5-dws: C3's pointwise stage (Table I again); the depthwise stages of C3 (6 maps) and
-    # C5 (16 maps); C1's two stages (1 map in, ungrouped) and C5's pointwise stage (1x1 kernel on
-    # a 1x1 input) as whole-input candidates; S2 and S4.
+    # lenet5-dws: C3's pointwise stage (Table I again, 1x1 filters); the depthwise stages of C3
+    # (6 maps) and C5 (16 maps); C1's pointwise stage (1x1, one map in) as a broadcast product;
+    # C1's depthwise stage (1 map, ungrouped) and C5's pointwise stage (1x1 kernel on a 1x1
+    # input) as whole-input candidates; S2 and S4.
     [
         ("lenet5", {SourceOrderTableConv: 1, WholeInputConv2d: 2, WindowSumSubsampling: 2}),
         (
@@ -43,7 +45,8 @@ def _twins(name: str) -> tuple[nn.Module, nn.Module]:
             {
                 SourceOrderTableConv: 1,
                 DepthwiseConv2d: 2,
-                WholeInputConv2d: 3,
+                PointwiseScale2d: 1,
+                WholeInputConv2d: 2,
                 WindowSumSubsampling: 2,
             },
         ),
@@ -86,6 +89,37 @@ def test_a_table_read_evenly_is_one_convolution_by_input_map():
     w = plain.fan_in2.weight[1]  # (2, 3, 3): filters for maps 1 and 2
     by_hand = (x[0, 1, :3, :3] * w[0]).sum() + (x[0, 2, :3, :3] * w[1]).sum()
     torch.testing.assert_close(out[0, 1, 0, 0], by_hand + plain.fan_in2.bias[1])
+
+
+def test_a_table_of_1x1_filters_is_a_broadcast_product():
+    torch.manual_seed(0)
+    plain = TableConv(3, [(0, 1), (1, 2), (0, 2)], 1)
+    fast = TableConv(3, [(0, 1), (1, 2), (0, 2)], 1)
+    fast.load_state_dict(plain.state_dict())
+    assert use_fast_kernels(fast) == 1 and type(fast) is SourceOrderTableConv
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    expected = plain(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    out = fast(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    # output map 2 by hand: w0 * map 0 + w1 * map 2 + bias, at every pixel
+    w, bias = plain.fan_in2.weight[2, :, 0, 0], plain.fan_in2.bias[2]
+    torch.testing.assert_close(out[:, 2], w[0] * x[:, 0] + w[1] * x[:, 2] + bias)
+
+
+def test_a_1x1_convolution_of_one_map_scales_it():
+    conv = nn.Conv2d(1, 4, 1)
+    x = torch.randn(2, 1, 6, 6, requires_grad=True)
+    expected = conv(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    assert use_fast_kernels(conv) == 1 and type(conv) is PointwiseScale2d
+    out = conv(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[1, 3], x[1, 0] * conv.weight[3, 0, 0, 0] + conv.bias[3])
 
 
 def test_a_table_read_unevenly_keeps_its_groups():

@@ -18,14 +18,17 @@ came S2's and S4's window sums: a reshape into 2x2 windows and ``sum`` over two 
 a strided copy; ``avg_pool2d`` with ``divisor_override=1`` adds the same four inputs of each
 window (3 additions per output) without the copy.
 
-Profiled again (this session's machine, one thread, batch 128, 43 ms per LeNet-5 step), C3
-still led: gathering the 54 input maps its groups read (``index_select`` forward, ``index_add_``
-backward) and convolving the copies. Table I reads every S2 map exactly 10 times, so the 60
-filters, ordered by the map they read, are one convolution of the 6 maps with 10 filters each
-(``groups=6``): no gathered copy; the 60 responses are put back in table order (a gather of the
-smaller 10x10 outputs) and summed per output map. C5's 5x5 kernel covers its whole 5x5 input, so
-its convolution is the matrix product ``F.linear`` (1.5 -> 0.5 ms forward and backward). Together
-43 -> 31 ms per step (1.3-1.45x, the same for the twin).
+Profiled again (one thread, batch 128, 43-49 ms per LeNet-5 step), C3 still led: gathering the
+54 input maps its groups read (``index_select`` forward, ``index_add_`` backward) and convolving
+the copies. Table I reads every S2 map exactly 10 times, so the 60 filters, ordered by the map
+they read, are one convolution of the 6 maps with 10 filters each (``groups=6``): no gathered
+copy. ``index_add`` then adds each response into its output map, which starts at its bias (no
+table-order copy, no slices whose backward fills zeros). The twin's C3 pointwise stage has 1x1
+filters: its responses are a broadcast product, as is its C1 pointwise stage (a 1x1 convolution
+of one map, whose oneDNN backward took 22% of the twin's step). C5's 5x5 kernel covers its
+whole 5x5 input, so its convolution is the matrix product ``F.linear`` (1.5 -> 0.5 ms forward
+and backward). Measured interleaved in one process (12 rounds, median per-round ratio to the
+kernels before): LeNet-5's step 0.64x, the twin's 0.70x.
 
 :func:`use_fast_kernels` swaps the class of every such module (:class:`SourceOrderTableConv`,
 :class:`GroupSumConv2d`, :class:`DepthwiseConv2d`, :class:`WholeInputConv2d`,
@@ -86,14 +89,15 @@ class WindowSumSubsampling(Subsampling):
 
 class SourceOrderTableConv(TableConv):
     """C3 (a :class:`TableConv`) as one convolution of each input map with all the filters that
-    read it, then a sum per output map: no gathered copy of the input.
+    read it, each response then added into its output map: no gathered copy of the input.
 
     Table I reads every S2 map the same number of times (10): the 60 filters, reordered by the
-    map they read, form one convolution of the 6 maps with 10 filters each (``groups=6``), whose
-    60 outputs are each one filter's response to one map, the products the paper's connections
-    define. Put back in table order, each output map's responses are summed (``n - 1``
-    additions for ``n`` inputs) and its bias added. Only tables whose input maps are read equally
-    often qualify (:func:`_source_order`); the parameters stay the groups' own (same state dict).
+    map they read (buffer ``source_order``), form one convolution of the 6 maps with 10 filters
+    each (``groups=6``), whose 60 responses are each one filter's products with one map, those
+    the paper's connections define. Each output map starts at its bias and gets its ``n``
+    responses added (buffer ``output_map``): ``n`` additions, the ``n - 1`` of the sum and the
+    bias's. Only tables whose input maps are read equally often qualify (:func:`_source_order`);
+    the parameters stay the groups' own (same state dict).
     """
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in_maps, H, W)
@@ -101,18 +105,33 @@ class SourceOrderTableConv(TableConv):
         kernels = torch.cat([c.weight.reshape(-1, 1, *c.kernel_size) for c in convs])  # (T,1,K,K)
         by_source = kernels.index_select(0, self.source_order)  # grouped by the map each reads
         first = convs[0]
-        y = F.conv2d(x, by_source, None, first.stride, first.padding, first.dilation, x.shape[1])
-        y = y.index_select(1, self.table_order)  # (B, T, H', W'): back in table order
-        sums, begin = [], 0
-        for fan_in, conv in zip(self.fan_ins, convs, strict=True):
-            end = begin + conv.out_channels * fan_in
-            sums.append(y[:, begin:end].unflatten(1, (-1, fan_in)).sum(2))  # (B, maps, H', W')
-            begin = end
-        out = torch.cat(sums, dim=1)  # (B, out_maps, H', W')
+        maps = x.shape[1]
+        if first.kernel_size == (1, 1) and first.stride == (1, 1) and first.padding == (0, 0):
+            # 1x1 filters (the twin's C3 pointwise stage): each response is the map times one
+            # weight, as a broadcast product (profiled as a 1x1 convolution, its backward and a
+            # layout copy took a fifth of the twin's step)
+            scales = by_source.view(1, maps, -1, 1, 1)  # (1, C, T/C, 1, 1)
+            y = (x.unsqueeze(2) * scales).flatten(1, 2)  # (B, T, H, W), by input map
+        else:
+            y = F.conv2d(x, by_source, None, first.stride, first.padding, first.dilation, maps)
+        b, _, h, w = y.shape  # (B, T, H', W'), by input map
         biases = [c.bias for c in convs]
-        if all(b is not None for b in biases):
-            out = out + torch.cat(biases).view(1, -1, 1, 1)
-        return out
+        if all(bias is not None for bias in biases):
+            start = torch.cat(biases).view(1, -1, 1, 1).expand(b, -1, h, w)  # (B, M, H', W')
+        else:
+            start = y.new_zeros(b, sum(c.out_channels for c in convs), h, w)
+        # each output map: its bias, plus its filters' responses (n additions for n inputs)
+        return start.index_add(1, self.output_map, y)  # (B, M, H', W')
+
+
+class PointwiseScale2d(nn.Conv2d):
+    """A 1x1 convolution of one input map (the twin's C1 pointwise stage): each output map is the
+    input times its weight plus its bias, computed as that broadcast product (profiled as a 1x1
+    convolution, its backward took a fifth of the twin's step)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 1, H, W)
+        y = x * self.weight.view(1, -1, 1, 1)  # (B, out, H, W)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
 class WholeInputConv2d(nn.Conv2d):
@@ -166,6 +185,21 @@ def _source_order(module: nn.Module) -> list[int] | None:
     return sources
 
 
+def _fan_ins(table: TableConv) -> list[int]:
+    """The fan-in of each output map of ``table``, in table order."""
+    return [n for n in table.fan_ins for _ in range(getattr(table, f"fan_in{n}").out_channels)]
+
+
+def _pointwise_scale(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and module.in_channels == 1
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.padding == (0, 0)
+    )
+
+
 def _whole_input(module: nn.Module) -> bool:
     return (
         type(module) is nn.Conv2d
@@ -191,12 +225,15 @@ def use_fast_kernels(model: nn.Module) -> int:
             module.__class__ = SourceOrderTableConv
             device = next(module.parameters()).device
             module.register_buffer("source_order", order.to(device), persistent=False)
-            module.register_buffer("table_order", order.argsort().to(device), persistent=False)
+            outputs = torch.tensor([j for j, n in enumerate(_fan_ins(module)) for _ in range(n)])
+            module.register_buffer("output_map", outputs[order].to(device), persistent=False)
             inside |= {id(m) for m in module.modules()}
         elif _group_sum(module):
             module.__class__ = GroupSumConv2d
         elif _depthwise(module):
             module.__class__ = DepthwiseConv2d
+        elif _pointwise_scale(module):
+            module.__class__ = PointwiseScale2d
         elif _whole_input(module):
             module.__class__ = WholeInputConv2d
         elif type(module) is Subsampling:
