@@ -48,7 +48,7 @@ $(MNIST_STAMP): $(STAMP) flowprof/training/mnist.py
 # The main job: the fp16 transformer's block graph at emb 512 (tables and diagram), then the
 # report that answers the whole assignment (trains both LeNets on the full MNIST at once, one
 # process each). Measured on this repository's 2-core machine: 4.4 minutes the first time when idle,
-# 5.5 with another process keeping one core busy; 26 to 30 seconds a second time, which reuses
+# 5.5 to 6.5 with another process keeping one core busy; 26 to 30 seconds a second time, which reuses
 # the checkpoints from data/checkpoints. Piped into a log, it prints a progress line per
 # step and per epoch on stderr.
 demo: setup
