@@ -84,9 +84,10 @@ class TrainConfig:
     test_samples: int | None = None  # use only the first N test samples (None: all)
     input_size: int | None = None  # side of the padded input; None: the model's declared input
     eval_batch_size: int = 1000  # evaluation only; does not change results
-    # Compute C3's one-map-per-group convolutions as a depthwise convolution and a group sum
-    # (training.kernels): the same arithmetic, 2-4x faster on this CPU; results agree to float
-    # rounding with the plain modules, not bit for bit, hence a recorded field.
+    # Run the LeNets' convolutions and subsamplings on training.kernels' classes: the same
+    # products and additions, about 3x the registry modules' samples/s on this CPU (BENCHMARKS.md,
+    # `plain` against `bare`); results agree to float rounding with the plain modules, not bit for
+    # bit, hence a recorded field.
     fast_kernels: bool = True
     # torch CPU threads while training; None: one (see choose_threads). Results are bitwise
     # reproducible for a fixed thread count.
