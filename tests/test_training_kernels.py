@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from flowprof.models import registry
 from flowprof.models.lenet5 import Subsampling, TableConv
@@ -27,6 +27,20 @@ def _twins(name: str) -> tuple[nn.Module, nn.Module]:
     fast = registry.build(name, device="cpu").module
     fast.load_state_dict(plain.state_dict())
     return plain, fast
+
+
+def _swap_keeps_output_and_gradient(module: nn.Module, x: torch.Tensor) -> tuple[int, Tensor]:
+    """Run ``module`` on ``x`` (requires grad), swap its kernels, run again: the outputs and the
+    input gradients of a squared-sum loss must agree. Returns how many modules were swapped and
+    the swapped module's output."""
+    expected = module(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    swapped = use_fast_kernels(module)
+    out = module(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    return swapped, out
 
 
 @pytest.mark.parametrize(
@@ -71,54 +85,35 @@ def test_a_table_read_evenly_is_one_convolution_by_input_map():
     # 3 input maps, each read twice: output 0 reads maps 0, 1; output 1 reads 1, 2; output 2
     # reads 0, 2.
     torch.manual_seed(0)
-    plain = TableConv(3, [(0, 1), (1, 2), (0, 2)], 3)
-    fast = TableConv(3, [(0, 1), (1, 2), (0, 2)], 3)
-    fast.load_state_dict(plain.state_dict())
-    assert use_fast_kernels(fast) == 1 and type(fast) is SourceOrderTableConv
+    table = TableConv(3, [(0, 1), (1, 2), (0, 2)], 3)
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    swapped, out = _swap_keeps_output_and_gradient(table, x)
+    assert swapped == 1 and type(table) is SourceOrderTableConv
     # filters by input map: map 0 is read by table positions 0 and 4, map 1 by 1 and 2, map 2
     # by 3 and 5 (table order: 0, 1 | 1, 2 | 0, 2)
-    assert fast.source_order.tolist() == [0, 4, 1, 2, 3, 5]
-    x = torch.randn(2, 3, 7, 7, requires_grad=True)
-    expected = plain(x)
-    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
-    out = fast(x)
-    (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    assert table.source_order.tolist() == [0, 4, 1, 2, 3, 5]
     # output map 1 at (0, 0) by hand: its two 3x3 filters on maps 1 and 2, plus its bias
-    w = plain.fan_in2.weight[1]  # (2, 3, 3): filters for maps 1 and 2
+    w = table.fan_in2.weight[1]  # (2, 3, 3): filters for maps 1 and 2
     by_hand = (x[0, 1, :3, :3] * w[0]).sum() + (x[0, 2, :3, :3] * w[1]).sum()
-    torch.testing.assert_close(out[0, 1, 0, 0], by_hand + plain.fan_in2.bias[1])
+    torch.testing.assert_close(out[0, 1, 0, 0], by_hand + table.fan_in2.bias[1])
 
 
 def test_a_table_of_1x1_filters_is_a_broadcast_product():
     torch.manual_seed(0)
-    plain = TableConv(3, [(0, 1), (1, 2), (0, 2)], 1)
-    fast = TableConv(3, [(0, 1), (1, 2), (0, 2)], 1)
-    fast.load_state_dict(plain.state_dict())
-    assert use_fast_kernels(fast) == 1 and type(fast) is SourceOrderTableConv
+    table = TableConv(3, [(0, 1), (1, 2), (0, 2)], 1)
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    expected = plain(x)
-    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
-    out = fast(x)
-    (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    swapped, out = _swap_keeps_output_and_gradient(table, x)
+    assert swapped == 1 and type(table) is SourceOrderTableConv
     # output map 2 by hand: w0 * map 0 + w1 * map 2 + bias, at every pixel
-    w, bias = plain.fan_in2.weight[2, :, 0, 0], plain.fan_in2.bias[2]
+    w, bias = table.fan_in2.weight[2, :, 0, 0], table.fan_in2.bias[2]
     torch.testing.assert_close(out[:, 2], w[0] * x[:, 0] + w[1] * x[:, 2] + bias)
 
 
 def test_a_1x1_convolution_of_one_map_scales_it():
     conv = nn.Conv2d(1, 4, 1)
     x = torch.randn(2, 1, 6, 6, requires_grad=True)
-    expected = conv(x)
-    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
-    assert use_fast_kernels(conv) == 1 and type(conv) is PointwiseScale2d
-    out = conv(x)
-    (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    swapped, out = _swap_keeps_output_and_gradient(conv, x)
+    assert swapped == 1 and type(conv) is PointwiseScale2d
     torch.testing.assert_close(out[1, 3], x[1, 0] * conv.weight[3, 0, 0, 0] + conv.bias[3])
 
 
@@ -132,14 +127,10 @@ def test_a_kernel_over_the_whole_input_is_a_matrix_product():
     conv = nn.Conv2d(4, 3, 5)
     x = torch.randn(2, 4, 5, 5, requires_grad=True)
     bigger = torch.randn(2, 4, 7, 7)
-    expected, expected_bigger = conv(x), conv(bigger)
-    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
-    assert use_fast_kernels(conv) == 1 and type(conv) is WholeInputConv2d
-    out = conv(x)
-    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    expected_bigger = conv(bigger)
+    swapped, out = _swap_keeps_output_and_gradient(conv, x)
+    assert swapped == 1 and type(conv) is WholeInputConv2d
     assert out.shape == (2, 3, 1, 1)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
     # output 2 of sample 1 by hand: the 100 products of the input and filter 2, plus the bias
     by_hand = (x[1] * conv.weight[2]).sum() + conv.bias[2]
     torch.testing.assert_close(out[1, 2, 0, 0], by_hand)
@@ -171,13 +162,8 @@ def test_a_group_sum_is_the_grouped_convolution():
 def test_a_channels_last_depthwise_convolution_is_the_depthwise_convolution():
     conv = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6)
     x = torch.randn(2, 6, 9, 9, requires_grad=True)
-    expected = conv(x)
-    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
-    assert use_fast_kernels(conv) == 1 and isinstance(conv, DepthwiseConv2d)
-    out = conv(x)
-    (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    swapped, _ = _swap_keeps_output_and_gradient(conv, x)
+    assert swapped == 1 and isinstance(conv, DepthwiseConv2d)
 
 
 def test_a_window_sum_adds_the_four_inputs_of_each_window():

@@ -101,7 +101,7 @@ class SourceOrderTableConv(TableConv):
     """
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in_maps, H, W)
-        convs = [getattr(self, f"fan_in{n}") for n in self.fan_ins]
+        convs = _groups(self)
         kernels = torch.cat([c.weight.reshape(-1, 1, *c.kernel_size) for c in convs])  # (T,1,K,K)
         by_source = kernels.index_select(0, self.source_order)  # grouped by the map each reads
         first = convs[0]
@@ -115,11 +115,8 @@ class SourceOrderTableConv(TableConv):
         else:
             y = F.conv2d(x, by_source, None, first.stride, first.padding, first.dilation, maps)
         b, _, h, w = y.shape  # (B, T, H', W'), by input map
-        biases = [c.bias for c in convs]
-        if all(bias is not None for bias in biases):
-            start = torch.cat(biases).view(1, -1, 1, 1).expand(b, -1, h, w)  # (B, M, H', W')
-        else:
-            start = y.new_zeros(b, sum(c.out_channels for c in convs), h, w)
+        biases = torch.cat([c.bias for c in convs])  # (M,): TableConv's groups all have one
+        start = biases.view(1, -1, 1, 1).expand(b, -1, h, w)  # (B, M, H', W')
         # each output map: its bias, plus its filters' responses (n additions for n inputs)
         return start.index_add(1, self.output_map, y)  # (B, M, H', W')
 
@@ -170,7 +167,7 @@ def _source_order(module: nn.Module) -> list[int] | None:
     map is read equally often and all groups share one geometry; else None."""
     if type(module) is not TableConv:
         return None
-    convs = [getattr(module, f"fan_in{n}") for n in module.fan_ins]
+    convs = _groups(module)
     sources: list[int] = []
     for fan_in, conv in zip(module.fan_ins, convs, strict=True):
         if module.gathers[fan_in]:
@@ -185,9 +182,15 @@ def _source_order(module: nn.Module) -> list[int] | None:
     return sources
 
 
+def _groups(table: TableConv) -> list[nn.Conv2d]:
+    """The grouped convolutions of ``table``, one per fan-in, in table order."""
+    return [getattr(table, f"fan_in{n}") for n in table.fan_ins]
+
+
 def _fan_ins(table: TableConv) -> list[int]:
     """The fan-in of each output map of ``table``, in table order."""
-    return [n for n in table.fan_ins for _ in range(getattr(table, f"fan_in{n}").out_channels)]
+    groups = zip(table.fan_ins, _groups(table), strict=True)
+    return [n for n, conv in groups for _ in range(conv.out_channels)]
 
 
 def _pointwise_scale(module: nn.Module) -> bool:
